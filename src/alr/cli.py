@@ -1,0 +1,346 @@
+"""The ``alr`` command line: train, restore, degrade, info, toy, bench, demo.
+
+Every sub-command reads and writes ordinary image files (PNG, JPEG, TIFF,
+``.npy``). Errors are reported on one line (``alr: error: ...``) with exit
+status 2, and outputs are written atomically, so a failed run leaves nothing
+half-written.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+TASKS = ("denoise", "deblur", "inpaint", "sr")
+
+
+def _parse_memory(text: str) -> float:
+    units = {"k": 2 ** 10, "m": 2 ** 20, "g": 2 ** 30, "t": 2 ** 40}
+    t = text.strip().lower().rstrip("ib")
+    try:
+        return float(t[:-1]) * units[t[-1]] if t and t[-1] in units else float(t)
+    except (ValueError, IndexError):
+        raise argparse.ArgumentTypeError(f"invalid memory size {text!r} (e.g. 4G, 512M)") from None
+
+
+def _positive_float(text: str) -> float:
+    v = float(text)
+    if not v >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return v
+
+
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        i, n = (int(v) for v in text.split("/"))
+        assert 0 <= i < n
+    except Exception:
+        raise argparse.ArgumentTypeError(f"--shard must be i/n with 0 <= i < n, got {text!r}") from None
+    return i, n
+
+
+# ---------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="alr", description="Adversarial local regularization for image restoration.")
+    p.add_argument("--version", action="version", version=f"alr {_version()}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a patch critic on unpaired clean / degraded images")
+    t.add_argument("--clean", required=True, help="folder of clean images")
+    src = t.add_mutually_exclusive_group(required=True)
+    src.add_argument("--degraded", help="folder of real degraded images (unknown degradation)")
+    src.add_argument("--sigma", type=_positive_float, help="fixed Gaussian noise level (in [0,1] units)")
+    src.add_argument("--sigma-range", type=_positive_float, nargs=2, metavar=("A", "B"),
+                     help="noise level drawn uniformly in [A, B] per patch")
+    t.add_argument("--blur", type=_positive_float, default=0.0, metavar="STD",
+                   help="Gaussian blur std (pixels) applied before the noise")
+    t.add_argument("--channels", type=int, choices=(1, 3), default=1)
+    t.add_argument("--depth", type=int, default=6)
+    t.add_argument("--width", type=int, default=64)
+    t.add_argument("--activation", default="relu", choices=("relu", "leaky_relu", "softplus", "silu", "elu"))
+    t.add_argument("--steps", type=int, default=20000)
+    t.add_argument("--batch-size", type=int, default=128)
+    t.add_argument("--lr0", type=float, default=1e-4)
+    t.add_argument("--lr1", type=float, default=1e-5)
+    t.add_argument("--mu", type=float, default=10.0, help="gradient penalty weight")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--ckpt-every", type=int, default=1000)
+    t.add_argument("--max-images", type=int, default=None, help="use only the first N images of each folder")
+    t.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
+    t.add_argument("--resume", action="store_true", help="continue from MODEL.ckpt")
+    t.add_argument("--log", default=None, help="CSV log (default: MODEL with .csv)")
+    t.add_argument("-o", "--output", required=True, help="model file to write (.safetensors)")
+    t.add_argument("-q", "--quiet", action="store_true")
+
+    r = sub.add_parser("restore", help="restore an image (or a folder of images)")
+    r.add_argument("input", help="degraded image file, or a folder of them")
+    r.add_argument("-o", "--output", required=True, help="output image file (or folder)")
+    r.add_argument("--model", default=None, help="model file or shipped name (default: gray / color by channels)")
+    r.add_argument("--task", choices=TASKS, default="denoise")
+    r.add_argument("--sigma", type=_positive_float, default=None,
+                   help="noise level; estimated from the image for denoising when omitted")
+    r.add_argument("--lam", type=_positive_float, default=None, help="regularisation weight (default: model's table)")
+    kern = r.add_mutually_exclusive_group()
+    kern.add_argument("--kernel", help="blur kernel file (.npy or image), for --task deblur")
+    kern.add_argument("--blur-sigma", type=_positive_float, help="Gaussian blur std, for --task deblur")
+    r.add_argument("--mask", help="mask image (1 = known pixel), for --task inpaint")
+    r.add_argument("--factor", type=int, default=2, help="super-resolution factor, for --task sr")
+    r.add_argument("--method", default=None, choices=("adam", "gd", "agd", "lbfgs"))
+    r.add_argument("--iters", type=int, default=None)
+    r.add_argument("--per-channel", action="store_true", help="apply a grayscale model to each colour channel")
+    r.add_argument("--max-memory", type=_parse_memory, default=None, help="activation memory budget, e.g. 4G")
+    r.add_argument("--device", default=None)
+    r.add_argument("--shard", type=_shard, default=None, help="process the i-th of n parts of a folder")
+    r.add_argument("--overwrite", action="store_true", help="redo outputs that already exist (folders)")
+    r.add_argument("-q", "--quiet", action="store_true")
+
+    d = sub.add_parser("degrade", help="make a degraded test input from a clean image")
+    d.add_argument("input")
+    d.add_argument("-o", "--output", required=True, help=".npy/.tif keep unclipped float values")
+    d.add_argument("--task", choices=TASKS, default="denoise")
+    d.add_argument("--sigma", type=_positive_float, default=0.1)
+    d.add_argument("--seed", type=int, default=0)
+    kd = d.add_mutually_exclusive_group()
+    kd.add_argument("--kernel")
+    kd.add_argument("--blur-sigma", type=_positive_float, default=None)
+    d.add_argument("--missing", type=float, default=0.5, help="fraction of missing pixels (inpaint)")
+    d.add_argument("--mask-out", default=None, help="where to write the inpainting mask (PNG)")
+    d.add_argument("--factor", type=int, default=2)
+    d.add_argument("--clip", action="store_true", help="clip the result to [0, 1]")
+
+    i = sub.add_parser("info", help="show a model file's metadata")
+    i.add_argument("model")
+
+    y = sub.add_parser("toy", help="the circle experiment of the paper's Figure 1")
+    y.add_argument("-o", "--output", required=True, help="output folder")
+    y.add_argument("--sigma", type=float, default=0.2)
+    y.add_argument("--steps", type=int, default=3000)
+    y.add_argument("--seed", type=int, default=0)
+
+    m = sub.add_parser("demo", help="restore a sample image with the shipped model")
+    m.add_argument("-o", "--output", default="demo_out")
+
+    from .experiments import add_bench_parser
+    add_bench_parser(sub)
+    return p
+
+
+def _version() -> str:
+    from . import __version__
+    return __version__
+
+
+# ---------------------------------------------------------------------------- helpers
+def _read_kernel(path: str) -> torch.Tensor:
+    from .images import read_image
+    k = read_image(path)[0]
+    if k.shape[0] != 1:
+        k = k.mean(0, keepdim=True)
+    k = k[0]
+    if float(k.sum()) <= 0:
+        raise ValueError(f"kernel {path} sums to zero")
+    return k / k.sum()
+
+
+def make_physics(task: str, args: argparse.Namespace, shape: tuple[int, ...] | None = None):
+    """Build the forward operator of ``task`` from command-line options."""
+    from . import physics as ph
+
+    if task == "denoise":
+        return ph.Denoising()
+    if task == "deblur":
+        if args.kernel:
+            return ph.Blur(_read_kernel(args.kernel))
+        if args.blur_sigma:
+            return ph.Blur(ph.gaussian_kernel(args.blur_sigma))
+        raise ValueError("--task deblur needs --kernel FILE or --blur-sigma S")
+    if task == "inpaint":
+        if not getattr(args, "mask", None):
+            raise ValueError("--task inpaint needs --mask FILE")
+        from .images import read_image
+        m = read_image(args.mask)
+        return ph.Inpainting((m.mean(1, keepdim=True) > 0.5).float())
+    if task == "sr":
+        return ph.Downsampling(args.factor)
+    raise ValueError(f"unknown task {task!r}")
+
+
+def _choose_model(name: str | None, channels: int):
+    from .pretrained import load
+    return load(name or ("gray" if channels == 1 else "color"))
+
+
+def _restore_one(path: Path, out: Path, args, model_cache: dict, say) -> None:
+    from .data import estimate_sigma
+    from .images import read_image, write_image
+    from .pretrained import lam_for
+    from .solver import restore
+
+    y = read_image(path)
+    key = (args.model, y.shape[1])
+    if key not in model_cache:
+        model_cache[key] = _choose_model(args.model, y.shape[1])
+    model = model_cache[key]
+    per_channel = args.per_channel
+    if model.in_channels == 3 and y.shape[1] == 1:
+        y = y.expand(-1, 3, -1, -1)
+    elif model.in_channels == 1 and y.shape[1] == 3 and not per_channel:
+        raise ValueError(f"{path} is a colour image and the model is grayscale: "
+                         "pass --per-channel or a colour --model")
+    physics = make_physics(args.task, args)
+    physics.check_measurement(y)
+    sigma = args.sigma
+    if sigma is None:
+        if args.task != "denoise" and args.lam is None:
+            raise ValueError(f"--task {args.task} needs --sigma (or --lam)")
+        if args.task == "denoise":
+            sigma = estimate_sigma(y)
+            say(f"{path.name}: estimated noise sigma = {sigma:.4f}")
+    lam = args.lam if args.lam is not None else lam_for(model, args.task, sigma)
+    method = args.method or model.meta.get("solver", {}).get("method", "adam")
+    kw = dict(model.meta.get("solver", {}).get("options", {})) if args.method is None else {}
+    t0 = time.perf_counter()
+    x, hist = restore(y, physics, model, lam, method=method, iters=args.iters or kw.pop("iters", None),
+                      per_channel=per_channel, max_memory=args.max_memory, device=args.device,
+                      progress=not args.quiet, **kw)
+    write_image(out, x)
+    say(f"{path.name} -> {out} (task {args.task}, lam {lam:.4g}, {method}, "
+        f"{hist.iterations} iterations, {time.perf_counter() - t0:.1f} s)")
+
+
+# ---------------------------------------------------------------------------- commands
+def cmd_train(args) -> None:
+    from .critic import PatchCritic
+    from .data import Degradation, make_patch_pairs
+    from .train import TrainConfig, init_distributed, train_critic
+
+    rank, world = init_distributed()
+    critic = PatchCritic(args.channels, args.depth, args.width, args.activation)
+    deg = None
+    if args.degraded is None:
+        lo, hi = (args.sigma, args.sigma) if args.sigma is not None else tuple(args.sigma_range)
+        deg = Degradation(lo, hi, args.blur)
+    elif args.blur:
+        raise ValueError("--blur applies to synthetic noise (--sigma / --sigma-range), not --degraded")
+    pairs = make_patch_pairs(args.clean, critic.receptive_field, args.channels, args.degraded, deg,
+                             seed=args.seed, max_images=args.max_images)
+    desc = pairs.describe()
+    critic.meta = {"data": {"clean": str(args.clean), "degraded": str(args.degraded) if args.degraded else None,
+                            **desc},
+                   "noise_range": ([deg.sigma_min, deg.sigma_max] if deg else None)}
+    cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr0=args.lr0, lr1=args.lr1, mu=args.mu,
+                      seed=args.seed, ckpt_every=args.ckpt_every, device=args.device)
+    out = Path(args.output)
+    log = args.log or out.with_suffix(".csv")
+    t0 = time.perf_counter()
+    train_critic(critic, pairs.sample, cfg, out=out, log_csv=log, resume=args.resume, progress=not args.quiet)
+    if rank == 0:
+        print(f"trained {args.steps} steps in {time.perf_counter() - t0:.0f} s on {world} process(es): {out} "
+              f"(log {log})")
+    if world > 1:
+        torch.distributed.destroy_process_group()
+
+
+def cmd_restore(args) -> None:
+    from .images import IMAGE_EXTENSIONS, list_images
+
+    say = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr))
+    src, dst = Path(args.input), Path(args.output)
+    cache: dict = {}
+    if src.is_dir():
+        files = list_images(src)
+        if args.shard:
+            i, n = args.shard
+            files = files[i::n]
+        dst.mkdir(parents=True, exist_ok=True)
+        from tqdm.auto import tqdm
+        todo = [f for f in files if args.overwrite or not (dst / f.name).exists()]
+        say(f"{len(files) - len(todo)} of {len(files)} outputs exist already; restoring {len(todo)}")
+        for f in tqdm(todo, desc="images", disable=args.quiet):
+            _restore_one(f, dst / f.name, args, cache, say)
+        return
+    if not src.is_file():
+        raise FileNotFoundError(f"no such file or folder: {src}")
+    if dst.suffix.lower() not in IMAGE_EXTENSIONS:
+        raise ValueError(f"unsupported output format {dst.suffix!r}; use one of {', '.join(IMAGE_EXTENSIONS)}")
+    _restore_one(src, dst, args, cache, say)
+
+
+def cmd_degrade(args) -> None:
+    from . import physics as ph
+    from .data import add_noise
+    from .images import read_image, write_image
+
+    x = read_image(args.input)
+    out = Path(args.output)
+    if args.task == "inpaint":
+        if args.mask_out is None:
+            raise ValueError("--task inpaint needs --mask-out FILE to save the mask")
+        m = ph.random_mask(tuple(x.shape[-2:]), args.missing, args.seed)
+        physics = ph.Inpainting(m)
+    elif args.task == "sr":
+        k = args.factor
+        h, w = x.shape[-2] // k * k, x.shape[-1] // k * k
+        if (h, w) != tuple(x.shape[-2:]):
+            print(f"note: cropped to {h}x{w}, a multiple of the factor {k}", file=sys.stderr)
+        x = x[..., :h, :w]
+        physics = ph.Downsampling(k)
+    else:
+        physics = make_physics(args.task, args)
+    y = add_noise(physics.A(x), args.sigma, args.seed, clip=args.clip)
+    write_image(out, y)
+    if args.task == "inpaint":
+        write_image(args.mask_out, physics.mask[0])
+    print(f"wrote {out} ({args.task}, sigma {args.sigma}, seed {args.seed})")
+
+
+def cmd_info(args) -> None:
+    from .pretrained import load, resolve
+    m = load(args.model)
+    info = {"file": str(resolve(args.model)), "config": m.config(),
+            "receptive_field": getattr(m, "receptive_field", None),
+            "parameters": sum(p.numel() for p in m.parameters()), "meta": m.meta}
+    print(json.dumps(info, indent=2))
+
+
+def cmd_toy(args) -> None:
+    from .toy import run_toy
+    res = run_toy(args.output, sigma=args.sigma, steps=args.steps, seed=args.seed)
+    print(f"correlation of r with the distance to the circle: {res['corr_grid']:.3f} on the grid "
+          f"({res['grid']}), {res['corr_band']:.3f} in the band {res['band']}; figure {args.output}/toy.png")
+
+
+def cmd_demo(args) -> None:
+    from .demo import run_demo
+    run_demo(args.output)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if os.environ.get("ALR_THREADS"):
+        torch.set_num_threads(int(os.environ["ALR_THREADS"]))
+    handler = {"train": cmd_train, "restore": cmd_restore, "degrade": cmd_degrade, "info": cmd_info,
+               "toy": cmd_toy, "demo": cmd_demo}.get(args.command)
+    if handler is None:
+        from .experiments import cmd_bench
+        handler = cmd_bench
+    try:
+        handler(args)
+    except (FileNotFoundError, ValueError, KeyError, RuntimeError, FloatingPointError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        print(f"alr: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("alr: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,197 @@
+"""The patch critic r_theta and the regularizer R(x) it defines.
+
+A :class:`PatchCritic` is a fully convolutional network with 3x3 kernels and
+no padding, so its receptive field is one ``s x s`` patch with
+``s = 2 * depth + 1``. Applied to an ``H x W`` image it returns an
+``(H - s + 1) x (W - s + 1)`` map holding one score ``r_theta(p)`` per patch
+``p``, and the regularizer of eq. (3) of the paper is the mean of that map::
+
+    R(x) = 1 / |P(x)| * sum_{p in P(x)} r_theta(p)
+
+It is low on clean images and high on degraded ones. Model files are a single
+``.safetensors`` file whose header metadata holds the architecture and a JSON
+description (training data, noise range, lambda table); loading never
+unpickles anything.
+
+Example
+-------
+>>> import torch, alr
+>>> critic = alr.PatchCritic(in_channels=1, depth=6, width=16)
+>>> critic.receptive_field
+13
+>>> critic(torch.rand(2, 1, 20, 30)).shape
+torch.Size([2, 1, 8, 18])
+>>> critic.regularizer(torch.rand(2, 1, 20, 30)).shape
+torch.Size([2])
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import __version__
+
+ACTIVATIONS = {
+    "relu": nn.ReLU,
+    "leaky_relu": lambda: nn.LeakyReLU(0.2),
+    "softplus": nn.Softplus,
+    "silu": nn.SiLU,
+    "elu": nn.ELU,
+}
+
+
+def _activation(name: str) -> nn.Module:
+    try:
+        return ACTIVATIONS[name]()
+    except KeyError:
+        raise ValueError(f"unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}") from None
+
+
+class PatchCritic(nn.Module):
+    """Fully convolutional patch critic r_theta (paper sec. 3.1).
+
+    Parameters
+    ----------
+    in_channels : 1 (grayscale) or 3 (RGB).
+    depth : number of 3x3 convolutions; receptive field ``2 * depth + 1``.
+    width : channels of the hidden layers.
+    activation : ``"relu"`` (paper), or a smooth one (``"softplus"``, ``"silu"``,
+        ``"elu"``) that makes R differentiable everywhere, as the convergence
+        argument of eq. (5) wants.
+    """
+
+    kind = "patch"
+
+    def __init__(self, in_channels: int = 1, depth: int = 6, width: int = 64,
+                 activation: str = "relu") -> None:
+        super().__init__()
+        if in_channels not in (1, 3):
+            raise ValueError(f"in_channels must be 1 or 3, got {in_channels}")
+        if depth < 1 or width < 1:
+            raise ValueError("depth and width must be positive")
+        self.in_channels, self.depth, self.width, self.activation = in_channels, depth, width, activation
+        layers: list[nn.Module] = []
+        ch = in_channels
+        for i in range(depth):
+            last = i == depth - 1
+            layers.append(nn.Conv2d(ch, 1 if last else width, 3, padding=0))
+            if not last:
+                layers.append(_activation(activation))
+            ch = width
+        self.net = nn.Sequential(*layers)
+        self.meta: dict[str, Any] = {}
+
+    @property
+    def receptive_field(self) -> int:
+        """Side ``s`` of the square patch one output score sees."""
+        return 2 * self.depth + 1
+
+    def config(self) -> dict[str, Any]:
+        return {"kind": self.kind, "in_channels": self.in_channels, "depth": self.depth,
+                "width": self.width, "activation": self.activation}
+
+    def _check(self, x: torch.Tensor) -> None:
+        if x.dim() != 4:
+            raise ValueError(f"expected a (B, C, H, W) tensor, got shape {tuple(x.shape)}")
+        if x.shape[1] != self.in_channels:
+            raise ValueError(f"critic expects {self.in_channels} channel(s), got {x.shape[1]}")
+        s = self.receptive_field
+        if x.shape[-1] < s or x.shape[-2] < s:
+            raise ValueError(f"image {tuple(x.shape[-2:])} is smaller than the critic's "
+                             f"{s}x{s} receptive field")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Score map r_theta(p) of every patch: (B, 1, H - s + 1, W - s + 1)."""
+        self._check(x)
+        return self.net(x)
+
+    def regularizer(self, x: torch.Tensor) -> torch.Tensor:
+        """R(x): the mean patch score of each image, shape (B,)."""
+        return self(x).mean(dim=(1, 2, 3))
+
+    # ---- model files -------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> None:
+        """Write weights and metadata to one ``.safetensors`` file, atomically."""
+        save_model(self, path)
+
+
+class PointCritic(nn.Module):
+    """Small MLP critic on points of R^d, used by the toy circle experiment."""
+
+    kind = "mlp"
+
+    def __init__(self, in_features: int = 2, width: int = 64, depth: int = 3,
+                 activation: str = "relu") -> None:
+        super().__init__()
+        self.in_features, self.width, self.depth, self.activation = in_features, width, depth, activation
+        layers: list[nn.Module] = []
+        d = in_features
+        for _ in range(depth):
+            layers += [nn.Linear(d, width), _activation(activation)]
+            d = width
+        layers.append(nn.Linear(d, 1))
+        self.net = nn.Sequential(*layers)
+        self.meta: dict[str, Any] = {}
+
+    def config(self) -> dict[str, Any]:
+        return {"kind": self.kind, "in_features": self.in_features, "depth": self.depth,
+                "width": self.width, "activation": self.activation}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).squeeze(-1)
+
+    def save(self, path: str | os.PathLike) -> None:
+        save_model(self, path)
+
+
+def atomic_write(path: str | os.PathLike, write) -> None:
+    """Call ``write(tmp_path)`` then rename onto ``path``: readers never see a partial file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        write(str(tmp))
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def save_model(model: PatchCritic | PointCritic, path: str | os.PathLike) -> None:
+    """Save ``model`` as safetensors; architecture and ``model.meta`` go to the header."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    header = {"alr_version": __version__, "config": json.dumps(model.config()),
+              "meta": json.dumps(model.meta)}
+    atomic_write(path, lambda tmp: save_file(state, tmp, metadata=header))
+
+
+def load_file(path: str | os.PathLike) -> PatchCritic | PointCritic:
+    """Load a critic from a ``.safetensors`` model file (no pickle involved)."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model file not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # corrupt or not a safetensors file
+        raise ValueError(f"{path} is not a valid alr model file ({e})") from None
+    if "config" not in header:
+        raise ValueError(f"{path} has no alr metadata; was it written by alr?")
+    cfg = json.loads(header["config"])
+    kind = cfg.pop("kind")
+    cls = {"patch": PatchCritic, "mlp": PointCritic}[kind]
+    model = cls(**cfg)
+    model.load_state_dict(state)
+    model.meta = json.loads(header.get("meta", "{}"))
+    model.eval()
+    return model

@@ -1,0 +1,221 @@
+"""Unpaired clean / degraded patch sources for training the critic.
+
+A :class:`ImageStack` holds a set of images (uint8/float, any sizes) padded
+into one tensor so that random ``s x s`` patches are drawn in a single
+vectorised gather. Two disjoint stacks feed the trainer: clean patches
+``p ~ P_c`` and degraded patches ``q ~ P_d``, where ``P_d`` is one of
+
+* Gaussian noise of fixed ``sigma``: ``q = p' + sigma * n``;
+* noise level drawn per patch, ``sigma ~ U[a, b]``;
+* an optional Gaussian blur before the noise (``q = k * p' + sigma n``);
+* patches of real degraded images whose degradation is unknown.
+
+``p`` and ``p'`` come from different images (:func:`split_unpaired`), so the
+critic never sees a clean/degraded pair of the same content. All sampling uses
+a ``torch.Generator``: a seed fixes the whole stream.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .images import list_images, read_array, to_channels
+from .physics import gaussian_kernel
+
+
+class ImageStack:
+    """Images padded into one (N, C, Hmax, Wmax) tensor, with their true sizes.
+
+    Integer images are kept as uint8 to save memory and converted per batch.
+    """
+
+    def __init__(self, images: list[torch.Tensor]) -> None:
+        if not images:
+            raise ValueError("no images given")
+        c = images[0].shape[0]
+        if any(im.shape[0] != c for im in images):
+            raise ValueError("all images must have the same number of channels")
+        hmax = max(im.shape[1] for im in images)
+        wmax = max(im.shape[2] for im in images)
+        dtype = images[0].dtype if all(im.dtype == images[0].dtype for im in images) else torch.float32
+        self.data = torch.zeros(len(images), c, hmax, wmax, dtype=dtype)
+        for i, im in enumerate(images):
+            self.data[i, :, : im.shape[1], : im.shape[2]] = im.to(dtype)
+        self.sizes = torch.tensor([[im.shape[1], im.shape[2]] for im in images])
+
+    def __len__(self) -> int:
+        return self.data.shape[0]
+
+    @property
+    def channels(self) -> int:
+        return self.data.shape[1]
+
+    @classmethod
+    def from_folder(cls, folder: str | os.PathLike, channels: int, files: list[Path] | None = None,
+                    max_images: int | None = None) -> "ImageStack":
+        """Read every image of ``folder`` (or the given ``files``) with ``channels`` channels."""
+        files = files if files is not None else list_images(folder)
+        if max_images:
+            files = files[:max_images]
+        return cls([_load_uint8(f, channels) for f in files])
+
+    def subset(self, idx: list[int] | torch.Tensor) -> "ImageStack":
+        idx = torch.as_tensor(idx, dtype=torch.long)
+        out = ImageStack.__new__(ImageStack)
+        out.data, out.sizes = self.data[idx], self.sizes[idx]
+        return out
+
+    def sample(self, n: int, size: int, generator: torch.Generator) -> torch.Tensor:
+        """``n`` random ``size x size`` patches as float32 (n, C, size, size) in [0, 1]."""
+        if (self.sizes < size).any():
+            small = int((self.sizes.min(1).values < size).sum())
+            raise ValueError(f"{small} image(s) are smaller than the {size}x{size} patch size")
+        img = torch.randint(len(self), (n,), generator=generator)
+        hw = self.sizes[img]
+        u = torch.rand(n, 2, generator=generator)
+        top = (u[:, 0] * (hw[:, 0] - size + 1)).long()
+        left = (u[:, 1] * (hw[:, 1] - size + 1)).long()
+        ar = torch.arange(size)
+        rows = (top[:, None] + ar)[:, :, None]          # (n, s, 1)
+        cols = (left[:, None] + ar)[:, None, :]         # (n, 1, s)
+        patches = self.data.permute(0, 2, 3, 1)[img[:, None, None], rows, cols]  # (n, s, s, C)
+        patches = patches.permute(0, 3, 1, 2).float()
+        if self.data.dtype == torch.uint8:
+            patches = patches / 255.0
+        return patches.contiguous()
+
+
+def _load_uint8(path: Path, channels: int) -> torch.Tensor:
+    arr = read_array(path)
+    x = torch.from_numpy(np.ascontiguousarray(arr))
+    x = x[None, None] if x.dim() == 2 else x.permute(2, 0, 1)[None]
+    x = to_channels(x, channels)[0]
+    # 8-bit sources lose nothing as uint8; keep float for 16-bit/float files.
+    q = torch.round(x * 255)
+    return q.to(torch.uint8) if torch.allclose(q / 255, x, atol=1e-6) else x
+
+
+def split_unpaired(n: int, seed: int = 0, fraction: float = 0.5) -> tuple[list[int], list[int]]:
+    """Split image indices 0..n-1 into two disjoint random sets (clean, degraded)."""
+    if n < 2:
+        raise ValueError("need at least 2 images to make unpaired clean/degraded sets")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    k = min(max(1, round(n * fraction)), n - 1)
+    return sorted(perm[:k]), sorted(perm[k:])
+
+
+@dataclass
+class Degradation:
+    """Synthetic degradation of patches: optional Gaussian blur, then Gaussian noise.
+
+    ``sigma_min == sigma_max`` gives a fixed noise level, otherwise each patch
+    gets ``sigma ~ U[sigma_min, sigma_max]``. Noise is not clipped.
+    """
+
+    sigma_min: float
+    sigma_max: float
+    blur_sigma: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.sigma_min < 0 or self.sigma_max < self.sigma_min:
+            raise ValueError(f"invalid noise range [{self.sigma_min}, {self.sigma_max}]")
+        if self.blur_sigma < 0:
+            raise ValueError("blur sigma must be >= 0")
+
+    @property
+    def margin(self) -> int:
+        """Extra pixels on each side needed so the blur of a patch is exact."""
+        return gaussian_kernel(self.blur_sigma).shape[0] // 2 if self.blur_sigma > 0 else 0
+
+    def __call__(self, patches: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Degrade patches of size ``s + 2 * margin``; returns ``s x s`` patches."""
+        x = patches
+        if self.blur_sigma > 0:
+            k = gaussian_kernel(self.blur_sigma).to(x)
+            c = x.shape[1]
+            x = F.conv2d(x, k.flip(0, 1)[None, None].expand(c, 1, *k.shape), groups=c)
+        n = x.shape[0]
+        sig = self.sigma_min + (self.sigma_max - self.sigma_min) * torch.rand(n, 1, 1, 1, generator=generator)
+        return x + sig * torch.randn(x.shape, generator=generator)
+
+    def describe(self) -> str:
+        s = (f"gaussian noise sigma={self.sigma_min:g}" if self.sigma_min == self.sigma_max
+             else f"gaussian noise sigma~U[{self.sigma_min:g}, {self.sigma_max:g}]")
+        return (f"gaussian blur std {self.blur_sigma:g} + " if self.blur_sigma else "") + s
+
+
+class PatchPairs:
+    """Stream of unpaired (clean, degraded) patch batches for the critic.
+
+    Parameters
+    ----------
+    clean : stack of clean images (patches ``p``).
+    degraded_source : stack that degraded patches come from: clean images of a
+        disjoint set when ``degradation`` is given, else real degraded images.
+    degradation : synthetic degradation, or None for real degraded images.
+    size : patch side (the critic's receptive field).
+    """
+
+    def __init__(self, clean: ImageStack, degraded_source: ImageStack, size: int,
+                 degradation: Degradation | None = None) -> None:
+        if clean.channels != degraded_source.channels:
+            raise ValueError("clean and degraded images must have the same channel count")
+        self.clean, self.source, self.size, self.degradation = clean, degraded_source, size, degradation
+
+    def sample(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """One batch: (clean patches, degraded patches), each (n, C, s, s)."""
+        p = self.clean.sample(n, self.size, generator)
+        if self.degradation is None:
+            q = self.source.sample(n, self.size, generator)
+        else:
+            m = self.degradation.margin
+            q = self.degradation(self.source.sample(n, self.size + 2 * m, generator), generator)
+        return p, q
+
+    def describe(self) -> dict:
+        return {"clean_images": len(self.clean), "degraded_images": len(self.source),
+                "degradation": self.degradation.describe() if self.degradation else "real degraded images",
+                "patch_size": self.size}
+
+
+def make_patch_pairs(clean_dir: str | os.PathLike, size: int, channels: int,
+                     degraded_dir: str | os.PathLike | None = None,
+                     degradation: Degradation | None = None, seed: int = 0,
+                     max_images: int | None = None) -> PatchPairs:
+    """Build the unpaired patch stream from folders.
+
+    With ``degraded_dir`` its images are the degraded source and all of
+    ``clean_dir`` is clean. Otherwise ``clean_dir`` is split in two disjoint
+    halves: one stays clean, the other is degraded by ``degradation``.
+    """
+    if (degraded_dir is None) == (degradation is None):
+        raise ValueError("give exactly one of a degraded folder or a synthetic degradation")
+    files = list_images(clean_dir)[: max_images or None]
+    if degraded_dir is not None:
+        return PatchPairs(ImageStack.from_folder(clean_dir, channels, files),
+                          ImageStack.from_folder(degraded_dir, channels, max_images=max_images), size)
+    stack = ImageStack.from_folder(clean_dir, channels, files)
+    ci, di = split_unpaired(len(stack), seed)
+    return PatchPairs(stack.subset(ci), stack.subset(di), size, degradation)
+
+
+def add_noise(x: torch.Tensor, sigma: float, seed: int | None = None, clip: bool = False) -> torch.Tensor:
+    """y = x + sigma * n, n ~ N(0, I), seeded; ``clip`` clips y to [0, 1] (the paper's protocol)."""
+    g = torch.Generator().manual_seed(seed) if seed is not None else None
+    y = x + sigma * torch.randn(x.shape, generator=g, dtype=x.dtype).to(x.device)
+    return y.clamp(0, 1) if clip else y
+
+
+def estimate_sigma(y: torch.Tensor) -> float:
+    """Robust noise std of a (1, C, H, W) image: median absolute deviation of the
+    finest diagonal wavelet coefficients / 0.6745 (Donoho & Johnstone 1994),
+    averaged over channels (``skimage.restoration.estimate_sigma``)."""
+    from skimage.restoration import estimate_sigma as _est
+
+    arr = y[0].detach().cpu().double().numpy()
+    return float(np.mean([_est(arr[c]) for c in range(arr.shape[0])]))

@@ -1,0 +1,239 @@
+"""Linear forward operators ``A`` with exact adjoints ``A^T``.
+
+Every operator maps an image ``x`` of shape (B, C, H, W) to measurements
+``y = A(x)`` and back with ``A_adjoint(y)``, and satisfies
+``<A x, y> = <x, A^T y>`` to floating-point precision (tested). ``init(y)``
+gives the starting point of the solver (``A^T y`` unless a better one is
+cheap, such as an interpolated image for super-resolution).
+
+Convolutions use **circular (periodic) boundary conditions**: they are exact
+circulant operators, their adjoint is the correlation with the same kernel,
+and a blurred image made with :meth:`Blur.A` is consistent with the model.
+
+Example
+-------
+>>> import torch
+>>> from alr.physics import Blur, gaussian_kernel
+>>> A = Blur(gaussian_kernel(1.6))
+>>> x, y = torch.rand(1, 1, 32, 32), torch.rand(1, 1, 32, 32)
+>>> bool(torch.allclose((A.A(x) * y).sum(), (x * A.A_adjoint(y)).sum(), rtol=1e-4))
+True
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def _to_kernel(kernel: torch.Tensor) -> torch.Tensor:
+    """Normalise a kernel to shape (kh, kw) with odd sides (zero-padded at the end)."""
+    k = torch.as_tensor(kernel, dtype=torch.float32)
+    while k.dim() > 2:
+        if k.shape[0] != 1:
+            raise ValueError(f"kernel must be 2-D, got shape {tuple(kernel.shape)}")
+        k = k[0]
+    if k.dim() != 2 or k.numel() == 0:
+        raise ValueError(f"kernel must be 2-D, got shape {tuple(k.shape)}")
+    if not torch.isfinite(k).all():
+        raise ValueError("kernel contains NaN or infinite values")
+    k = F.pad(k, (0, 1 - k.shape[1] % 2, 0, 1 - k.shape[0] % 2))
+    return k
+
+
+def gaussian_kernel(sigma: float, size: int | None = None) -> torch.Tensor:
+    """Normalised isotropic Gaussian kernel of std ``sigma`` pixels (size 2*ceil(3 sigma)+1)."""
+    if sigma <= 0:
+        raise ValueError("blur sigma must be positive")
+    size = size or 2 * math.ceil(3 * sigma) + 1
+    t = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    g = torch.exp(-t ** 2 / (2 * sigma ** 2))
+    k = g[:, None] * g[None, :]
+    return (k / k.sum()).float()
+
+
+def motion_kernel(length: float, angle: float = 0.0) -> torch.Tensor:
+    """Normalised linear motion-blur kernel of ``length`` pixels at ``angle`` degrees."""
+    if length < 1:
+        raise ValueError("motion length must be >= 1 pixel")
+    size = 2 * math.ceil(length / 2) + 1
+    c = (size - 1) / 2
+    k = torch.zeros(size, size, dtype=torch.float64)
+    th = math.radians(angle)
+    for t in torch.linspace(-length / 2, length / 2, 8 * size).tolist():
+        px, py = c + t * math.cos(th), c - t * math.sin(th)
+        x0, y0 = math.floor(px), math.floor(py)
+        for dy in (0, 1):
+            for dx in (0, 1):
+                xi, yi = x0 + dx, y0 + dy
+                if 0 <= xi < size and 0 <= yi < size:
+                    k[yi, xi] += (1 - abs(px - xi)) * (1 - abs(py - yi))
+    return (k / k.sum()).float()
+
+
+def _circular_correlate(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """out[i] = sum_j k[j] x[i + j - c] with periodic x; per channel."""
+    kh, kw = k.shape
+    c = x.shape[1]
+    xp = F.pad(x, (kw // 2, kw // 2, kh // 2, kh // 2), mode="circular")
+    w = k.to(x)[None, None].expand(c, 1, kh, kw)
+    return F.conv2d(xp, w, groups=c)
+
+
+class LinearOperator:
+    """Base class: subclasses define ``A`` and ``A_adjoint``."""
+
+    def A(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def A_adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.A(x)
+
+    def init(self, y: torch.Tensor) -> torch.Tensor:
+        """Starting point x0 of the solver: A^T y by default."""
+        return self.A_adjoint(y)
+
+    def check_measurement(self, y: torch.Tensor) -> None:
+        """Raise ValueError if ``y`` cannot be a measurement of this operator."""
+        if y.dim() != 4:
+            raise ValueError(f"expected a (B, C, H, W) tensor, got shape {tuple(y.shape)}")
+        if not torch.isfinite(y).all():
+            raise ValueError("measurement contains NaN or infinite values")
+
+    def lipschitz(self) -> float:
+        """An upper bound of ||A^T A|| (operator norm), used to pick gradient steps."""
+        return 1.0
+
+
+class Denoising(LinearOperator):
+    """A = I: y = x + n."""
+
+    def A(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def A_adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        return y
+
+
+class Blur(LinearOperator):
+    """A x = k * x, a convolution with ``kernel`` under circular boundary conditions.
+
+    The kernel is used as a true convolution (flipped before correlation) and
+    is not renormalised. Even-sized kernels are zero-padded to odd size with
+    the centre at index ``size // 2``. A kernel larger than the image is an error.
+    """
+
+    def __init__(self, kernel: torch.Tensor) -> None:
+        self.kernel = _to_kernel(kernel)
+
+    def _fits(self, x: torch.Tensor) -> None:
+        kh, kw = self.kernel.shape
+        if kh > x.shape[-2] or kw > x.shape[-1]:
+            raise ValueError(f"blur kernel {kh}x{kw} is larger than the image {x.shape[-2]}x{x.shape[-1]}")
+
+    def A(self, x: torch.Tensor) -> torch.Tensor:
+        self._fits(x)
+        return _circular_correlate(x, self.kernel.flip(0, 1))
+
+    def A_adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        self._fits(y)
+        return _circular_correlate(y, self.kernel)
+
+    def check_measurement(self, y: torch.Tensor) -> None:
+        super().check_measurement(y)
+        self._fits(y)
+
+    def lipschitz(self) -> float:
+        return float(self.kernel.abs().sum()) ** 2
+
+
+class Inpainting(LinearOperator):
+    """A x = m . x with a binary (or weighting) mask ``m`` of shape (H, W), (C, H, W) or (B, C, H, W).
+
+    ``init`` fills the unknown pixels with the mean of the known ones.
+    """
+
+    def __init__(self, mask: torch.Tensor) -> None:
+        m = torch.as_tensor(mask, dtype=torch.float32)
+        while m.dim() < 4:
+            m = m.unsqueeze(0)
+        if not torch.isfinite(m).all():
+            raise ValueError("mask contains NaN or infinite values")
+        self.mask = m
+
+    def _m(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mask.shape[-2:] != x.shape[-2:]:
+            raise ValueError(f"mask {tuple(self.mask.shape[-2:])} does not match the image "
+                             f"{tuple(x.shape[-2:])}")
+        return self.mask.to(x)
+
+    def A(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self._m(x)
+
+    def A_adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        return y * self._m(y)
+
+    def check_measurement(self, y: torch.Tensor) -> None:
+        super().check_measurement(y)
+        self._m(y)
+
+    def init(self, y: torch.Tensor) -> torch.Tensor:
+        m = self._m(y).expand_as(y)
+        known = (m > 0).to(y)
+        mean = (y * known).sum(dim=(2, 3), keepdim=True) / known.sum(dim=(2, 3), keepdim=True).clamp_min(1)
+        return torch.where(known > 0, y, mean.expand_as(y))
+
+    def lipschitz(self) -> float:
+        return float(self.mask.abs().max()) ** 2
+
+
+def random_mask(shape: tuple[int, int], missing: float, seed: int = 0) -> torch.Tensor:
+    """Binary (H, W) mask with a fraction ``missing`` of pixels set to 0, seeded."""
+    if not 0 <= missing < 1:
+        raise ValueError("missing fraction must be in [0, 1)")
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(shape, generator=g) >= missing).float()
+
+
+class Downsampling(LinearOperator):
+    """A x = S_k (h * x): anti-aliasing Gaussian filter h then decimation by ``factor``.
+
+    ``h`` is a Gaussian of std ``0.5 * factor`` (circular convolution), ``S_k``
+    keeps one pixel in ``factor`` along each axis (the top-left one of each
+    block). The image side must be a multiple of ``factor``. ``A^T`` inserts
+    zeros then filters; ``init`` is a bicubic upsampling of ``y``.
+    """
+
+    def __init__(self, factor: int, filter_sigma: float | None = None) -> None:
+        if int(factor) != factor or factor < 1:
+            raise ValueError("downsampling factor must be a positive integer")
+        self.factor = int(factor)
+        self.blur = Blur(gaussian_kernel(filter_sigma or 0.5 * self.factor)) if self.factor > 1 else None
+
+    def A(self, x: torch.Tensor) -> torch.Tensor:
+        k = self.factor
+        if x.shape[-2] % k or x.shape[-1] % k:
+            raise ValueError(f"image sides {tuple(x.shape[-2:])} must be multiples of the factor {k}")
+        if self.blur is None:
+            return x
+        return self.blur.A(x)[..., ::k, ::k]
+
+    def A_adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        k = self.factor
+        if self.blur is None:
+            return y
+        up = y.new_zeros(*y.shape[:-2], y.shape[-2] * k, y.shape[-1] * k)
+        up[..., ::k, ::k] = y
+        return self.blur.A_adjoint(up)
+
+    def init(self, y: torch.Tensor) -> torch.Tensor:
+        if self.factor == 1:
+            return y
+        return F.interpolate(y, scale_factor=self.factor, mode="bicubic", align_corners=False)
+
+    def lipschitz(self) -> float:
+        return 1.0

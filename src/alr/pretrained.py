@@ -1,0 +1,65 @@
+"""Shipped models and their calibrated regularisation weights.
+
+``load("gray")`` / ``load("color")`` return the models that ship inside the
+package (``alr/models/*.safetensors``, see their model cards); any other
+argument is a path to a model file. A model's metadata may hold a lambda
+table per task, ``{"denoise": {"sigma": [...], "lam": [...]}, ...}``,
+calibrated on training-side images; :func:`lam_for` interpolates it
+log-linearly in sigma (clamped at the ends).
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+from .critic import PatchCritic, PointCritic, load_file
+
+MODEL_DIR = Path(__file__).parent / "models"
+
+
+def shipped_models() -> list[str]:
+    """Names of the models shipped with the package."""
+    return sorted(p.stem for p in MODEL_DIR.glob("*.safetensors"))
+
+
+def resolve(name_or_path: str | os.PathLike) -> Path:
+    """Path of a shipped model name or of a model file."""
+    p = Path(name_or_path)
+    if p.suffix == "" and (MODEL_DIR / f"{p.name}.safetensors").is_file() and not p.is_file():
+        return MODEL_DIR / f"{p.name}.safetensors"
+    if not p.is_file():
+        names = ", ".join(shipped_models()) or "none"
+        raise FileNotFoundError(f"model {name_or_path!s} not found (shipped models: {names})")
+    return p
+
+
+def load(name_or_path: str | os.PathLike) -> PatchCritic | PointCritic:
+    """Load a shipped model by name (``"gray"``, ``"color"``) or a model file by path.
+
+    >>> import alr
+    >>> alr.load("no-such-model")
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: model no-such-model not found (shipped models: ...)
+    """
+    return load_file(resolve(name_or_path))
+
+
+def lam_for(model: PatchCritic, task: str, sigma: float) -> float:
+    """Calibrated lam for ``task`` at noise level ``sigma`` from the model's table.
+
+    Raises KeyError when the model has no table for the task: pass lam explicitly.
+    """
+    table = (model.meta or {}).get("lambda", {}).get(task)
+    if not table:
+        raise KeyError(f"model has no calibrated lambda for task {task!r}; pass --lam")
+    xs, ys = table["sigma"], table["lam"]
+    if len(xs) == 1:
+        return float(ys[0])
+    s = min(max(sigma, xs[0]), xs[-1])
+    for (x0, y0), (x1, y1) in zip(zip(xs, ys), zip(xs[1:], ys[1:])):
+        if s <= x1:
+            w = (math.log(s) - math.log(x0)) / (math.log(x1) - math.log(x0))
+            return float(math.exp((1 - w) * math.log(y0) + w * math.log(y1)))
+    return float(ys[-1])

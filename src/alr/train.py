@@ -1,0 +1,217 @@
+"""Training the critic as a WGAN-GP critic between clean and degraded patches.
+
+Algorithm 1 of the paper: at each step draw clean patches ``p ~ P_c`` and
+degraded patches ``q ~ P_d``, interpolates ``z = t p + (1 - t) q`` with
+``t ~ U[0, 1]`` per pair, and take an Adam step on::
+
+    L(theta) = E_p[r(p)] - E_q[r(q)] + mu * E_z[(||grad_z r(z)||_2 - 1)^2]
+
+so ``r`` is low on clean patches, high on degraded ones and close to
+1-Lipschitz: ``-L`` without the penalty estimates the Wasserstein-1 distance
+``W = E_q[r] - E_p[r]`` between the two patch distributions.
+
+The learning rate decays exponentially, ``lr_k = lr0 (lr1 / lr0)^(k / steps)``.
+Every ``ckpt_every`` steps a checkpoint (weights, Adam state, sampler RNG,
+step) is written atomically; ``resume=True`` continues from it and reproduces
+the uninterrupted run exactly. Under ``torchrun`` the step is data-parallel:
+each of the N processes takes its 1/N slice of the same global batch and the
+gradients are averaged (gloo on CPU, NCCL on GPU), so N processes compute
+the same updates as one.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .critic import atomic_write
+
+Sampler = Callable[[int, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
+
+LOG_FIELDS = ["step", "loss", "wasserstein", "gradient_penalty", "grad_norm_mean",
+              "grad_norm_min", "grad_norm_max", "lr", "seconds"]
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of the critic training (defaults: see docs/model card)."""
+
+    steps: int = 20000
+    batch_size: int = 128
+    lr0: float = 1e-4
+    lr1: float = 1e-5
+    mu: float = 10.0
+    betas: tuple[float, float] = (0.5, 0.9)
+    seed: int = 0
+    ckpt_every: int = 1000
+    log_every: int = 10
+    device: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    def lr(self, step: int) -> float:
+        return self.lr0 * (self.lr1 / self.lr0) ** (step / max(1, self.steps))
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _dist_info() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def init_distributed() -> tuple[int, int]:
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        torch.distributed.init_process_group(backend)
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    return _dist_info()
+
+
+def wgan_gp_loss(critic: nn.Module, p: torch.Tensor, q: torch.Tensor, t: torch.Tensor,
+                 mu: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """WGAN-GP critic loss on clean ``p``, degraded ``q`` and mixing weights ``t``.
+
+    Returns the loss and detached statistics (Wasserstein estimate, penalty,
+    norms of grad_z r at the interpolates).
+    """
+    t = t.view(-1, *([1] * (p.dim() - 1)))
+    z = (t * p + (1 - t) * q).requires_grad_(True)
+    rz = critic(z)
+    (g,) = torch.autograd.grad(rz.sum(), z, create_graph=True)
+    gnorm = g.flatten(1).norm(dim=1)
+    gp = ((gnorm - 1) ** 2).mean()
+    w = critic(q).mean() - critic(p).mean()
+    loss = -w + mu * gp
+    return loss, {"wasserstein": w.detach(), "gradient_penalty": gp.detach(),
+                  "grad_norm_mean": gnorm.mean().detach(), "grad_norm_min": gnorm.min().detach(),
+                  "grad_norm_max": gnorm.max().detach()}
+
+
+def train_critic(critic: nn.Module, sampler: Sampler, config: TrainConfig,
+                 out: str | os.PathLike | None = None, log_csv: str | os.PathLike | None = None,
+                 checkpoint: str | os.PathLike | None = None, resume: bool = False,
+                 progress: bool = True) -> nn.Module:
+    """Train ``critic`` in place with WGAN-GP on batches from ``sampler(n, generator)``.
+
+    ``out`` receives the final model file (safetensors), ``log_csv`` one row
+    per ``log_every`` steps, ``checkpoint`` the resumable state (default
+    ``out + '.ckpt'``). Returns the trained critic on the CPU, in eval mode.
+    """
+    rank, world = _dist_info()
+    if config.batch_size % world:
+        raise ValueError(f"batch size {config.batch_size} is not divisible by {world} processes")
+    device = torch.device(config.device) if config.device else default_device()
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", torch.cuda.current_device())
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    torch.manual_seed(config.seed)
+    critic.to(device).train()
+    opt = torch.optim.Adam(critic.parameters(), lr=config.lr0, betas=config.betas)
+    gen = torch.Generator().manual_seed(config.seed)
+    if checkpoint is None and out is not None:
+        checkpoint = str(out) + ".ckpt"
+    start = 0
+    if resume:
+        if checkpoint is None or not Path(checkpoint).is_file():
+            raise FileNotFoundError(f"no checkpoint to resume from at {checkpoint}")
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        critic.load_state_dict(state["model"])
+        opt.load_state_dict(state["optim"])
+        gen.set_state(state["rng"])
+        start = int(state["step"])
+    if world > 1:
+        for prm in critic.parameters():
+            torch.distributed.broadcast(prm.data, 0)
+    lo, hi = rank * config.batch_size // world, (rank + 1) * config.batch_size // world
+
+    logf = writer = None
+    if log_csv is not None and rank == 0:
+        logf, writer = _open_log(Path(log_csv), start if resume else 0)
+    bar = tqdm(total=config.steps, initial=start, disable=not progress or rank != 0,
+               desc="train critic", unit="step", dynamic_ncols=True)
+    t0 = time.perf_counter()
+    try:
+        for step in range(start, config.steps):
+            for grp in opt.param_groups:
+                grp["lr"] = config.lr(step)
+            p, q = sampler(config.batch_size, gen)
+            t = torch.rand(config.batch_size, generator=gen)
+            p, q, t = (v[lo:hi].to(device, non_blocking=True) for v in (p, q, t))
+            loss, stats = wgan_gp_loss(critic, p, q, t, config.mu)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if world > 1:
+                for prm in critic.parameters():
+                    torch.distributed.all_reduce(prm.grad)
+                    prm.grad /= world
+            opt.step()
+            done = step + 1
+            if done % config.log_every == 0 or done == config.steps:
+                vals = {"loss": loss.detach(), **stats}
+                if world > 1:
+                    packed = torch.stack([vals[k].float() for k in vals])
+                    torch.distributed.all_reduce(packed)
+                    vals = dict(zip(vals, (packed / world).tolist()))
+                else:
+                    vals = {k: float(v) for k, v in vals.items()}
+                if not all(math.isfinite(v) for v in vals.values()):
+                    raise FloatingPointError(f"training diverged at step {done}: {vals}")
+                bar.set_postfix(loss=f"{vals['loss']:.3f}", W=f"{vals['wasserstein']:.3f}",
+                                gn=f"{vals['grad_norm_mean']:.2f}")
+                if writer is not None:
+                    writer.writerow({"step": done, **{k: f"{v:.6g}" for k, v in vals.items()},
+                                     "lr": f"{config.lr(step):.6g}",
+                                     "seconds": f"{time.perf_counter() - t0:.2f}"})
+                    logf.flush()
+            if checkpoint is not None and rank == 0 and (done % config.ckpt_every == 0 or done == config.steps):
+                _save_checkpoint(checkpoint, critic, opt, gen, done)
+            bar.update(1)
+    finally:
+        bar.close()
+        if logf is not None:
+            logf.close()
+    critic.cpu().eval()
+    if hasattr(critic, "meta"):
+        critic.meta.setdefault("training", {}).update(
+            {k: v for k, v in asdict(config).items() if k not in ("device", "extra")})
+        critic.meta["training"].update(config.extra)
+        critic.meta["training"]["world_size"] = world
+    if out is not None and rank == 0:
+        critic.save(out)
+    return critic
+
+
+def _open_log(path: Path, start: int):
+    """Open the CSV log; on resume drop rows past the checkpoint step."""
+    rows = []
+    if start > 0 and path.is_file():
+        with open(path, newline="") as f:
+            rows = [r for r in csv.DictReader(f) if int(r["step"]) <= start]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    f = open(path, "w", newline="")
+    w = csv.DictWriter(f, fieldnames=LOG_FIELDS)
+    w.writeheader()
+    w.writerows(rows)
+    return f, w
+
+
+def _save_checkpoint(path, critic: nn.Module, opt, gen: torch.Generator, step: int) -> None:
+    state = {"model": {k: v.detach().cpu() for k, v in critic.state_dict().items()},
+             "optim": opt.state_dict(), "rng": gen.get_state(), "step": step}
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
