@@ -70,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--mu", type=float, default=10.0, help="gradient penalty weight")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--ckpt-every", type=int, default=1000)
+    t.add_argument("--max-seconds", type=float, default=None, help="stop (and save) after this wall time")
     t.add_argument("--max-images", type=int, default=None, help="use only the first N images of each folder")
     t.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
     t.add_argument("--resume", action="store_true", help="continue from MODEL.ckpt")
@@ -234,7 +235,8 @@ def cmd_train(args) -> None:
                             **desc},
                    "noise_range": ([deg.sigma_min, deg.sigma_max] if deg else None)}
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr0=args.lr0, lr1=args.lr1, mu=args.mu,
-                      seed=args.seed, ckpt_every=args.ckpt_every, device=args.device)
+                      seed=args.seed, ckpt_every=args.ckpt_every, device=args.device,
+                      max_seconds=args.max_seconds)
     out = Path(args.output)
     log = args.log or out.with_suffix(".csv")
     t0 = time.perf_counter()

@@ -53,11 +53,16 @@ class TrainConfig:
     seed: int = 0
     ckpt_every: int = 1000
     log_every: int = 10
+    max_seconds: float | None = None
     device: str | None = None
     extra: dict = field(default_factory=dict)
 
-    def lr(self, step: int) -> float:
-        return self.lr0 * (self.lr1 / self.lr0) ** (step / max(1, self.steps))
+    def lr(self, step: int, elapsed: float = 0.0) -> float:
+        """lr0 (lr1/lr0)^f, f the fraction done: of the steps, or of max_seconds if further."""
+        f = step / max(1, self.steps)
+        if self.max_seconds:
+            f = min(1.0, max(f, elapsed / self.max_seconds))
+        return self.lr0 * (self.lr1 / self.lr0) ** f
 
 
 def default_device() -> torch.device:
@@ -148,8 +153,9 @@ def train_critic(critic: nn.Module, sampler: Sampler, config: TrainConfig,
     t0 = time.perf_counter()
     try:
         for step in range(start, config.steps):
+            lr = config.lr(step, time.perf_counter() - t0)
             for grp in opt.param_groups:
-                grp["lr"] = config.lr(step)
+                grp["lr"] = lr
             p, q = sampler(config.batch_size, gen)
             t = torch.rand(config.batch_size, generator=gen)
             p, q, t = (v[lo:hi].to(device, non_blocking=True) for v in (p, q, t))
@@ -176,12 +182,17 @@ def train_critic(critic: nn.Module, sampler: Sampler, config: TrainConfig,
                                 gn=f"{vals['grad_norm_mean']:.2f}")
                 if writer is not None:
                     writer.writerow({"step": done, **{k: f"{v:.6g}" for k, v in vals.items()},
-                                     "lr": f"{config.lr(step):.6g}",
+                                     "lr": f"{lr:.6g}",
                                      "seconds": f"{time.perf_counter() - t0:.2f}"})
                     logf.flush()
             if checkpoint is not None and rank == 0 and (done % config.ckpt_every == 0 or done == config.steps):
                 _save_checkpoint(checkpoint, critic, opt, gen, done)
             bar.update(1)
+            if config.max_seconds and time.perf_counter() - t0 > config.max_seconds:
+                config.extra["stopped_at_step"] = done
+                if checkpoint is not None and rank == 0:
+                    _save_checkpoint(checkpoint, critic, opt, gen, done)
+                break
     finally:
         bar.close()
         if logf is not None:
@@ -189,7 +200,7 @@ def train_critic(critic: nn.Module, sampler: Sampler, config: TrainConfig,
     critic.cpu().eval()
     if hasattr(critic, "meta"):
         critic.meta.setdefault("training", {}).update(
-            {k: v for k, v in asdict(config).items() if k not in ("device", "extra")})
+            {k: v for k, v in asdict(config).items() if k not in ("device", "extra", "max_seconds")})
         critic.meta["training"].update(config.extra)
         critic.meta["training"]["world_size"] = world
     if out is not None and rank == 0:
