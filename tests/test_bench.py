@@ -1,0 +1,34 @@
+"""Every experiment end to end on the quick subset (needs the data folder: $ALR_DATA)."""
+import pytest
+
+from alr.cli import main
+from conftest import data_dir
+
+pytestmark = pytest.mark.skipif(data_dir() is None, reason="set ALR_DATA to the shared data folder")
+
+
+@pytest.mark.parametrize("name,extra", [
+    ("table2", ["--protocol", "both"]),
+    ("table2", ["--color", "--methods", "alr,bm3d,tv", "--protocol", "standard", "--sigmas", "0.1"]),
+    ("histogram", []),
+    ("deblur", []),
+    ("inpaint", []),
+    ("sr", []),
+    ("toy", []),
+    ("calibrate", ["--sigmas", "0.1"]),
+    ("table1", []),
+])
+def test_quick_experiment(tmp_path, name, extra):
+    out = tmp_path / name
+    assert main(["bench", name, "--quick", "-o", str(out), "--data", str(data_dir())] + extra) == 0
+    assert (out / "results.md").read_text().count("|") > 4
+    assert (out / "run.json").exists() or name == "deblur"
+
+
+def test_shipped_gray_beats_tv_on_quick_denoising(tmp_path):
+    import csv
+    out = tmp_path / "t2"
+    assert main(["bench", "table2", "--quick", "-o", str(out), "--data", str(data_dir()), "--methods", "alr,tv",
+                 "--protocol", "standard", "--sigmas", "0.1"]) == 0
+    rows = {r["method"]: float(r["psnr"]) for r in csv.DictReader(open(out / "results.csv"))}
+    assert rows["alr"] > rows["tv"] and rows["alr"] > rows["input"] + 3

@@ -1,0 +1,122 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from alr.cli import main
+from alr.images import read_image, write_image
+from alr.metrics import psnr
+
+
+@pytest.fixture()
+def clean_png(tmp_path, camera):
+    p = tmp_path / "clean.png"
+    write_image(p, camera[..., 180:276, 180:276])
+    return p
+
+
+def test_degrade_then_restore_float_roundtrip(tmp_path, clean_png, capsys):
+    noisy = tmp_path / "noisy.npy"
+    assert main(["degrade", str(clean_png), "-o", str(noisy), "--sigma", "0.1", "--seed", "3"]) == 0
+    y = read_image(noisy)
+    assert y.min() < 0 or y.max() > 1  # unclipped float data
+    out = tmp_path / "out.png"
+    assert main(["restore", str(noisy), "-o", str(out), "--sigma", "0.1", "--iters", "60", "-q"]) == 0
+    x = read_image(clean_png)
+    assert float(psnr(read_image(out), x)) > float(psnr(y, x)) + 3
+
+
+def test_restore_estimates_sigma(tmp_path, clean_png, capsys):
+    noisy = tmp_path / "noisy.tif"
+    main(["degrade", str(clean_png), "-o", str(noisy), "--sigma", "0.1"])
+    assert main(["restore", str(noisy), "-o", str(tmp_path / "o.png"), "--iters", "3"]) == 0
+    err = capsys.readouterr().err
+    assert "estimated noise sigma" in err
+
+
+@pytest.mark.parametrize("task,extra", [("deblur", ["--blur-sigma", "1.6"]), ("sr", ["--factor", "2"])])
+def test_other_tasks(tmp_path, clean_png, task, extra):
+    y = tmp_path / "y.npy"
+    assert main(["degrade", str(clean_png), "-o", str(y), "--task", task, "--sigma", "0.01"] + extra) == 0
+    assert main(["restore", str(y), "-o", str(tmp_path / "x.png"), "--task", task, "--sigma", "0.01",
+                 "--iters", "5", "-q"] + extra) == 0
+    assert read_image(tmp_path / "x.png").shape[-1] == 96
+
+
+def test_inpaint_with_mask(tmp_path, clean_png):
+    y, m = tmp_path / "y.npy", tmp_path / "mask.png"
+    assert main(["degrade", str(clean_png), "-o", str(y), "--task", "inpaint", "--sigma", "0.01",
+                 "--mask-out", str(m)]) == 0
+    assert main(["restore", str(y), "-o", str(tmp_path / "x.png"), "--task", "inpaint", "--mask", str(m),
+                 "--sigma", "0.01", "--iters", "5", "-q"]) == 0
+
+
+def test_folder_restore_skips_existing_and_shards(tmp_path, clean_png):
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(3):
+        main(["degrade", str(clean_png), "-o", str(src / f"im{i}.png"), "--sigma", "0.1", "--seed", str(i)])
+    dst = tmp_path / "out"
+    assert main(["restore", str(src), "-o", str(dst), "--sigma", "0.1", "--iters", "2", "--shard", "0/2", "-q"]) == 0
+    assert sorted(p.name for p in dst.iterdir()) == ["im0.png", "im2.png"]
+    stamp = (dst / "im0.png").stat().st_mtime_ns
+    assert main(["restore", str(src), "-o", str(dst), "--sigma", "0.1", "--iters", "2", "-q"]) == 0
+    assert (dst / "im0.png").stat().st_mtime_ns == stamp and (dst / "im1.png").exists()
+
+
+def test_errors_are_one_line_and_leave_nothing(tmp_path, clean_png, capsys):
+    out = tmp_path / "out.png"
+    assert main(["restore", str(tmp_path / "missing.png"), "-o", str(out)]) == 2
+    rgb = tmp_path / "rgb.png"
+    Image.fromarray((np.random.rand(40, 40, 3) * 255).astype("uint8")).save(rgb)
+    assert main(["restore", str(rgb), "-o", str(out), "--model", "gray", "--sigma", "0.1"]) == 2
+    assert main(["restore", str(clean_png), "-o", str(out), "--task", "deblur", "--blur-sigma", "40",
+                 "--sigma", "0.01"]) == 2
+    (tmp_path / "m.png").write_bytes(b"garbage")
+    assert main(["restore", str(clean_png), "-o", str(out), "--task", "inpaint", "--mask",
+                 str(tmp_path / "m.png"), "--sigma", "0.01"]) == 2
+    assert main(["restore", str(clean_png), "-o", str(tmp_path / "o.xyz"), "--sigma", "0.1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 5 and all(line.startswith("alr: error:") for line in err)
+    assert not out.exists() and not list(tmp_path.glob(".*tmp*"))
+    with pytest.raises(SystemExit):
+        main(["restore", str(clean_png), "-o", str(out), "--task", "paint"])
+
+
+def test_color_with_per_channel_and_color_model(tmp_path):
+    from skimage import data
+    rgb = tmp_path / "rgb.png"
+    Image.fromarray(data.astronaut()[100:164, 100:164]).save(rgb)
+    assert main(["restore", str(rgb), "-o", str(tmp_path / "a.png"), "--model", "gray", "--per-channel",
+                 "--sigma", "0.05", "--iters", "2", "-q"]) == 0
+    assert main(["restore", str(rgb), "-o", str(tmp_path / "b.png"), "--sigma", "0.05", "--iters", "2",
+                 "-q"]) == 0
+    assert read_image(tmp_path / "b.png").shape == (1, 3, 64, 64)
+
+
+def test_info(capsys):
+    assert main(["info", "gray"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["receptive_field"] == 13 and "lambda" in info["meta"]
+
+
+def test_train_cli_and_resume(tmp_path, sample_dir):
+    out = tmp_path / "m.safetensors"
+    args = ["train", "--clean", str(sample_dir), "--sigma-range", "0", "0.3", "--steps", "10", "--batch-size", "8",
+            "--width", "8", "--ckpt-every", "5", "-q", "-o", str(out)]
+    assert main(args) == 0 and out.exists() and (tmp_path / "m.csv").exists()
+    assert main(args[:8] + ["20"] + args[9:] + ["--resume"]) == 0
+    assert main(["train", "--clean", str(tmp_path / "nope"), "--sigma", "0.1", "-o", str(out)]) == 2
+
+
+def test_image_formats(tmp_path):
+    a = (np.random.rand(20, 30) * 65535).astype(np.uint16)
+    Image.fromarray(a).save(tmp_path / "a16.png")
+    x = read_image(tmp_path / "a16.png")
+    assert torch.allclose(x[0, 0], torch.from_numpy(a.astype(np.float32) / 65535), atol=1e-6)
+    rgba = (np.random.rand(20, 30, 4) * 255).astype(np.uint8)
+    Image.fromarray(rgba).save(tmp_path / "a.png")
+    assert read_image(tmp_path / "a.png").shape == (1, 3, 20, 30)
+    assert read_image(tmp_path / "a.png", channels=1).shape == (1, 1, 20, 30)

@@ -1,0 +1,81 @@
+import pytest
+import torch
+
+import alr
+from alr.critic import PatchCritic, load_file
+from alr.solver import Regularizer
+
+
+def test_shapes_and_receptive_field():
+    c = PatchCritic(in_channels=3, depth=4, width=8)
+    assert c.receptive_field == 9
+    assert c(torch.rand(2, 3, 20, 31)).shape == (2, 1, 12, 23)
+    assert c.regularizer(torch.rand(2, 3, 20, 31)).shape == (2,)
+    assert c(torch.rand(1, 3, 9, 9)).shape == (1, 1, 1, 1)
+
+
+def test_receptive_field_is_exact():
+    c = PatchCritic(depth=3, width=8)
+    x = torch.rand(1, 1, 15, 15)
+    y = x.clone()
+    y[..., 0, 0] += 1.0  # only patches containing pixel (0, 0) may change
+    d = (c(x) - c(y)).abs()[0, 0]
+    assert d[0, 0] > 0 and d[1:, :].abs().max() == 0 and d[:, 1:].abs().max() == 0
+
+
+def test_errors():
+    c = PatchCritic()
+    with pytest.raises(ValueError, match="smaller than"):
+        c(torch.rand(1, 1, 12, 40))
+    with pytest.raises(ValueError, match="channel"):
+        c(torch.rand(1, 3, 20, 20))
+    with pytest.raises(ValueError):
+        PatchCritic(in_channels=2)
+    with pytest.raises(ValueError, match="activation"):
+        PatchCritic(activation="tanhh")
+
+
+def test_save_load_roundtrip(tmp_path):
+    c = PatchCritic(width=8, activation="softplus")
+    c.meta = {"lambda": {"denoise": {"sigma": [0.1, 0.2], "lam": [0.01, 0.02]}}}
+    c.save(tmp_path / "m.safetensors")
+    d = load_file(tmp_path / "m.safetensors")
+    x = torch.rand(1, 1, 20, 20)
+    assert torch.equal(c(x), d(x)) and d.activation == "softplus" and d.meta == c.meta
+    assert alr.lam_for(d, "denoise", 0.1) == pytest.approx(0.01)
+    assert 0.01 < alr.lam_for(d, "denoise", 0.15) < 0.02
+    (tmp_path / "bad.safetensors").write_bytes(b"not a model")
+    with pytest.raises(ValueError):
+        load_file(tmp_path / "bad.safetensors")
+    with pytest.raises(FileNotFoundError):
+        alr.load(tmp_path / "missing.safetensors")
+
+
+@pytest.mark.parametrize("activation", ["softplus", "relu"])
+def test_gradient_of_R_matches_finite_differences(activation):
+    torch.manual_seed(0)
+    c = PatchCritic(depth=3, width=8, activation=activation).double()
+    x = torch.rand(1, 1, 12, 12, dtype=torch.float64)
+    _, g = Regularizer(c).value_and_grad(x)
+    v = torch.randn_like(x)
+    eps = 1e-6
+    fd = (c.regularizer(x + eps * v) - c.regularizer(x - eps * v)) / (2 * eps)
+    assert float(fd) == pytest.approx(float((g * v).sum()), rel=1e-5, abs=1e-9)
+
+
+def test_tiled_gradient_equals_full_gradient():
+    torch.manual_seed(0)
+    c = PatchCritic(depth=4, width=8).double()
+    x = torch.rand(2, 1, 70, 53, dtype=torch.float64)
+    r_full, g_full = Regularizer(c).value_and_grad(x)
+    tiled = Regularizer(c, max_memory=4.0e5)
+    assert tiled.tile_size(x) is not None and tiled.tile_size(x) < 40
+    r_t, g_t = tiled.value_and_grad(x)
+    assert torch.allclose(r_full, r_t, rtol=1e-12) and torch.allclose(g_full, g_t, rtol=1e-10, atol=1e-15)
+
+
+def test_shipped_models_load():
+    g = alr.load("gray")
+    assert g.in_channels == 1 and g.receptive_field == 13
+    assert alr.load("color").in_channels == 3
+    assert alr.lam_for(g, "denoise", 0.1) > 0

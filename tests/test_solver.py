@@ -1,0 +1,65 @@
+import pytest
+import torch
+
+import alr
+from alr.data import add_noise
+from alr.metrics import psnr
+from alr.physics import Blur, Denoising, Downsampling, Inpainting, gaussian_kernel, random_mask
+
+
+@pytest.fixture(scope="module")
+def gray():
+    return alr.load("gray")
+
+
+def test_denoising_beats_noisy_input(gray, camera):
+    x = camera[..., 200:296, 200:296]
+    y = add_noise(x, 0.1, seed=0)
+    lam = alr.lam_for(gray, "denoise", 0.1)
+    xh, hist = alr.restore(y, Denoising(), gray, lam, iters=100)
+    assert float(psnr(xh, x)) > float(psnr(y, x)) + 3
+    assert hist.objective[-1] < hist.objective[0] and len(hist.grad_norm) == 100
+
+
+@pytest.mark.parametrize("method", ["gd", "agd", "lbfgs"])
+def test_other_methods_decrease_energy_and_denoise(gray, camera, method):
+    x = camera[..., 100:164, 100:164]
+    y = add_noise(x, 0.1, seed=1)
+    xh, hist = alr.restore(y, None, gray, alr.lam_for(gray, "denoise", 0.1), method=method, iters=30)
+    assert hist.objective[-1] < hist.objective[0]
+    assert float(psnr(xh, x)) > float(psnr(y, x))
+
+
+@pytest.mark.parametrize("physics", [Blur(gaussian_kernel(1.6)), Inpainting(random_mask((64, 64), 0.5, 0)),
+                                     Downsampling(2)])
+def test_inverse_problems_improve_on_init(gray, camera, physics):
+    x = camera[..., 256:320, 256:320]
+    y = add_noise(physics.A(x), 0.01, seed=2)
+    xh, _ = alr.restore(y, physics, gray, 0.005, iters=60)
+    assert float(psnr(xh, x)) > float(psnr(physics.init(y).clamp(0, 1), x))
+
+
+def test_batch_and_per_image_lambda(gray):
+    y = torch.rand(3, 1, 32, 32)
+    xh, _ = alr.restore(y, None, gray, torch.tensor([0.0, 0.01, 0.1]), iters=5)
+    assert xh.shape == y.shape
+    with pytest.raises(ValueError):
+        alr.restore(y, None, gray, torch.tensor([0.1, 0.2]), iters=2)
+
+
+def test_per_channel_and_errors(gray):
+    y = torch.rand(1, 3, 32, 32)
+    with pytest.raises(ValueError, match="per_channel"):
+        alr.restore(y, None, gray, 0.01, iters=2)
+    xh, _ = alr.restore(y, None, gray, 0.01, iters=2, per_channel=True)
+    assert xh.shape == y.shape
+    with pytest.raises(ValueError, match="NaN"):
+        alr.restore(torch.full((1, 1, 32, 32), float("nan")), None, gray, 0.01)
+    with pytest.raises(ValueError, match="method"):
+        alr.restore(torch.rand(1, 1, 32, 32), None, gray, 0.01, method="sgd")
+
+
+def test_weights_stay_frozen(gray):
+    before = [p.clone() for p in gray.parameters()]
+    alr.restore(torch.rand(1, 1, 32, 32), None, gray, 0.01, iters=3)
+    assert all(torch.equal(a, b) for a, b in zip(before, gray.parameters()))
