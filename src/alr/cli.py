@@ -242,7 +242,7 @@ def cmd_train(args) -> None:
     t0 = time.perf_counter()
     train_critic(critic, pairs.sample, cfg, out=out, log_csv=log, resume=args.resume, progress=not args.quiet)
     if rank == 0:
-        print(f"trained {args.steps} steps in {time.perf_counter() - t0:.0f} s on {world} process(es): {out} "
+        print(f"trained {critic.meta['training']['steps']} steps in {time.perf_counter() - t0:.0f} s on {world} process(es): {out} "
               f"(log {log})")
     if world > 1:
         torch.distributed.destroy_process_group()

@@ -100,9 +100,10 @@ def _alr_batched(ys: list[torch.Tensor], phys: list, model, lam: float, quick: b
             groups.setdefault((tuple(y.shape), type(p).__name__), []).append(i)
         else:
             groups[("single", i)] = [i]
+    per = 16 if str(device or "").startswith("cuda") or (device is None and torch.cuda.is_available()) else 1
     for idx in groups.values():
-        for start in range(0, len(idx), 16):
-            chunk = idx[start:start + 16]
+        for start in range(0, len(idx), per):
+            chunk = idx[start:start + per]
             t0 = time.perf_counter()
             xh = _alr(torch.cat([ys[i] for i in chunk]), phys[chunk[0]], model, lam, quick, device)
             dt = (time.perf_counter() - t0) / len(chunk)

@@ -202,6 +202,8 @@ def train_critic(critic: nn.Module, sampler: Sampler, config: TrainConfig,
         critic.meta.setdefault("training", {}).update(
             {k: v for k, v in asdict(config).items() if k not in ("device", "extra", "max_seconds")})
         critic.meta["training"].update(config.extra)
+        if "stopped_at_step" in config.extra:
+            critic.meta["training"]["steps"] = config.extra.pop("stopped_at_step")
         critic.meta["training"]["world_size"] = world
     if out is not None and rank == 0:
         critic.save(out)
