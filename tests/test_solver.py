@@ -63,3 +63,15 @@ def test_weights_stay_frozen(gray):
     before = [p.clone() for p in gray.parameters()]
     alr.restore(torch.rand(1, 1, 32, 32), None, gray, 0.01, iters=3)
     assert all(torch.equal(a, b) for a, b in zip(before, gray.parameters()))
+
+
+def test_tiled_restoration_matches_untiled():
+    torch.manual_seed(0)
+    critic = alr.PatchCritic(depth=3, width=8).double()
+    y = torch.rand(1, 1, 60, 50, dtype=torch.float64)
+    kw = dict(method="gd", iters=5, step=0.5, clip=False)
+    full, _ = alr.restore(y.float(), None, critic.float(), 0.05, **kw)
+    tiled, _ = alr.restore(y.float(), None, critic.float(), 0.05, max_memory=2e5, **kw)
+    from alr.solver import Regularizer
+    assert Regularizer(critic.float(), max_memory=2e5).tile_size(y.float()) is not None
+    assert torch.allclose(full, tiled, atol=1e-5)

@@ -13,7 +13,7 @@
 
 Every run writes ``results.md``, ``results.csv``, PNG figures and ``run.json``
 (command, versions, seed, timings). ``--quick`` runs the same code on 4 images
-cropped to 128x128 with short schedules, for the test suite.
+cropped to 96x96 with short schedules, for the test suite.
 """
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def add_bench_parser(sub) -> None:
     b = sub.add_parser("bench", help="reproduce an experiment of the paper")
     b.add_argument("name", choices=EXPERIMENTS)
     b.add_argument("-o", "--output", required=True, help="output folder")
-    b.add_argument("--quick", action="store_true", help="4 images cropped to 128x128, short schedules")
+    b.add_argument("--quick", action="store_true", help="4 images cropped to 96x96, short schedules")
     b.add_argument("--data", default=None, help="data folder (default: $ALR_DATA)")
     b.add_argument("--model", default=None, help="model (default: gray, or color with --color)")
     b.add_argument("--models", default=None, help="table1: folder of trained critics to reuse")
@@ -68,7 +68,7 @@ def _images(folder: Path, channels: int, quick: bool, max_images: int | None = N
         x = read_image(f, channels)
         if quick:
             h, w = x.shape[-2:]
-            x = x[..., (h - 128) // 2:(h - 128) // 2 + 128, (w - 128) // 2:(w - 128) // 2 + 128]
+            x = x[..., (h - 96) // 2:(h - 96) // 2 + 96, (w - 96) // 2:(w - 96) // 2 + 96]
         out.append((f.stem, x))
     return out
 
@@ -79,7 +79,7 @@ def _seed(name: str, sigma: float, base: int) -> int:
 
 
 def alr_options(quick: bool) -> dict:
-    return {"iters": 20} if quick else {}
+    return {"iters": 15} if quick else {}
 
 
 def _alr(y: torch.Tensor, physics, model, lam: float, quick: bool, device) -> torch.Tensor:
