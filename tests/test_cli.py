@@ -107,7 +107,8 @@ def test_train_cli_and_resume(tmp_path, sample_dir):
     args = ["train", "--clean", str(sample_dir), "--sigma-range", "0", "0.3", "--steps", "10", "--batch-size", "8",
             "--width", "8", "--ckpt-every", "5", "-q", "-o", str(out)]
     assert main(args) == 0 and out.exists() and (tmp_path / "m.csv").exists()
-    assert main(args[:8] + ["20"] + args[9:] + ["--resume"]) == 0
+    args[args.index("--steps") + 1] = "20"
+    assert main(args + ["--resume"]) == 0
     assert main(["train", "--clean", str(tmp_path / "nope"), "--sigma", "0.1", "-o", str(out)]) == 2
 
 

@@ -71,7 +71,7 @@ def test_tiled_gradient_equals_full_gradient():
     tiled = Regularizer(c, max_memory=4.0e5)
     assert tiled.tile_size(x) is not None and tiled.tile_size(x) < 40
     r_t, g_t = tiled.value_and_grad(x)
-    assert torch.allclose(r_full, r_t, rtol=1e-12) and torch.allclose(g_full, g_t, rtol=1e-10, atol=1e-15)
+    assert torch.allclose(r_full, r_t, rtol=1e-12) and torch.allclose(g_full, g_t, rtol=1e-9, atol=1e-9 * float(g_full.abs().max()))
 
 
 def test_shipped_models_load():

@@ -205,8 +205,10 @@ def _restore_one(path: Path, out: Path, args, model_cache: dict, say) -> None:
     lam = args.lam if args.lam is not None else lam_for(model, args.task, sigma)
     method = args.method or model.meta.get("solver", {}).get("method", "adam")
     kw = dict(model.meta.get("solver", {}).get("options", {})) if args.method is None else {}
+    if args.iters:
+        kw["iters"] = args.iters
     t0 = time.perf_counter()
-    x, hist = restore(y, physics, model, lam, method=method, iters=args.iters or kw.pop("iters", None),
+    x, hist = restore(y, physics, model, lam, method=method,
                       per_channel=per_channel, max_memory=args.max_memory, device=args.device,
                       progress=not args.quiet, **kw)
     write_image(out, x)

@@ -78,7 +78,7 @@ def read_image(path: str | os.PathLike, channels: int | None = None) -> torch.Te
     """Read an image as a (1, C, H, W) float32 tensor; optionally convert to ``channels``."""
     arr = read_array(path)
     x = torch.from_numpy(np.ascontiguousarray(arr))
-    x = x[None, None] if x.dim() == 2 else x.permute(2, 0, 1)[None]
+    x = x[None, None] if x.dim() == 2 else x.permute(2, 0, 1)[None].contiguous()
     return x if channels is None else to_channels(x, channels)
 
 

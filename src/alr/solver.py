@@ -133,7 +133,7 @@ class Regularizer:
             raise ValueError(f"image {tuple(x.shape[-2:])} is smaller than the critic's {s}x{s} receptive field")
         tile = self.tile_size(x)
         total = xb.new_zeros(nb)
-        grad = torch.zeros_like(xb) if need_grad else None
+        grad = torch.zeros(xb.shape, dtype=xb.dtype, device=xb.device) if need_grad else None
         steps = [(0, ho, 0, wo)] if tile is None else [
             (i, min(i + tile, ho), j, min(j + tile, wo))
             for i in range(0, ho, tile) for j in range(0, wo, tile)]
@@ -142,14 +142,14 @@ class Regularizer:
             with torch.enable_grad(), torch.autocast(sub.device.type, dtype=torch.bfloat16,
                                                      enabled=self.precision == "bf16"):
                 sub.requires_grad_(need_grad)
-                score = self.model(sub).float().sum(dim=(1, 2, 3)) / (ho * wo)
+                score = self.model(sub).to(xb.dtype).sum(dim=(1, 2, 3)) / (ho * wo)
                 if need_grad:
                     (g,) = torch.autograd.grad(score.sum(), sub)
-                    grad[..., i0:i1 + s - 1, j0:j1 + s - 1] += g.float()
+                    grad[..., i0:i1 + s - 1, j0:j1 + s - 1] += g.to(xb.dtype)
             total += score.detach()
         r = total.view(b, -1).mean(1)
         if grad is not None:
-            grad = grad.view_as(x) / (xb.shape[0] // b)
+            grad = grad.reshape(x.shape) / (xb.shape[0] // b)
         return r, grad
 
 
@@ -224,9 +224,9 @@ def restore(y: torch.Tensor, physics: LinearOperator | None, model: PatchCritic,
     physics.check_measurement(y)
     dev = torch.device(device) if device else next(model.parameters()).device
     model = model.to(dev).eval()
-    y = y.to(dev, torch.float32)
+    y = y.to(dev, torch.float32).contiguous()
     b = y.shape[0]
-    x = (physics.init(y) if x0 is None else x0.to(dev, torch.float32)).clone()
+    x = (physics.init(y) if x0 is None else x0.to(dev, torch.float32)).clone().contiguous()
     if not torch.isfinite(x).all():
         raise ValueError("starting point contains NaN or infinite values")
     prob = Problem(y, physics, Regularizer(model, per_channel, max_memory, precision),
