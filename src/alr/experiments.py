@@ -229,7 +229,9 @@ def cmd_calibrate(args, out: Path) -> str:
     model.meta["lambda_calibration"] = {"images": str(folder.name), "quick": args.quick}
     target = out / f"{Path(name).stem}.safetensors"
     model.save(target)
-    return tbl.write(out, f"Lambda calibration of {name} (written to {target})")
+    text = tbl.write(out, f"Lambda calibration of {name} (written to {target})")
+    _run_json(out, args, {}, {"model": str(name), "images": folder.name})
+    return text
 
 
 # ----------------------------------------------------------------------------- table 2 and friends
@@ -275,6 +277,7 @@ def run_restoration_table(args, out: Path, task: str, folder: Path, sigmas: list
            "out": out, "tv_lam": lambda s: tv_lambda(s, task)}
     if "epll" in methods:
         ctx["gmm"] = _gmm(ctx, ch, root)
+    out.mkdir(parents=True, exist_ok=True)
     lp = LPIPS()
     rows, timings = [], {}
     for proto in protocols:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 from tqdm.auto import tqdm
@@ -51,6 +52,7 @@ class History:
     grad_norm: list[float] = field(default_factory=list)
     iterations: int = 0
     converged: bool = False
+    callback: Callable[[int, torch.Tensor], None] | None = field(default=None, repr=False)
 
     def record(self, e: "Energy") -> None:
         self.objective.append(float(e.value.mean()))
@@ -188,7 +190,8 @@ def restore(y: torch.Tensor, physics: LinearOperator | None, model: PatchCritic,
             lr0: float = 0.01, lr1: float = 1e-4, step: float | None = None, tol: float = 0.0,
             x0: torch.Tensor | None = None, per_channel: bool = False,
             max_memory: float | None = None, precision: str = "fp32", clip: bool = True,
-            progress: bool = False, device: str | torch.device | None = None) -> tuple[torch.Tensor, History]:
+            progress: bool = False, device: str | torch.device | None = None,
+            callback: Callable[[int, torch.Tensor], None] | None = None) -> tuple[torch.Tensor, History]:
     """Minimise ``E(x) = 1/(2n) ||A x - y||^2 + lam R(x)``; see the module docstring.
 
     Parameters
@@ -206,6 +209,7 @@ def restore(y: torch.Tensor, physics: LinearOperator | None, model: PatchCritic,
     max_memory : activation budget in bytes; larger images are solved in exact tiles.
     precision : ``"fp32"`` or ``"bf16"`` for the critic's forward/backward.
     clip : clip the result to [0, 1].
+    callback : called as ``callback(k, x_k)`` with the point evaluated at each iteration.
 
     Returns the restored image (B, C, H, W) and the :class:`History`.
 
@@ -232,7 +236,7 @@ def restore(y: torch.Tensor, physics: LinearOperator | None, model: PatchCritic,
     prob = Problem(y, physics, Regularizer(model, per_channel, max_memory, precision),
                    _as_lam(lam, b, x))
     iters = iters if iters is not None else (300 if method == "adam" else 100)
-    hist = History()
+    hist = History(callback=callback)
     bar = tqdm(total=iters, disable=not progress, desc=f"restore ({method})", unit="it",
                dynamic_ncols=True, leave=False)
     solver = {"adam": _adam, "gd": _gd, "agd": _agd, "lbfgs": _lbfgs}[method]
@@ -251,7 +255,9 @@ def _small_change(x_new: torch.Tensor, x: torch.Tensor, tol: float) -> bool:
     return bool((rel < tol).all())
 
 
-def _tick(hist: History, e: Energy, bar) -> None:
+def _tick(hist: History, e: Energy, bar, x: torch.Tensor) -> None:
+    if hist.callback is not None:
+        hist.callback(hist.iterations, x)
     hist.record(e)
     hist.iterations += 1
     bar.update(1)
@@ -264,7 +270,7 @@ def _adam(prob: Problem, x, iters, hist, bar, tol, lr0, lr1, **_) -> torch.Tenso
     v = torch.zeros_like(x)
     for k in range(iters):
         e = prob.energy(x)
-        _tick(hist, e, bar)
+        _tick(hist, e, bar, x)
         g = e.grad
         lr = lr0 * (lr1 / lr0) ** (k / max(1, iters - 1))
         m.mul_(b1).add_(g, alpha=1 - b1)
@@ -288,7 +294,7 @@ def _gd(prob: Problem, x, iters, hist, bar, tol, step, **_) -> torch.Tensor:
     tau = x.new_full((x.shape[0],), step if step is not None else 1.0 / prob.physics.lipschitz())
     e = prob.energy(x)
     for _k in range(iters):
-        _tick(hist, e, bar)
+        _tick(hist, e, bar, x)
         if step is None:  # Armijo backtracking on each image's energy
             x_new, e_new, tau = _backtrack(prob, x, e, tau, n)
         else:
@@ -325,7 +331,7 @@ def _agd(prob: Problem, x, iters, hist, bar, tol, step, **_) -> torch.Tensor:
     t = x.new_ones(x.shape[0])
     e_z = prob.energy(z)
     for _k in range(iters):
-        _tick(hist, e_z, bar)
+        _tick(hist, e_z, bar, z)
         x_new, e_new, tau = _backtrack(prob, z, e_z, tau, n)
         # restart momentum where the step goes uphill
         restart = ((e_z.grad * (x_new - x)).flatten(1).sum(1) > 0)
@@ -352,7 +358,7 @@ def _lbfgs(prob: Problem, x, iters, hist, bar, tol, **_) -> torch.Tensor:
 
     def closure():
         e = prob.energy(var.detach())
-        _tick(hist, e, bar)
+        _tick(hist, e, bar, var.detach())
         var.grad = e.grad / n
         return e.value.sum()
 
