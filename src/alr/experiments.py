@@ -446,7 +446,7 @@ def cmd_histogram(args, out: Path) -> str:
 
 def cmd_toy_bench(args, out: Path) -> str:
     from .toy import run_toy
-    res = run_toy(out, steps=600 if args.quick else 3000, seed=args.seed, progress=False)
+    res = run_toy(out, steps=200 if args.quick else 3000, seed=args.seed, progress=False)
     tbl = Table()
     tbl.add(**res)
     text = tbl.write(out, "Toy circle: correlation of the critic with the distance to the circle")
