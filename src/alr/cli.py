@@ -179,7 +179,7 @@ def _choose_model(name: str | None, channels: int):
 def _restore_one(path: Path, out: Path, args, model_cache: dict, say) -> None:
     from .data import estimate_sigma
     from .images import read_image, write_image
-    from .pretrained import lam_for
+    from .pretrained import lam_for, solver_options
     from .solver import restore
 
     y = read_image(path)
@@ -203,16 +203,15 @@ def _restore_one(path: Path, out: Path, args, model_cache: dict, say) -> None:
             sigma = estimate_sigma(y)
             say(f"{path.name}: estimated noise sigma = {sigma:.4f}")
     lam = args.lam if args.lam is not None else lam_for(model, args.task, sigma)
-    method = args.method or model.meta.get("solver", {}).get("method", "adam")
-    kw = dict(model.meta.get("solver", {}).get("options", {})) if args.method is None else {}
+    kw = solver_options(model) if args.method is None else {"method": args.method}
     if args.iters:
         kw["iters"] = args.iters
     t0 = time.perf_counter()
-    x, hist = restore(y, physics, model, lam, method=method,
+    x, hist = restore(y, physics, model, lam,
                       per_channel=per_channel, max_memory=args.max_memory, device=args.device,
                       progress=not args.quiet, **kw)
     write_image(out, x)
-    say(f"{path.name} -> {out} (task {args.task}, lam {lam:.4g}, {method}, "
+    say(f"{path.name} -> {out} (task {args.task}, lam {lam:.4g}, {kw['method']}, "
         f"{hist.iterations} iterations, {time.perf_counter() - t0:.1f} s)")
 
 

@@ -39,7 +39,7 @@ def run_demo(output: str | Path) -> float:
     from .data import add_noise
     from .images import write_image
     from .metrics import psnr
-    from .pretrained import lam_for, load, shipped_models
+    from .pretrained import lam_for, load, shipped_models, solver_options
     from .solver import restore
     from .experiments import _figure
 
@@ -49,7 +49,7 @@ def run_demo(output: str | Path) -> float:
     y = add_noise(x, 0.1, seed=0)
     model = load("gray") if "gray" in shipped_models() else _fallback_model(out)
     lam = lam_for(model, "denoise", 0.1)
-    opts = dict(model.meta.get("solver", {}).get("options", {}))
+    opts = solver_options(model)
     t0 = time.perf_counter()
     xh, _ = restore(y, None, model, lam, progress=True, **opts)
     dt = time.perf_counter() - t0

@@ -33,7 +33,7 @@ from .data import add_noise
 from .images import data_root, list_images, read_image
 from .metrics import LPIPS, psnr, ssim
 from .physics import Blur, Denoising, Downsampling, Inpainting, gaussian_kernel, random_mask
-from .pretrained import lam_for, load
+from .pretrained import lam_for, load, solver_options
 from .solver import restore
 
 EXPERIMENTS = ("calibrate", "table1", "table2", "histogram", "deblur", "inpaint", "sr", "toy")
@@ -54,6 +54,7 @@ def add_bench_parser(sub) -> None:
     b.add_argument("--sigmas", default=None, help="comma-separated noise levels")
     b.add_argument("--steps", type=int, default=20000, help="table1: training steps per critic")
     b.add_argument("--max-images", type=int, default=None)
+    b.add_argument("--sets", default="set12,bsd68", help="deblur: test sets to run")
     b.add_argument("--device", default=None)
     b.add_argument("--seed", type=int, default=0)
 
@@ -83,10 +84,8 @@ def alr_options(quick: bool) -> dict:
 
 
 def _alr(y: torch.Tensor, physics, model, lam: float, quick: bool, device) -> torch.Tensor:
-    opts = dict(model.meta.get("solver", {}).get("options", {}))
-    method = model.meta.get("solver", {}).get("method", "adam")
-    opts.update(alr_options(quick))
-    x, _ = restore(y, physics, model, lam, method=method, device=device, **opts)
+    opts = {**solver_options(model), **alr_options(quick)}
+    x, _ = restore(y, physics, model, lam, device=device, **opts)
     return x.cpu()
 
 
@@ -347,7 +346,7 @@ def cmd_deblur(args, out: Path) -> str:
     blur = Blur(gaussian_kernel(BLUR_STD))
     methods = [m for m in args.methods.split(",") if m in ("alr", "tv", "epll", "bm3d")]
     text = ""
-    for folder in ("set12", "bsd68"):
+    for folder in args.sets.split(","):
         text += run_restoration_table(args, out / folder, "deblur", root / folder, [0.01, 0.03], lambda x: blur,
                                       methods, ["standard"], f"Deblurring (Gaussian std {BLUR_STD}) on {folder}")
     (out / "results.md").write_text(text)

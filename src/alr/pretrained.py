@@ -63,3 +63,12 @@ def lam_for(model: PatchCritic, task: str, sigma: float) -> float:
             w = (math.log(s) - math.log(x0)) / (math.log(x1) - math.log(x0))
             return float(math.exp((1 - w) * math.log(y0) + w * math.log(y1)))
     return float(ys[-1])
+
+
+def solver_options(model) -> dict:
+    """The model's recommended solver settings for :func:`alr.restore` (method and its options).
+
+    Models without a recommendation get the paper's Adam schedule.
+    """
+    rec = (getattr(model, "meta", None) or {}).get("solver", {})
+    return {"method": rec.get("method", "adam"), **rec.get("options", {})}
