@@ -15,14 +15,14 @@ m = alr.load('gray')
 files = list_images(f"{ROOT}/set12")[:4]
 x = torch.cat([read_image(f)[..., 64:160, 64:160] for f in files])
 res = {}
-for task, s, phys, lams in [("deblur", 0.01, Blur(gaussian_kernel(1.6)), [0.0001, 0.0002, 0.0005]),
-                            ("deblur", 0.03, Blur(gaussian_kernel(1.6)), [0.00025, 0.0005, 0.001]),
-                            ("inpaint", 0.01, Inpainting(random_mask((96, 96), 0.5, 1)), [0.0001, 0.0002, 0.0005]),
-                            ("sr", 0.01, Downsampling(2), [0.0001, 0.0002, 0.0005])]:
+for task, s, phys, lams in [("deblur", 0.01, Blur(gaussian_kernel(1.6)), [0.0001, 0.0003, 0.001]),
+                            ("deblur", 0.03, Blur(gaussian_kernel(1.6)), [0.0003, 0.001, 0.003]),
+                            ("inpaint", 0.01, Inpainting(random_mask((96, 96), 0.5, 1)), [0.0001, 0.0003, 0.001]),
+                            ("sr", 0.01, Downsampling(2), [0.0001, 0.0003, 0.001])]:
     y = add_noise(phys.A(x), s, seed=1)
     best = None
     for lam in lams:
-        xh, _ = alr.restore(y, phys, m, lam, method='lbfgs', iters=30)
+        xh, _ = alr.restore(y, phys, m, lam, method='lbfgs', iters=20)
         p = psnr(xh, x).mean().item()
         print(task, s, lam, round(p, 2), flush=True)
         if best is None or p > best[1]: best = (lam, p)

@@ -26,7 +26,7 @@ for name, table in TABLES.items():
     if stopped:
         m.meta["training"]["steps"] = stopped
         m.meta["training"]["schedule"] = "learning rate decayed over the 200 s wall-time budget (--max-seconds)"
-    m.meta["solver"] = {"method": "lbfgs", "options": {"iters": 30}}
+    m.meta["solver"] = {"method": "lbfgs", "options": {"iters": 20}}
     m.meta["lambda_calibration"] = ("4 crops 96x96 of " + ("set12" if name == "gray" else "cbsd432")
                                     + ", noise seed 1, lbfgs 50 iterations, best of a log grid")
     m.save(path)

@@ -349,21 +349,31 @@ def _agd(prob: Problem, x, iters, hist, bar, tol, step, **_) -> torch.Tensor:
 
 
 def _lbfgs(prob: Problem, x, iters, hist, bar, tol, **_) -> torch.Tensor:
-    """torch.optim.LBFGS on the sum of the images' energies (they are independent)."""
+    """torch.optim.LBFGS on the sum of the images' energies (they are independent).
+
+    torch's L-BFGS makes its first step of unit L1 length, which is tiny for images; we
+    optimise ``u`` with ``x = x0 + c u`` where ``c = 0.5 ||n grad E(x0)||_1``, so that the first
+    step is the gradient step ``x0 - 0.5 n grad E(x0)`` of the un-normalised energy.
+    """
     n = x[0].numel()
-    var = x.clone().requires_grad_(True)
+    x0 = x
+    e0 = prob.energy(x0)
+    c = float(0.5 * e0.grad.abs().sum()) or 1.0
+    var = torch.zeros_like(x0).requires_grad_(True)
     opt = torch.optim.LBFGS([var], lr=1, max_iter=iters, max_eval=int(iters * 1.25) + 1,
                             tolerance_grad=0.0, tolerance_change=0.0, history_size=10,
                             line_search_fn="strong_wolfe")
+    first = [e0]
 
     def closure():
-        e = prob.energy(var.detach())
-        _tick(hist, e, bar, var.detach())
-        var.grad = e.grad / n
+        z = x0 + c * var.detach()
+        e = first.pop() if first else prob.energy(z)
+        _tick(hist, e, bar, z)
+        var.grad = c * e.grad / n
         return e.value.sum()
 
     with torch.enable_grad():
         opt.step(closure)
     del hist.objective[iters:], hist.data[iters:], hist.reg[iters:], hist.grad_norm[iters:]
     hist.iterations = len(hist.objective)
-    return var.detach()
+    return x0 + c * var.detach()
