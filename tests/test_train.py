@@ -75,3 +75,18 @@ def test_resume_reproduces_uninterrupted_run(sample_dir, tmp_path):
     tr.train_critic(b, pairs.sample, cfg_half, out=tmp_path / "b.safetensors", resume=True, progress=False)
     for pa, pb in zip(a.parameters(), b.parameters()):
         assert torch.allclose(pa, pb, atol=1e-6)
+
+
+def test_real_degraded_folder_source(sample_dir, tmp_path):
+    """--degraded DIR: patches of real degraded images, unknown degradation, all clean images kept."""
+    from alr.images import list_images, read_image, write_image
+    deg = tmp_path / "noisy"
+    deg.mkdir()
+    for i, f in enumerate(list_images(sample_dir)[:5]):
+        x = read_image(f)
+        write_image(deg / f"n{i}.png", x + 0.1 * torch.randn(x.shape, generator=torch.Generator().manual_seed(i)))
+    pairs = make_patch_pairs(sample_dir, 13, 1, degraded_dir=deg)
+    assert len(pairs.clean) == len(list_images(sample_dir)) and len(pairs.source) == 5
+    p, q = pairs.sample(256, torch.Generator().manual_seed(0))
+    hf = lambda t: (t[..., 1:, :] - t[..., :-1, :]).abs().mean()  # noqa: E731
+    assert hf(q) > hf(p)  # the degraded source really is noisier

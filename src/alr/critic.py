@@ -172,6 +172,8 @@ def save_model(model: PatchCritic | PointCritic, path: str | os.PathLike) -> Non
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     header = {"alr_version": __version__, "config": json.dumps(model.config()),
               "meta": json.dumps(model.meta)}
+    if hasattr(model, "receptive_field"):
+        header["receptive_field"] = str(model.receptive_field)
     atomic_write(path, lambda tmp: save_file(state, tmp, metadata=header))
 
 
