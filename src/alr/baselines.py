@@ -184,10 +184,9 @@ def _fold(cols: torch.Tensor, shape: torch.Size, p: int) -> torch.Tensor:
     return big[..., :h, :w]
 
 
-def sample_patches(images: list[torch.Tensor], n: int, p: int = 8, seed: int = 0) -> torch.Tensor:
-    """``n`` random zero-mean p x p patches (N, C p^2) from (C, H, W) images."""
-    from .data import ImageStack
-    stack = ImageStack(images)
+def zero_mean_patches(stack, n: int, p: int = 8, seed: int = 0) -> torch.Tensor:
+    """``n`` random p x p patches of an :class:`alr.data.ImageStack`, each made zero-mean per
+    channel: (N, C p^2), the data the EPLL mixture models."""
     x = stack.sample(n, p, torch.Generator().manual_seed(seed)).flatten(1)
     return x - x.view(n, stack.channels, -1).mean(2).repeat_interleave(p * p, 1)
 
@@ -270,9 +269,7 @@ def fit_gmm_from_folder(folder: str | os.PathLike, channels: int, out: str | os.
                         n_patches: int = 100000, k: int = 20, iters: int = 30, seed: int = 0) -> GMM:
     """Fit the EPLL GMM on random patches of a training folder and save it."""
     from .data import ImageStack
-    stack = ImageStack.from_folder(folder, channels)
-    x = stack.sample(n_patches, 8, torch.Generator().manual_seed(seed)).flatten(1)
-    x = x - x.view(n_patches, channels, -1).mean(2).repeat_interleave(64, 1)
+    x = zero_mean_patches(ImageStack.from_folder(folder, channels), n_patches, 8, seed)
     gmm = GMM.fit(x, k=k, iters=iters, seed=seed, progress=True)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     gmm.save(out)

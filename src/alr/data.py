@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .images import list_images, read_array, to_channels
+from .images import list_images, read_image
 from .physics import gaussian_kernel
 
 
@@ -91,10 +91,7 @@ class ImageStack:
 
 
 def _load_uint8(path: Path, channels: int) -> torch.Tensor:
-    arr = read_array(path)
-    x = torch.from_numpy(np.ascontiguousarray(arr))
-    x = x[None, None] if x.dim() == 2 else x.permute(2, 0, 1)[None]
-    x = to_channels(x, channels)[0]
+    x = read_image(path, channels)[0]
     # 8-bit sources lose nothing as uint8; keep float for 16-bit/float files.
     q = torch.round(x * 255)
     return q.to(torch.uint8) if torch.allclose(q / 255, x, atol=1e-6) else x

@@ -151,6 +151,7 @@ def train_critic(critic: nn.Module, sampler: Sampler, config: TrainConfig,
     bar = tqdm(total=config.steps, initial=start, disable=not progress or rank != 0,
                desc="train critic", unit="step", dynamic_ncols=True)
     t0 = time.perf_counter()
+    done = start
     try:
         for step in range(start, config.steps):
             lr = config.lr(step, time.perf_counter() - t0)
@@ -189,7 +190,6 @@ def train_critic(critic: nn.Module, sampler: Sampler, config: TrainConfig,
                 _save_checkpoint(checkpoint, critic, opt, gen, done)
             bar.update(1)
             if config.max_seconds and time.perf_counter() - t0 > config.max_seconds:
-                config.extra["stopped_at_step"] = done
                 if checkpoint is not None and rank == 0:
                     _save_checkpoint(checkpoint, critic, opt, gen, done)
                 break
@@ -202,8 +202,7 @@ def train_critic(critic: nn.Module, sampler: Sampler, config: TrainConfig,
         critic.meta.setdefault("training", {}).update(
             {k: v for k, v in asdict(config).items() if k not in ("device", "extra", "max_seconds")})
         critic.meta["training"].update(config.extra)
-        if "stopped_at_step" in config.extra:
-            critic.meta["training"]["steps"] = config.extra.pop("stopped_at_step")
+        critic.meta["training"]["steps"] = done
         critic.meta["training"]["world_size"] = world
     if out is not None and rank == 0:
         critic.save(out)
