@@ -2,7 +2,7 @@ import pytest
 import torch
 
 import alr
-from alr.critic import PatchCritic, load_file
+from alr.critic import PatchCritic, load_file, pad_boundary
 from alr.solver import Regularizer
 
 
@@ -51,16 +51,33 @@ def test_save_load_roundtrip(tmp_path):
         alr.load(tmp_path / "missing.safetensors")
 
 
+@pytest.mark.parametrize("boundary", ["reflect", "valid"])
 @pytest.mark.parametrize("activation", ["softplus", "relu"])
-def test_gradient_of_R_matches_finite_differences(activation):
+def test_gradient_of_R_matches_finite_differences(activation, boundary):
     torch.manual_seed(0)
     c = PatchCritic(depth=3, width=8, activation=activation).double()
     x = torch.rand(1, 1, 12, 12, dtype=torch.float64)
-    _, g = Regularizer(c).value_and_grad(x)
+    r, g = Regularizer(c, boundary=boundary).value_and_grad(x)
+    assert torch.allclose(r, c.regularizer(x, boundary))
     v = torch.randn_like(x)
     eps = 1e-6
-    fd = (c.regularizer(x + eps * v) - c.regularizer(x - eps * v)) / (2 * eps)
+    fd = (c.regularizer(x + eps * v, boundary) - c.regularizer(x - eps * v, boundary)) / (2 * eps)
     assert float(fd) == pytest.approx(float((g * v).sum()), rel=1e-5, abs=1e-9)
+
+
+def test_reflect_boundary_regularises_every_pixel():
+    """With "valid" a corner pixel lies in one patch; with "reflect" in at least s^2."""
+    c = PatchCritic(depth=3, width=4)
+    s = c.receptive_field
+    x = torch.zeros(1, 1, 20, 20, requires_grad=True)
+    for boundary, corner in (("valid", 1), ("reflect", s * s)):
+        xp = pad_boundary(x, s, boundary)
+        ones = torch.ones(1, 1, xp.shape[-2] - s + 1, xp.shape[-1] - s + 1)
+        cover = torch.nn.functional.conv_transpose2d(ones, torch.ones(1, 1, s, s))  # patches per padded pixel
+        (per_pixel,) = torch.autograd.grad(xp, x, cover)  # folded back onto the image
+        assert float(per_pixel[0, 0, 0, 0]) == corner and float(per_pixel.min()) >= corner
+    with pytest.raises(ValueError, match="boundary"):
+        pad_boundary(x, s, "zeros")
 
 
 def test_tiled_gradient_equals_full_gradient():

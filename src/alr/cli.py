@@ -35,6 +35,13 @@ def _positive_float(text: str) -> float:
     return v
 
 
+def _positive_int(text: str) -> int:
+    v = int(text)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return v
+
+
 def _shard(text: str) -> tuple[int, int]:
     try:
         i, n = (int(v) for v in text.split("/"))
@@ -93,9 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--factor", type=int, default=2, help="super-resolution factor, for --task sr")
     r.add_argument("--method", default=None, choices=("adam", "gd", "agd", "lbfgs"))
     r.add_argument("--iters", type=int, default=None)
+    r.add_argument("--boundary", default=None, choices=("reflect", "valid"),
+                   help="R on the mirrored image (default) or on inner patches only (the paper's)")
     r.add_argument("--per-channel", action="store_true", help="apply a grayscale model to each colour channel")
     r.add_argument("--max-memory", type=_parse_memory, default=None, help="activation memory budget, e.g. 4G")
     r.add_argument("--device", default=None)
+    r.add_argument("--batch-size", type=_positive_int, default=4,
+                   help="images of equal size solved together in a folder (default 4)")
     r.add_argument("--shard", type=_shard, default=None, help="process the i-th of n parts of a folder")
     r.add_argument("--overwrite", action="store_true", help="redo outputs that already exist (folders)")
     r.add_argument("-q", "--quiet", action="store_true")
@@ -176,43 +187,89 @@ def _choose_model(name: str | None, channels: int):
     return load(name or ("gray" if channels == 1 else "color"))
 
 
-def _restore_one(path: Path, out: Path, args, model_cache: dict, say) -> None:
-    from .data import estimate_sigma
-    from .images import read_image, write_image
-    from .pretrained import lam_for, solver_options
+class _Job:
+    """One input image made ready for the solver: measurement, model, operator, lambda."""
+
+    def __init__(self, path: Path, out: Path, args, model_cache: dict, say) -> None:
+        from .data import estimate_sigma
+        from .images import read_image
+        from .pretrained import lam_for, solver_options
+
+        y = read_image(path)
+        key = (args.model, y.shape[1])
+        if key not in model_cache:
+            model_cache[key] = _choose_model(args.model, y.shape[1])
+        model = model_cache[key]
+        self.per_channel = args.per_channel
+        if model.in_channels == 3 and y.shape[1] == 1:
+            y = y.expand(-1, 3, -1, -1)
+        elif model.in_channels == 1 and y.shape[1] == 3 and not self.per_channel:
+            raise ValueError(f"{path} is a colour image and the model is grayscale: "
+                             "pass --per-channel or a colour --model")
+        self.physics = make_physics(args.task, args)
+        self.physics.check_measurement(y)
+        sigma = args.sigma
+        if sigma is None:
+            if args.task != "denoise" and args.lam is None:
+                raise ValueError(f"--task {args.task} needs --sigma (or --lam)")
+            if args.task == "denoise":
+                sigma = estimate_sigma(y)
+                say(f"{path.name}: estimated noise sigma = {sigma:.4f}")
+        self.lam = args.lam if args.lam is not None else lam_for(model, args.task, sigma)
+        kw = solver_options(model)
+        if args.method is not None and args.method != kw["method"]:
+            kw = {"method": args.method, **({"boundary": kw["boundary"]} if "boundary" in kw else {})}
+        if args.iters:
+            kw["iters"] = args.iters
+        if args.boundary:
+            kw["boundary"] = args.boundary
+        self.path, self.out, self.y, self.model, self.kw = path, out, y, model, kw
+
+    def group(self) -> tuple:
+        """Jobs with equal keys are solved together, as one batch."""
+        return (tuple(self.y.shape), id(self.model), self.per_channel, json.dumps(self.kw, sort_keys=True))
+
+
+def _solve(jobs: list[_Job], args, say) -> None:
+    """Restore a batch of jobs of one group in one solve; write each output atomically."""
+    from .images import write_image
     from .solver import restore
 
-    y = read_image(path)
-    key = (args.model, y.shape[1])
-    if key not in model_cache:
-        model_cache[key] = _choose_model(args.model, y.shape[1])
-    model = model_cache[key]
-    per_channel = args.per_channel
-    if model.in_channels == 3 and y.shape[1] == 1:
-        y = y.expand(-1, 3, -1, -1)
-    elif model.in_channels == 1 and y.shape[1] == 3 and not per_channel:
-        raise ValueError(f"{path} is a colour image and the model is grayscale: "
-                         "pass --per-channel or a colour --model")
-    physics = make_physics(args.task, args)
-    physics.check_measurement(y)
-    sigma = args.sigma
-    if sigma is None:
-        if args.task != "denoise" and args.lam is None:
-            raise ValueError(f"--task {args.task} needs --sigma (or --lam)")
-        if args.task == "denoise":
-            sigma = estimate_sigma(y)
-            say(f"{path.name}: estimated noise sigma = {sigma:.4f}")
-    lam = args.lam if args.lam is not None else lam_for(model, args.task, sigma)
-    kw = solver_options(model) if args.method is None else {"method": args.method}
-    if args.iters:
-        kw["iters"] = args.iters
+    j0 = jobs[0]
+    y = torch.cat([j.y for j in jobs])
+    lam = torch.tensor([j.lam for j in jobs])
     t0 = time.perf_counter()
-    x, hist = restore(y, physics, model, lam,
-                      per_channel=per_channel, max_memory=args.max_memory, device=args.device,
-                      progress=not args.quiet, **kw)
-    write_image(out, x)
-    say(f"{path.name} -> {out} (task {args.task}, lam {lam:.4g}, {kw['method']}, "
-        f"{hist.iterations} iterations, {time.perf_counter() - t0:.1f} s)")
+    x, hist = restore(y, j0.physics, j0.model, lam, per_channel=j0.per_channel, max_memory=args.max_memory,
+                      device=args.device, progress=not args.quiet, **j0.kw)
+    dt = time.perf_counter() - t0
+    for j, xi in zip(jobs, x):
+        write_image(j.out, xi[None])
+        say(f"{j.path.name} -> {j.out} (task {args.task}, lam {j.lam:.4g}, {j0.kw['method']}, "
+            f"{hist.iterations} iterations, {dt:.1f} s" + (f" for a batch of {len(jobs)})" if len(jobs) > 1 else ")"))
+
+
+def _restore_folder(files: list[Path], dst: Path, args, say) -> None:
+    """Stream a folder: images of equal shape and settings are batched up to --batch-size."""
+    from tqdm.auto import tqdm
+
+    cache: dict = {}
+    pending: dict[tuple, list[_Job]] = {}
+    bar = tqdm(total=len(files), desc="images", unit="img", disable=args.quiet)
+    for f in files:
+        job = _Job(f, dst / f.name, args, cache, say)
+        group = pending.setdefault(job.group(), [])
+        group.append(job)
+        if len(group) >= args.batch_size:
+            _solve(pending.pop(job.group()), args, say)
+            bar.update(len(group))
+        while sum(map(len, pending.values())) >= 4 * args.batch_size:  # bound the images held in memory
+            key = max(pending, key=lambda k: len(pending[k]))
+            bar.update(len(pending[key]))
+            _solve(pending.pop(key), args, say)
+    for key in list(pending):
+        bar.update(len(pending[key]))
+        _solve(pending.pop(key), args, say)
+    bar.close()
 
 
 # ---------------------------------------------------------------------------- commands
@@ -254,24 +311,21 @@ def cmd_restore(args) -> None:
 
     say = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr))
     src, dst = Path(args.input), Path(args.output)
-    cache: dict = {}
     if src.is_dir():
         files = list_images(src)
         if args.shard:
             i, n = args.shard
             files = files[i::n]
         dst.mkdir(parents=True, exist_ok=True)
-        from tqdm.auto import tqdm
         todo = [f for f in files if args.overwrite or not (dst / f.name).exists()]
         say(f"{len(files) - len(todo)} of {len(files)} outputs exist already; restoring {len(todo)}")
-        for f in tqdm(todo, desc="images", disable=args.quiet):
-            _restore_one(f, dst / f.name, args, cache, say)
+        _restore_folder(todo, dst, args, say)
         return
     if not src.is_file():
         raise FileNotFoundError(f"no such file or folder: {src}")
     if dst.suffix.lower() not in IMAGE_EXTENSIONS:
         raise ValueError(f"unsupported output format {dst.suffix!r}; use one of {', '.join(IMAGE_EXTENSIONS)}")
-    _restore_one(src, dst, args, cache, say)
+    _solve([_Job(src, dst, args, {}, say)], args, say)
 
 
 def cmd_degrade(args) -> None:

@@ -33,6 +33,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from . import __version__
 
@@ -110,14 +111,37 @@ class PatchCritic(nn.Module):
         self._check(x)
         return self.net(x)
 
-    def regularizer(self, x: torch.Tensor) -> torch.Tensor:
-        """R(x): the mean patch score of each image, shape (B,)."""
-        return self(x).mean(dim=(1, 2, 3))
+    def regularizer(self, x: torch.Tensor, boundary: str = "reflect") -> torch.Tensor:
+        """R(x): the mean patch score of each image, shape (B,).
+
+        ``boundary="valid"`` averages the patches inside the image (the paper's R);
+        ``"reflect"`` those of the image mirrored by s - 1 pixels (see :func:`pad_boundary`).
+        """
+        return self(pad_boundary(x, self.receptive_field, boundary)).mean(dim=(1, 2, 3))
 
     # ---- model files -------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
         """Write weights and metadata to one ``.safetensors`` file, atomically."""
         save_model(self, path)
+
+
+BOUNDARIES = ("reflect", "valid")
+
+
+def pad_boundary(x: torch.Tensor, s: int, boundary: str) -> torch.Tensor:
+    """The image on which R averages s x s patch scores.
+
+    ``"valid"``: x itself, so pixels near the border lie in fewer patches (down to one
+    at a corner) and get less regularisation. ``"reflect"``: x mirrored by s - 1 pixels
+    on each side (without repeating the edge), so every pixel lies in at least s^2
+    patches. Differentiable; needs an image of at least s x s pixels.
+    """
+    if boundary not in BOUNDARIES:
+        raise ValueError(f"unknown boundary {boundary!r}; use {' or '.join(BOUNDARIES)}")
+    if min(x.shape[-2:]) < s:
+        raise ValueError(f"image {tuple(x.shape[-2:])} is smaller than the critic's {s}x{s} receptive field")
+    p = s - 1 if boundary == "reflect" else 0
+    return F.pad(x, (p, p, p, p), mode="reflect") if p else x
 
 
 class PointCritic(nn.Module):

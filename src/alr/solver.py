@@ -22,6 +22,15 @@ Methods (``method=``):
   restart (O'Donoghue & Candes 2015) on the same smooth objective.
 * ``"lbfgs"``: limited-memory BFGS with a strong-Wolfe line search.
 
+Boundary (``boundary=``): the paper's R averages the scores of the patches that
+lie inside the image (``"valid"``), so a pixel k < s - 1 pixels from the border is
+seen by fewer patches and gets less regularisation: on 180x180 images at sigma 0.1
+the 12-pixel border band ends 4-5 dB worse than the interior. The default
+``"reflect"`` evaluates R on the image mirrored by s - 1 pixels on each side,
+``R(x) = mean_{p in P(pad(x))} r(p)``, so that every pixel is seen by at least s^2
+patches; its gradient is the adjoint of the padding applied to the gradient on the
+padded image (measured: +0.8 dB at the same lam, +1.7 dB with lam recalibrated).
+
 The critic's weights are frozen; only the image is optimised. Gradients of R
 are computed in tiles when the image is large (``max_memory``): R is a mean of
 local scores, so summing tile contributions with a (s - 1)-pixel halo gives
@@ -36,7 +45,7 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from .critic import PatchCritic
+from .critic import BOUNDARIES, PatchCritic, pad_boundary
 from .physics import Denoising, LinearOperator
 
 METHODS = ("adam", "gd", "agd", "lbfgs")
@@ -83,19 +92,24 @@ class Regularizer:
         larger images are processed in exact tiles. None: no tiling.
     precision : ``"fp32"`` or ``"bf16"`` (autocast: about 2x faster on CPU, gradient
         relative error about 2%; see benchmarks/restore_speed.py for its PSNR cost).
+    boundary : ``"reflect"`` (R on the image mirrored by s - 1 pixels) or ``"valid"``
+        (the paper's: only patches inside the image); see the module docstring.
 
     The critic runs in channels-last memory format (2x faster on CPU, same values).
     """
 
     def __init__(self, model: PatchCritic, per_channel: bool = False,
-                 max_memory: float | None = None, precision: str = "fp32") -> None:
+                 max_memory: float | None = None, precision: str = "fp32",
+                 boundary: str = "reflect") -> None:
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"unknown precision {precision!r}; use fp32 or bf16")
+        if boundary not in BOUNDARIES:
+            raise ValueError(f"unknown boundary {boundary!r}; use {' or '.join(BOUNDARIES)}")
         for p in model.parameters():
             p.requires_grad_(False)
         model.to(memory_format=torch.channels_last)
         self.model, self.per_channel, self.max_memory = model, per_channel, max_memory
-        self.precision = precision
+        self.precision, self.boundary = precision, boundary
         self.s = model.receptive_field
 
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
@@ -113,6 +127,9 @@ class Regularizer:
         m = self.model
         return 4.0 * 3 * m.width * max(1, m.depth - 1)
 
+    def _pad(self) -> int:
+        return self.s - 1 if self.boundary == "reflect" else 0
+
     def tile_size(self, x: torch.Tensor) -> int | None:
         """Output tile side under ``max_memory``, or None if the image fits whole."""
         if self.max_memory is None:
@@ -120,19 +137,19 @@ class Regularizer:
         xb = self._prepare(x)
         per_px = self.bytes_per_pixel() * xb.shape[0] * x.element_size() / 4
         side = int(math.sqrt(self.max_memory / per_px)) - (self.s - 1)
-        if side >= max(xb.shape[-2:]) - self.s + 1:
+        if side >= max(xb.shape[-2:]) + 2 * self._pad() - self.s + 1:
             return None
         return max(side, 16)
 
     def value_and_grad(self, x: torch.Tensor, need_grad: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
         """R(x) of shape (B,) and grad_x R(x) (or None), exact under tiling."""
         b = x.shape[0]
-        xb = self._prepare(x)
+        s, p = self.s, self._pad()
+        with torch.enable_grad():
+            leaf = self._prepare(x).detach().requires_grad_(need_grad and p > 0)
+            xb = pad_boundary(leaf, s, self.boundary)
         nb = xb.shape[0]
-        s = self.s
         ho, wo = xb.shape[-2] - s + 1, xb.shape[-1] - s + 1
-        if ho < 1 or wo < 1:
-            raise ValueError(f"image {tuple(x.shape[-2:])} is smaller than the critic's {s}x{s} receptive field")
         tile = self.tile_size(x)
         total = xb.new_zeros(nb)
         grad = torch.zeros(xb.shape, dtype=xb.dtype, device=xb.device) if need_grad else None
@@ -151,7 +168,9 @@ class Regularizer:
             total += score.detach()
         r = total.view(b, -1).mean(1)
         if grad is not None:
-            grad = grad.reshape(x.shape) / (xb.shape[0] // b)
+            if p:  # adjoint of the padding: fold the mirrored border back onto the image
+                (grad,) = torch.autograd.grad(xb, leaf, grad)
+            grad = grad.reshape(x.shape) / (nb // b)
         return r, grad
 
 
@@ -189,7 +208,8 @@ def restore(y: torch.Tensor, physics: LinearOperator | None, model: PatchCritic,
             lam: float | torch.Tensor, method: str = "adam", iters: int | None = None,
             lr0: float = 0.01, lr1: float = 1e-4, step: float | None = None, tol: float = 0.0,
             x0: torch.Tensor | None = None, per_channel: bool = False,
-            max_memory: float | None = None, precision: str = "fp32", clip: bool = True,
+            max_memory: float | None = None, precision: str = "fp32", boundary: str = "reflect",
+            clip: bool = True,
             progress: bool = False, device: str | torch.device | None = None,
             callback: Callable[[int, torch.Tensor], None] | None = None) -> tuple[torch.Tensor, History]:
     """Minimise ``E(x) = 1/(2n) ||A x - y||^2 + lam R(x)``; see the module docstring.
@@ -208,6 +228,7 @@ def restore(y: torch.Tensor, physics: LinearOperator | None, model: PatchCritic,
     x0 : starting point (default ``physics.init(y)``, i.e. A^T y or better).
     max_memory : activation budget in bytes; larger images are solved in exact tiles.
     precision : ``"fp32"`` or ``"bf16"`` for the critic's forward/backward.
+    boundary : ``"reflect"`` (default) or ``"valid"`` (the paper's R); see the module docstring.
     clip : clip the result to [0, 1].
     callback : called as ``callback(k, x_k)`` with the point evaluated at each iteration.
 
@@ -233,7 +254,7 @@ def restore(y: torch.Tensor, physics: LinearOperator | None, model: PatchCritic,
     x = (physics.init(y) if x0 is None else x0.to(dev, torch.float32)).clone().contiguous()
     if not torch.isfinite(x).all():
         raise ValueError("starting point contains NaN or infinite values")
-    prob = Problem(y, physics, Regularizer(model, per_channel, max_memory, precision),
+    prob = Problem(y, physics, Regularizer(model, per_channel, max_memory, precision, boundary),
                    _as_lam(lam, b, x))
     iters = iters if iters is not None else (300 if method == "adam" else 100)
     hist = History(callback=callback)
