@@ -26,6 +26,9 @@ test-all: install
 
 bench: install
 	$(BIN)/python benchmarks/restore_speed.py
+	$(BIN)/python benchmarks/restore_folder.py
+	$(BIN)/python benchmarks/restore_scale.py
+	$(BIN)/python benchmarks/train_speed.py
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache src/*.egg-info

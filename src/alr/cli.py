@@ -102,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--iters", type=int, default=None)
     r.add_argument("--boundary", default=None, choices=("reflect", "valid"),
                    help="R on the mirrored image (default) or on inner patches only (the paper's)")
+    r.add_argument("--compile", action="store_true", help="compile the critic with torch.compile")
     r.add_argument("--per-channel", action="store_true", help="apply a grayscale model to each colour channel")
     r.add_argument("--max-memory", type=_parse_memory, default=None, help="activation memory budget, e.g. 4G")
     r.add_argument("--device", default=None)
@@ -240,7 +241,7 @@ def _solve(jobs: list[_Job], args, say) -> None:
     lam = torch.tensor([j.lam for j in jobs])
     t0 = time.perf_counter()
     x, hist = restore(y, j0.physics, j0.model, lam, per_channel=j0.per_channel, max_memory=args.max_memory,
-                      device=args.device, progress=not args.quiet, **j0.kw)
+                      device=args.device, compile=args.compile, progress=not args.quiet, **j0.kw)
     dt = time.perf_counter() - t0
     for j, xi in zip(jobs, x):
         write_image(j.out, xi[None])

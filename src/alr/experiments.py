@@ -1,7 +1,8 @@
 """The paper's experiments, one command each: ``alr bench NAME -o DIR [--quick]``.
 
-* ``calibrate``: fit a model's lambda table (denoising over sigma, deblurring)
-  on training-side images (set12 / cbsd432 crops) and store it in the model.
+* ``calibrate``: fit a model's lambda tables (denoising over sigma, deblurring,
+  inpainting, x2 SR) on training-side images (set12 / cbsd432 crops) and write a
+  copy of the model that holds them.
 * ``table1``: critics trained at sigma 0.05, 0.1, 0.2, 0.4 and on U[0, 0.4],
   each tested at 0.05 ... 0.4 (paper Table 1).
 * ``table2``: BSD68 (``--color``: CBSD68) denoising at 0.1 / 0.2 / 0.4, ALR vs
@@ -52,6 +53,7 @@ def add_bench_parser(sub) -> None:
     b.add_argument("--protocol", choices=("paper", "standard", "both"), default="both")
     b.add_argument("--methods", default="alr,bm3d,epll,tv")
     b.add_argument("--sigmas", default=None, help="comma-separated noise levels")
+    b.add_argument("--tasks", default=None, help="calibrate: tasks to calibrate (default: all)")
     b.add_argument("--steps", type=int, default=20000, help="table1: training steps per critic")
     b.add_argument("--max-images", type=int, default=None)
     b.add_argument("--sets", default="set12,bsd68", help="deblur: test sets to run")
@@ -178,57 +180,98 @@ def _figure(path: Path, panels: list[tuple[str, torch.Tensor]]) -> None:
 
 
 # ----------------------------------------------------------------------------- calibration
-def calibrate_lambda(model, task: str, sigmas: list[float], images: list[torch.Tensor], physics_for,
-                     quick: bool = False, device=None, grid: int = 7) -> dict:
-    """Lambda maximising mean PSNR per sigma: coarse log grid then a finer one around the best."""
-    table = {"sigma": [], "lam": [], "psnr": []}
-    for s in sigmas:
-        ys = [add_noise(physics_for(x).A(x), s, seed=_seed(f"cal{i}", s, 7)) for i, x in enumerate(images)]
+CAL_CROP = 160
+# task -> (noise levels, starting lambda of the line search at each level)
+CAL_TASKS = {"denoise": ([0.05, 0.1, 0.2, 0.3, 0.4], [0.004, 0.01, 0.035, 0.07, 0.14]),
+             "deblur": ([0.01, 0.03], [2e-4, 6e-4]), "inpaint": ([0.01], [5e-4]), "sr": ([0.01], [2e-4])}
 
-        phys = [physics_for(x) for x in images]
 
-        def score(lam: float) -> float:
-            res = _alr_batched(ys, phys, model, lam, quick, device)
-            return float(torch.cat([psnr(xh, x) for (xh, _), x in zip(res, images)]).mean())
+def _cal_physics(task: str, shape: tuple[int, int]):
+    return {"denoise": Denoising, "deblur": lambda: Blur(gaussian_kernel(BLUR_STD)),
+            "inpaint": lambda: Inpainting(random_mask(shape, 0.5, 1)), "sr": lambda: Downsampling(2)}[task]()
 
-        cands = {lam: score(lam) for lam in torch.logspace(-3, 1, 3 if quick else grid).tolist()}
-        best = max(cands, key=cands.get)
-        for lam in [] if quick else [best * f for f in (0.5, 0.7, 1.4, 2.0)]:
-            cands[lam] = score(lam)
-        best = max(cands, key=cands.get)
-        table["sigma"].append(s)
-        table["lam"].append(best)
-        table["psnr"].append(cands[best])
-    return table
+
+def line_search(f, lam0: float, max_evals: int | None = None) -> tuple[float, dict[float, float]]:
+    """Maximise f over log(lam): walk by factor 2 while it improves, then by sqrt(2).
+
+    Returns the best lambda and every evaluation. ``max_evals`` caps the evaluations.
+    """
+    seen: dict[int, tuple[float, float]] = {}
+
+    def ev(lam: float) -> float:
+        key = round(math.log2(lam) * 2)
+        if key not in seen:
+            if max_evals is not None and len(seen) >= max_evals:
+                return -math.inf
+            seen[key] = (lam, f(lam))
+        return seen[key][1]
+
+    best = lam0
+    for factor in (2.0, math.sqrt(2.0)):
+        for direction in (factor, 1 / factor):
+            while ev(best * direction) > ev(best):
+                best *= direction
+    return best, dict(seen.values())
+
+
+def calibration_crops(folder: Path, channels: int, quick: bool) -> torch.Tensor:
+    """The calibration images: 6 centre crops 160x160 (quick: 2 crops 48x48), as one batch."""
+    crop = 48 if quick else CAL_CROP
+    xs = [xi[..., (xi.shape[-2] - crop) // 2:(xi.shape[-2] - crop) // 2 + crop,
+             (xi.shape[-1] - crop) // 2:(xi.shape[-1] - crop) // 2 + crop]
+          for _, xi in _images(folder, channels, False, 2 if quick else 6)]
+    return torch.cat(xs)
+
+
+def calibrate_lambda(model, task: str, x: torch.Tensor, sigmas: list[float], starts: list[float],
+                     quick: bool = False, device=None) -> tuple[list[float], list[dict]]:
+    """Per noise level, the lambda maximising the mean PSNR of the model's default solver
+    on the clean batch ``x`` (noise seed 1), by :func:`line_search` from ``starts``.
+
+    Returns the best lambdas (3 significant digits) and every evaluation as table rows.
+    """
+    opts = {**solver_options(model), **alr_options(quick)}
+    physics = _cal_physics(task, tuple(x.shape[-2:]))
+    best, rows = [], []
+    for sigma, lam0 in zip(sigmas, starts):
+        y = add_noise(physics.A(x), sigma, seed=1)
+
+        def f(lv: float) -> float:
+            xh, _ = restore(y, physics, model, lv, device=device, **opts)
+            return float(psnr(xh.cpu(), x).mean())
+
+        lv, evals = line_search(f, lam0, 3 if quick else None)
+        rows += [dict(task=task, sigma=sigma, lam=k, psnr=v, best=k == lv) for k, v in sorted(evals.items())]
+        best.append(float(f"{lv:.3g}"))
+    return best, rows
 
 
 def cmd_calibrate(args, out: Path) -> str:
+    """Lambda tables of a model on set12 (gray) or cbsd432 (color) crops, written to a model copy."""
     root = data_root(args.data)
     name = args.model or ("color" if args.color else "gray")
     model = load(name)
-    ch = model.in_channels
-    folder = root / ("cbsd432" if ch == 3 else "set12")
-    imgs = [x[..., :64, :64] for _, x in _images(folder, ch, True, None)] if args.quick else \
-        [x[..., :256, :256] for _, x in _images(folder, ch, False, 12 if ch == 1 else 8)]
-    sigmas = [float(s) for s in args.sigmas.split(",")] if args.sigmas else \
-        ([0.1] if args.quick else [0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4])
+    folder = root / ("cbsd432" if model.in_channels == 3 else "set12")
+    x = calibration_crops(folder, model.in_channels, args.quick)
     tbl = Table()
     lam = dict(model.meta.get("lambda", {}))
-    lam["denoise"] = calibrate_lambda(model, "denoise", sigmas, imgs, lambda x: Denoising(), args.quick, args.device)
-    blur = Blur(gaussian_kernel(BLUR_STD))
-    lam["deblur"] = calibrate_lambda(model, "deblur", [0.01, 0.03], imgs, lambda x: blur, args.quick, args.device)
-    lam["inpaint"] = calibrate_lambda(model, "inpaint", [0.01], imgs,
-                                      lambda x: Inpainting(random_mask(tuple(x.shape[-2:]), 0.5, 1)), args.quick,
-                                      args.device)
-    lam["sr"] = calibrate_lambda(model, "sr", [0.01], imgs, lambda x: Downsampling(2), args.quick, args.device)
-    for task in ("denoise", "deblur", "inpaint", "sr"):
-        for s, lv, p in zip(lam[task]["sigma"], lam[task]["lam"], lam[task]["psnr"]):
-            tbl.add(task=task, sigma=s, lam=lv, calibration_psnr=p)
+    for task in args.tasks.split(",") if args.tasks else list(CAL_TASKS):
+        if task not in CAL_TASKS:
+            raise ValueError(f"unknown task {task!r}; choose from {', '.join(CAL_TASKS)}")
+        sigmas, starts = CAL_TASKS[task]
+        if args.sigmas and task == "denoise":
+            sigmas = [float(v) for v in args.sigmas.split(",")]
+            starts = [0.01 * (v / 0.1) ** 1.5 for v in sigmas]
+        best, rows = calibrate_lambda(model, task, x, sigmas, starts, args.quick, args.device)
+        for r in rows:
+            tbl.add(**r)
+        lam[task] = {"sigma": sigmas, "lam": best}
     model.meta["lambda"] = lam
-    model.meta["lambda_calibration"] = {"images": str(folder.name), "quick": args.quick}
+    model.meta["lambda_calibration"] = (f"alr bench calibrate: {len(x)} centre crops {x.shape[-1]}x{x.shape[-2]} "
+                                        f"of {folder.name}, noise seed 1, default solver, log line search")
     target = out / f"{Path(name).stem}.safetensors"
     model.save(target)
-    text = tbl.write(out, f"Lambda calibration of {name} (written to {target})")
+    text = tbl.write(out, f"Lambda calibration of {name} (model with the tables: {target})")
     _run_json(out, args, {}, {"model": str(name), "images": folder.name})
     return text
 
@@ -376,8 +419,8 @@ def cmd_table1(args, out: Path) -> str:
     trained = {"0.05": (0.05, 0.05), "0.1": (0.1, 0.1), "0.2": (0.2, 0.2), "0.4": (0.4, 0.4), "range": (0.0, 0.4)}
     models_dir = Path(args.models) if args.models else out / "critics"
     test_sigmas = [0.1, 0.4] if args.quick else [0.05, 0.1, 0.2, 0.3, 0.4]
-    cal = [x[..., :64, :64] for _, x in _images(root / "set12", 1, True)] if args.quick else \
-        [x[..., :256, :256] for _, x in _images(root / "set12", 1, False)]
+    cal = calibration_crops(root / "set12", 1, args.quick)
+    starts = dict(zip(*CAL_TASKS["denoise"]))
     test = _images(root / "bsd68", 1, args.quick, args.max_images)
     tbl, timings = Table(), {}
     for key, (lo, hi) in trained.items():
@@ -393,9 +436,9 @@ def cmd_table1(args, out: Path) -> str:
             Path(str(path) + ".ckpt").unlink(missing_ok=True)
             timings[f"train_{key}"] = time.perf_counter() - t0
         critic = load_file(path)
-        lams = calibrate_lambda(critic, "denoise", test_sigmas, cal, lambda x: Denoising(), args.quick, args.device,
-                                grid=5 if args.quick else 7)
-        for s, lam in zip(test_sigmas, lams["lam"]):
+        lams, _ = calibrate_lambda(critic, "denoise", cal, test_sigmas, [starts[s] for s in test_sigmas],
+                                   args.quick, args.device)
+        for s, lam in zip(test_sigmas, lams):
             ys = [add_noise(x, s, seed=_seed(n, s, args.seed)) for n, x in test]
             res = _alr_batched(ys, [Denoising()] * len(ys), critic, lam, args.quick, args.device)
             vals = [float(psnr(xh, x)) for (xh, _), (_, x) in zip(res, test)]

@@ -94,13 +94,15 @@ class Regularizer:
         relative error about 2%; see benchmarks/restore_speed.py for its PSNR cost).
     boundary : ``"reflect"`` (R on the image mirrored by s - 1 pixels) or ``"valid"``
         (the paper's: only patches inside the image); see the module docstring.
+    compile : run the critic through ``torch.compile`` (one-off compilation of about
+        25 s on CPU; measured no faster there, see benchmarks/restore_speed.py).
 
     The critic runs in channels-last memory format (2x faster on CPU, same values).
     """
 
     def __init__(self, model: PatchCritic, per_channel: bool = False,
                  max_memory: float | None = None, precision: str = "fp32",
-                 boundary: str = "reflect") -> None:
+                 boundary: str = "reflect", compile: bool = False) -> None:
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"unknown precision {precision!r}; use fp32 or bf16")
         if boundary not in BOUNDARIES:
@@ -110,6 +112,7 @@ class Regularizer:
         model.to(memory_format=torch.channels_last)
         self.model, self.per_channel, self.max_memory = model, per_channel, max_memory
         self.precision, self.boundary = precision, boundary
+        self.net = torch.compile(model) if compile else model
         self.s = model.receptive_field
 
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
@@ -161,7 +164,7 @@ class Regularizer:
             with torch.enable_grad(), torch.autocast(sub.device.type, dtype=torch.bfloat16,
                                                      enabled=self.precision == "bf16"):
                 sub.requires_grad_(need_grad)
-                score = self.model(sub).to(xb.dtype).sum(dim=(1, 2, 3)) / (ho * wo)
+                score = self.net(sub).to(xb.dtype).sum(dim=(1, 2, 3)) / (ho * wo)
                 if need_grad:
                     (g,) = torch.autograd.grad(score.sum(), sub)
                     grad[..., i0:i1 + s - 1, j0:j1 + s - 1] += g.to(xb.dtype)
@@ -209,7 +212,7 @@ def restore(y: torch.Tensor, physics: LinearOperator | None, model: PatchCritic,
             lr0: float = 0.01, lr1: float = 1e-4, step: float | None = None, tol: float = 0.0,
             x0: torch.Tensor | None = None, per_channel: bool = False,
             max_memory: float | None = None, precision: str = "fp32", boundary: str = "reflect",
-            clip: bool = True,
+            compile: bool = False, clip: bool = True,
             progress: bool = False, device: str | torch.device | None = None,
             callback: Callable[[int, torch.Tensor], None] | None = None) -> tuple[torch.Tensor, History]:
     """Minimise ``E(x) = 1/(2n) ||A x - y||^2 + lam R(x)``; see the module docstring.
@@ -229,6 +232,7 @@ def restore(y: torch.Tensor, physics: LinearOperator | None, model: PatchCritic,
     max_memory : activation budget in bytes; larger images are solved in exact tiles.
     precision : ``"fp32"`` or ``"bf16"`` for the critic's forward/backward.
     boundary : ``"reflect"`` (default) or ``"valid"`` (the paper's R); see the module docstring.
+    compile : compile the critic with ``torch.compile`` (see :class:`Regularizer`).
     clip : clip the result to [0, 1].
     callback : called as ``callback(k, x_k)`` with the point evaluated at each iteration.
 
@@ -254,7 +258,7 @@ def restore(y: torch.Tensor, physics: LinearOperator | None, model: PatchCritic,
     x = (physics.init(y) if x0 is None else x0.to(dev, torch.float32)).clone().contiguous()
     if not torch.isfinite(x).all():
         raise ValueError("starting point contains NaN or infinite values")
-    prob = Problem(y, physics, Regularizer(model, per_channel, max_memory, precision, boundary),
+    prob = Problem(y, physics, Regularizer(model, per_channel, max_memory, precision, boundary, compile),
                    _as_lam(lam, b, x))
     iters = iters if iters is not None else (300 if method == "adam" else 100)
     hist = History(callback=callback)
