@@ -226,6 +226,7 @@ def epll_restore(y: torch.Tensor, physics: LinearOperator | None, sigma: float, 
         chol = torch.linalg.cholesky(cov_n)
         logdet = 2 * torch.log(torch.diagonal(chol, dim1=1, dim2=2)).sum(1)
         gain = covs @ torch.cholesky_inverse(chol)  # Sigma_k (Sigma_k + I/beta)^-1
+        whiten = torch.linalg.solve_triangular(chol, eye.expand_as(chol), upper=False).transpose(1, 2)  # L_k^-T
         pt = _patches(x, p)  # (B, N, d)
         dc = pt.view(b, -1, c, p * p).mean(3, keepdim=True)
         z0 = (pt.view(b, -1, c, p * p) - dc).view(b, -1, gmm.dim)
@@ -236,16 +237,18 @@ def epll_restore(y: torch.Tensor, physics: LinearOperator | None, sigma: float, 
             best = None
             score = None
             for j in range(mus.shape[0]):
-                zz = torch.linalg.solve_triangular(chol[j], (v - mus[j]).T, upper=False)
-                sc = -0.5 * (zz.pow(2).sum(0) + logdet[j]) + torch.log(wts[j])
+                zz = (v - mus[j]) @ whiten[j]  # rows L_k^-1 (v - mu_k): Mahalanobis by a matmul
+                sc = -0.5 * (zz.pow(2).sum(1) + logdet[j]) + torch.log(wts[j])
                 if score is None:
                     score, best = sc, torch.zeros_like(sc, dtype=torch.long)
                 else:
                     upd = sc > score
                     score = torch.where(upd, sc, score)
                     best = torch.where(upd, torch.full_like(best, j), best)
-            res = v - mus[best]
-            out[i:i + chunk] = mus[best] + torch.einsum("nij,nj->ni", gain[best], res)
+            o = out[i:i + chunk]
+            for j in best.unique().tolist():  # Wiener filter of each patch's component
+                sel = best == j
+                o[sel] = mus[j] + (v[sel] - mus[j]) @ gain[j].T
         zhat = (out.view(b, -1, c, p * p) + dc).view(b, -1, gmm.dim)
         rhs_p = _fold(zhat, y.shape, p)  # sum_i P_i^T z_i ; sum_i P_i^T P_i = p^2 I
         if isinstance(physics, Blur):

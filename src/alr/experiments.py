@@ -180,10 +180,15 @@ def _figure(path: Path, panels: list[tuple[str, torch.Tensor]]) -> None:
 
 
 # ----------------------------------------------------------------------------- calibration
-CAL_CROP = 160
+CAL_CROP, CAL_IMAGES = 128, 4
 # task -> (noise levels, starting lambda of the line search at each level)
-CAL_TASKS = {"denoise": ([0.05, 0.1, 0.2, 0.3, 0.4], [0.004, 0.01, 0.035, 0.07, 0.14]),
+CAL_TASKS = {"denoise": ([0.05, 0.1, 0.2, 0.4], [0.004, 0.01, 0.035, 0.14]),
              "deblur": ([0.01, 0.03], [2e-4, 6e-4]), "inpaint": ([0.01], [5e-4]), "sr": ([0.01], [2e-4])}
+
+
+def denoise_start(sigma: float) -> float:
+    """Starting lambda of the denoising line search at a noise level outside CAL_TASKS."""
+    return 0.01 * (sigma / 0.1) ** 1.5
 
 
 def _cal_physics(task: str, shape: tuple[int, int]):
@@ -215,11 +220,11 @@ def line_search(f, lam0: float, max_evals: int | None = None) -> tuple[float, di
 
 
 def calibration_crops(folder: Path, channels: int, quick: bool) -> torch.Tensor:
-    """The calibration images: 6 centre crops 160x160 (quick: 2 crops 48x48), as one batch."""
+    """The calibration images: 4 centre crops 128x128 (quick: 2 crops 48x48), as one batch."""
     crop = 48 if quick else CAL_CROP
     xs = [xi[..., (xi.shape[-2] - crop) // 2:(xi.shape[-2] - crop) // 2 + crop,
              (xi.shape[-1] - crop) // 2:(xi.shape[-1] - crop) // 2 + crop]
-          for _, xi in _images(folder, channels, False, 2 if quick else 6)]
+          for _, xi in _images(folder, channels, False, 2 if quick else CAL_IMAGES)]
     return torch.cat(xs)
 
 
@@ -261,7 +266,7 @@ def cmd_calibrate(args, out: Path) -> str:
         sigmas, starts = CAL_TASKS[task]
         if args.sigmas and task == "denoise":
             sigmas = [float(v) for v in args.sigmas.split(",")]
-            starts = [0.01 * (v / 0.1) ** 1.5 for v in sigmas]
+            starts = [denoise_start(v) for v in sigmas]
         best, rows = calibrate_lambda(model, task, x, sigmas, starts, args.quick, args.device)
         for r in rows:
             tbl.add(**r)
@@ -420,7 +425,6 @@ def cmd_table1(args, out: Path) -> str:
     models_dir = Path(args.models) if args.models else out / "critics"
     test_sigmas = [0.1, 0.4] if args.quick else [0.05, 0.1, 0.2, 0.3, 0.4]
     cal = calibration_crops(root / "set12", 1, args.quick)
-    starts = dict(zip(*CAL_TASKS["denoise"]))
     test = _images(root / "bsd68", 1, args.quick, args.max_images)
     tbl, timings = Table(), {}
     for key, (lo, hi) in trained.items():
@@ -436,7 +440,7 @@ def cmd_table1(args, out: Path) -> str:
             Path(str(path) + ".ckpt").unlink(missing_ok=True)
             timings[f"train_{key}"] = time.perf_counter() - t0
         critic = load_file(path)
-        lams, _ = calibrate_lambda(critic, "denoise", cal, test_sigmas, [starts[s] for s in test_sigmas],
+        lams, _ = calibrate_lambda(critic, "denoise", cal, test_sigmas, [denoise_start(s) for s in test_sigmas],
                                    args.quick, args.device)
         for s, lam in zip(test_sigmas, lams):
             ys = [add_noise(x, s, seed=_seed(n, s, args.seed)) for n, x in test]

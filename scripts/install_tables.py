@@ -1,0 +1,28 @@
+"""Copy lambda tables calibrated by `alr bench calibrate` into the shipped model files.
+
+    python scripts/install_tables.py runs/cal_gray_denoise runs/cal_gray_tasks \
+        runs/cal_color_denoise runs/cal_color_tasks
+
+Each RUN folder holds the model copy that `alr bench calibrate -o RUN` wrote; the tasks it
+calibrated (its results.csv) replace those of the shipped model of the same name, which also
+records the solver the tables were calibrated with (L-BFGS, 20 iterations, reflect boundary).
+"""
+import csv
+import sys
+from pathlib import Path
+
+from alr.critic import load_file
+from alr.pretrained import DEFAULT_SOLVER, MODEL_DIR
+
+for run in map(Path, sys.argv[1:]):
+    (copy,) = run.glob("*.safetensors")
+    tasks = {r["task"] for r in csv.DictReader(open(run / "results.csv"))}
+    src = load_file(copy)
+    target = MODEL_DIR / copy.name
+    m = load_file(target)
+    m.meta["lambda"] = {**m.meta.get("lambda", {}), **{t: src.meta["lambda"][t] for t in tasks}}
+    m.meta["lambda_calibration"] = src.meta["lambda_calibration"]
+    m.meta["solver"] = {"method": DEFAULT_SOLVER["method"],
+                        "options": {k: v for k, v in DEFAULT_SOLVER.items() if k != "method"}}
+    m.save(target)
+    print(target.name, {t: m.meta["lambda"][t] for t in sorted(tasks)})
