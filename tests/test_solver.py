@@ -75,3 +75,13 @@ def test_tiled_restoration_matches_untiled():
     from alr.solver import Regularizer
     assert Regularizer(critic.float(), max_memory=2e5).tile_size(y.float()) is not None
     assert torch.allclose(full, tiled, atol=1e-5)
+
+
+def test_compiled_critic_gives_the_same_gradient():
+    from alr.solver import Regularizer
+    torch.manual_seed(0)
+    critic = alr.PatchCritic(depth=3, width=4)
+    x = torch.rand(1, 1, 24, 20)
+    r0, g0 = Regularizer(critic).value_and_grad(x)
+    r1, g1 = Regularizer(critic, compile=True).value_and_grad(x)
+    assert torch.allclose(r0, r1, atol=1e-6) and torch.allclose(g0, g1, atol=1e-6)

@@ -82,7 +82,7 @@ def _seed(name: str, sigma: float, base: int) -> int:
 
 
 def alr_options(quick: bool) -> dict:
-    return {"iters": 15} if quick else {}
+    return {"iters": 20} if quick else {}
 
 
 def _alr(y: torch.Tensor, physics, model, lam: float, quick: bool, device) -> torch.Tensor:

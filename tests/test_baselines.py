@@ -1,0 +1,48 @@
+"""Baselines and calibration helpers: each restores better than its input."""
+import math
+
+import pytest
+import torch
+
+from alr.baselines import GMM, bm3d_restore, epll_restore, tv_restore
+from alr.data import add_noise
+from alr.experiments import line_search
+from alr.metrics import psnr
+from alr.physics import Blur, gaussian_kernel
+from alr.pretrained import MODEL_DIR
+
+
+@pytest.fixture(scope="module")
+def gmm():
+    return GMM.load(MODEL_DIR / "epll_gmm_1ch.safetensors")
+
+
+def test_epll_denoises_and_deblurs(camera, gmm):
+    x = camera[..., 128:192, 192:256]
+    y = add_noise(x, 0.1, seed=0)
+    assert float(psnr(epll_restore(y, None, 0.1, gmm), x)) > float(psnr(y, x)) + 5
+    blur = Blur(gaussian_kernel(1.6))
+    yb = add_noise(blur.A(x), 0.01, seed=0)
+    assert float(psnr(epll_restore(yb, blur, 0.01, gmm), x)) > float(psnr(yb.clamp(0, 1), x)) + 0.5
+    with pytest.raises(ValueError, match="channel"):
+        epll_restore(y.expand(-1, 3, -1, -1), None, 0.1, gmm)
+
+
+def test_tv_and_bm3d_denoise(camera):
+    x = camera[..., 128:192, 192:256]
+    y = add_noise(x, 0.1, seed=0)
+    for xh in (tv_restore(y, None, 0.08), bm3d_restore(y, 0.1)):
+        assert xh.shape == y.shape and float(psnr(xh, x)) > float(psnr(y, x)) + 4
+
+
+def test_line_search_finds_the_log_maximum():
+    calls = []
+
+    def f(lam):
+        calls.append(lam)
+        return -(math.log2(lam) - math.log2(0.013)) ** 2
+
+    best, evals = line_search(f, 0.001)
+    assert abs(math.log2(best / 0.013)) <= 0.25 and len(evals) == len(calls) < 15
+    best, evals = line_search(f, 0.001, max_evals=3)
+    assert len(evals) == 3
