@@ -289,8 +289,14 @@ def _baseline(method: str, y, physics, sigma, ctx):
     if method == "epll":
         return epll_restore(y.to(ctx["device"]), physics, sigma, ctx["gmm"]).cpu()
     if method == "tv":
-        return tv_restore(y.to(ctx["device"]), physics, ctx["tv_lam"](sigma), iters=100 if ctx["quick"] else 300).cpu()
+        return tv_restore(y.to(ctx["device"]), physics, ctx["tv_lam"](sigma),
+                          iters=100 if ctx["quick"] else ctx["tv_iters"]).cpu()
     raise ValueError(method)
+
+
+# primal-dual iterations of TV per task: inpainting has to fill the holes by diffusion
+# (on set12 `01`: 21.6 dB after 300 iterations, 27.0 after 1000, 27.2 after 3000)
+TV_ITERS = {"denoise": 300, "deblur": 300, "inpaint": 3000, "sr": 1000}
 
 
 def tv_lambda(sigma: float, task: str = "denoise") -> float:
@@ -321,7 +327,7 @@ def run_restoration_table(args, out: Path, task: str, folder: Path, sigmas: list
     ch = model.in_channels
     images = _images(folder, ch, args.quick, args.max_images)
     ctx = {"device": args.device or ("cuda" if torch.cuda.is_available() else "cpu"), "quick": args.quick,
-           "out": out, "tv_lam": lambda s: tv_lambda(s, task)}
+           "out": out, "tv_lam": lambda s: tv_lambda(s, task), "tv_iters": TV_ITERS[task]}
     if "epll" in methods:
         ctx["gmm"] = _gmm(ctx, ch, root)
     out.mkdir(parents=True, exist_ok=True)
@@ -405,13 +411,15 @@ def cmd_inpaint(args, out: Path) -> str:
     root = data_root(args.data)
     return run_restoration_table(
         args, out, "inpaint", root / "set12", [0.01], lambda x: Inpainting(random_mask(tuple(x.shape[-2:]), 0.5, 0)),
-        ["alr", "tv"], ["standard"], "Inpainting, 50% random pixels missing, noise 0.01, set12")
+        [m for m in args.methods.split(",") if m in ("alr", "tv")], ["standard"],
+        "Inpainting, 50% random pixels missing, noise 0.01, set12")
 
 
 def cmd_sr(args, out: Path) -> str:
     root = data_root(args.data)
     return run_restoration_table(args, out, "sr", root / "set12", [0.01], lambda x: Downsampling(2),
-                                 ["alr", "tv"], ["standard"], "x2 super-resolution, noise 0.01, set12")
+                                 [m for m in args.methods.split(",") if m in ("alr", "tv")], ["standard"],
+                                 "x2 super-resolution, noise 0.01, set12")
 
 
 # ----------------------------------------------------------------------------- table 1
