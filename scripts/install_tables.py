@@ -5,7 +5,7 @@
 
 Each RUN folder holds the model copy that `alr bench calibrate -o RUN` wrote; the tasks it
 calibrated (its results.csv) replace those of the shipped model of the same name, which also
-records the solver the tables were calibrated with (L-BFGS, 20 iterations, reflect boundary).
+records the default solver (L-BFGS, reflect boundary, iterations per task).
 """
 import csv
 import sys
@@ -22,7 +22,6 @@ for run in map(Path, sys.argv[1:]):
     m = load_file(target)
     m.meta["lambda"] = {**m.meta.get("lambda", {}), **{t: src.meta["lambda"][t] for t in tasks}}
     m.meta["lambda_calibration"] = src.meta["lambda_calibration"]
-    m.meta["solver"] = {"method": DEFAULT_SOLVER["method"],
-                        "options": {k: v for k, v in DEFAULT_SOLVER.items() if k != "method"}}
+    m.meta["solver"] = DEFAULT_SOLVER
     m.save(target)
     print(target.name, {t: m.meta["lambda"][t] for t in sorted(tasks)})

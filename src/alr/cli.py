@@ -217,7 +217,7 @@ class _Job:
                 sigma = estimate_sigma(y)
                 say(f"{path.name}: estimated noise sigma = {sigma:.4f}")
         self.lam = args.lam if args.lam is not None else lam_for(model, args.task, sigma)
-        kw = solver_options(model)
+        kw = solver_options(model, args.task)
         if args.method is not None and args.method != kw["method"]:
             kw = {"method": args.method, **({"boundary": kw["boundary"]} if "boundary" in kw else {})}
         if args.iters:

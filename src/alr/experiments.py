@@ -87,14 +87,14 @@ def alr_options(quick: bool) -> dict:
     return {"iters": 20} if quick else {}
 
 
-def _alr(y: torch.Tensor, physics, model, lam: float, quick: bool, device) -> torch.Tensor:
-    opts = {**solver_options(model), **alr_options(quick)}
+def _alr(y: torch.Tensor, physics, model, lam: float, quick: bool, device, task: str) -> torch.Tensor:
+    opts = {**solver_options(model, task), **alr_options(quick)}
     x, _ = restore(y, physics, model, lam, device=device, **opts)
     return x.cpu()
 
 
 def _alr_batched(ys: list[torch.Tensor], phys: list, model, lam: float, quick: bool,
-                 device) -> list[tuple[torch.Tensor, float]]:
+                 device, task: str) -> list[tuple[torch.Tensor, float]]:
     """ALR on a list of inputs, batching those of equal shape and operator type (one solve each)."""
     out: list = [None] * len(ys)
     groups: dict = {}
@@ -108,7 +108,7 @@ def _alr_batched(ys: list[torch.Tensor], phys: list, model, lam: float, quick: b
         for start in range(0, len(idx), per):
             chunk = idx[start:start + per]
             t0 = time.perf_counter()
-            xh = _alr(torch.cat([ys[i] for i in chunk]), phys[chunk[0]], model, lam, quick, device)
+            xh = _alr(torch.cat([ys[i] for i in chunk]), phys[chunk[0]], model, lam, quick, device, task)
             dt = (time.perf_counter() - t0) / len(chunk)
             for j, i in enumerate(chunk):
                 out[i] = (xh[j:j + 1], dt)
@@ -237,7 +237,7 @@ def calibrate_lambda(model, task: str, x: torch.Tensor, sigmas: list[float], sta
 
     Returns the best lambdas (3 significant digits) and every evaluation as table rows.
     """
-    opts = {**solver_options(model), **alr_options(quick)}
+    opts = {**solver_options(model, task), **alr_options(quick)}
     physics = _cal_physics(task, tuple(x.shape[-2:]))
     best, rows = [], []
     for sigma, lam0 in zip(sigmas, starts):
@@ -344,7 +344,7 @@ def run_restoration_table(args, out: Path, task: str, folder: Path, sigmas: list
             results: dict[str, list[tuple[torch.Tensor, float]]] = {}
             for m in ["input"] + methods:
                 if m == "alr":
-                    results[m] = _alr_batched(ys, phys, model, lam, args.quick, ctx["device"])
+                    results[m] = _alr_batched(ys, phys, model, lam, args.quick, ctx["device"], task)
                     continue
                 res = []
                 for p, y in zip(phys, ys):
@@ -456,7 +456,7 @@ def cmd_table1(args, out: Path) -> str:
             [lam_for(shared, "denoise", s) for s in test_sigmas]
         for s, lam in zip(test_sigmas, lams):
             ys = [add_noise(x, s, seed=_seed(n, s, args.seed)) for n, x in test]
-            res = _alr_batched(ys, [Denoising()] * len(ys), critic, lam, args.quick, args.device)
+            res = _alr_batched(ys, [Denoising()] * len(ys), critic, lam, args.quick, args.device, "denoise")
             vals = [float(psnr(xh, x)) for (xh, _), (_, x) in zip(res, test)]
             tbl.add(trained_on=key, test_sigma=s, lam=lam, psnr=sum(vals) / len(vals))
     how = "calibrated for each critic on set12 crops" if args.calibrate_each else \
