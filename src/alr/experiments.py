@@ -364,26 +364,30 @@ def run_restoration_table(args, out: Path, task: str, folder: Path, sigmas: list
                     panels.append((f"{m} {row['psnr']:.2f} dB", xh))
                 if i == 0:
                     _figure(out / f"{task}_{proto}_sigma{s:g}.png", panels + [("clean", x)])
-    out.mkdir(parents=True, exist_ok=True)
+            # written after every noise level, so an interrupted run keeps what it measured
+            text = _write_restoration_table(out, rows, title, lp, args, timings,
+                                            {"images": [n for n, _ in images], "model": name})
+    return text
+
+
+def _write_restoration_table(out: Path, rows: list[dict], title: str, lp, args, timings: dict, extra: dict) -> str:
+    """per_image.csv, results.md/csv (means per protocol, sigma and method) and run.json."""
     with open(out / "per_image.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
     tbl = Table()
-    for proto in protocols:
-        for s in sigmas:
-            for m in ["input"] + methods:
-                rs = [r for r in rows if r["protocol"] == proto and r["sigma"] == s and r["method"] == m]
-                tbl.add(protocol=proto, sigma=s, method=m, images=len(rs),
-                        psnr=sum(r["psnr"] for r in rs) / len(rs), ssim=sum(r["ssim"] for r in rs) / len(rs),
-                        lpips=(sum(r["lpips"] for r in rs) / len(rs)) if lp.available else "n/a",
-                        seconds_per_image=sum(r["seconds"] for r in rs) / len(rs))
+    for key in dict.fromkeys((r["protocol"], r["sigma"], r["method"]) for r in rows):
+        rs = [r for r in rows if (r["protocol"], r["sigma"], r["method"]) == key]
+        tbl.add(protocol=key[0], sigma=key[1], method=key[2], images=len(rs),
+                psnr=sum(r["psnr"] for r in rs) / len(rs), ssim=sum(r["ssim"] for r in rs) / len(rs),
+                lpips=(sum(r["lpips"] for r in rs) / len(rs)) if lp.available else "n/a",
+                seconds_per_image=sum(r["seconds"] for r in rs) / len(rs))
     text = tbl.write(out, title)
     if not lp.available:
         text += f"\nLPIPS: n/a ({lp.reason}).\n"
         (out / "results.md").write_text(text)
-    _run_json(out, args, {m: sum(v) for m, v in timings.items()},
-              {"images": [n for n, _ in images], "model": name, "lpips": lp.available or lp.reason})
+    _run_json(out, args, {m: sum(v) for m, v in timings.items()}, {**extra, "lpips": lp.available or lp.reason})
     return text
 
 
