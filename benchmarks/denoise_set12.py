@@ -21,6 +21,7 @@ def main() -> None:
     ap.add_argument("--sigma", type=float, default=0.1)
     ap.add_argument("--lam", type=float, default=None, help="default: the model's table, else 0.006")
     ap.add_argument("--iters", type=int, default=30)
+    ap.add_argument("--boundary", default="reflect", choices=("reflect", "valid"))
     ap.add_argument("--data", default=None)
     args = ap.parse_args()
     model = alr.load(args.model)
@@ -33,13 +34,14 @@ def main() -> None:
         x = read_image(f)
         y = add_noise(x, args.sigma, seed=i)
         t0 = time.perf_counter()
-        xh, _ = alr.restore(y, None, model, lam, method="lbfgs", iters=args.iters)
+        xh, _ = alr.restore(y, None, model, lam, method="lbfgs", iters=args.iters, boundary=args.boundary)
         rows.append({"image": f.name, "noisy_psnr": float(psnr(y, x)), "alr_psnr": float(psnr(xh, x)),
                      "seconds": time.perf_counter() - t0})
     rows.append({"image": "mean", **{k: sum(r[k] for r in rows) / len(rows)
                                      for k in ("noisy_psnr", "alr_psnr", "seconds")}})
     print_table(f"set12 denoising, sigma {args.sigma}, model {args.model}, lam {lam:.4g}", rows)
-    write_json("denoise_set12", rows, {"model": args.model, "sigma": args.sigma, "lam": lam})
+    write_json("denoise_set12", rows, {"model": args.model, "sigma": args.sigma, "lam": lam,
+                                       "boundary": args.boundary})
 
 
 if __name__ == "__main__":

@@ -262,8 +262,9 @@ def restore(y: torch.Tensor, physics: LinearOperator | None, model: PatchCritic,
                    _as_lam(lam, b, x))
     iters = iters if iters is not None else (300 if method == "adam" else 100)
     hist = History(callback=callback)
-    bar = tqdm(total=iters, disable=not progress, desc=f"restore ({method})", unit="it",
-               dynamic_ncols=True, leave=False)
+    lbfgs = method == "lbfgs"  # counts energy evaluations: up to 1.25 per iteration (line search)
+    bar = tqdm(total=int(iters * 1.25) + 1 if lbfgs else iters, disable=not progress, desc=f"restore ({method})",
+               unit="eval" if lbfgs else "it", dynamic_ncols=True, leave=False)
     solver = {"adam": _adam, "gd": _gd, "agd": _agd, "lbfgs": _lbfgs}[method]
     with torch.no_grad():
         x = solver(prob, x, iters, hist, bar, tol=tol, lr0=lr0, lr1=lr1, step=step)
