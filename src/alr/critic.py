@@ -128,6 +128,13 @@ class PatchCritic(nn.Module):
 BOUNDARIES = ("reflect", "valid")
 
 
+def boundary_padding(s: int, boundary: str) -> int:
+    """Pixels added on each side by :func:`pad_boundary` (s - 1 for "reflect", 0 for "valid")."""
+    if boundary not in BOUNDARIES:
+        raise ValueError(f"unknown boundary {boundary!r}; use {' or '.join(BOUNDARIES)}")
+    return s - 1 if boundary == "reflect" else 0
+
+
 def pad_boundary(x: torch.Tensor, s: int, boundary: str) -> torch.Tensor:
     """The image on which R averages s x s patch scores.
 
@@ -136,11 +143,9 @@ def pad_boundary(x: torch.Tensor, s: int, boundary: str) -> torch.Tensor:
     on each side (without repeating the edge), so every pixel lies in at least s^2
     patches. Differentiable; needs an image of at least s x s pixels.
     """
-    if boundary not in BOUNDARIES:
-        raise ValueError(f"unknown boundary {boundary!r}; use {' or '.join(BOUNDARIES)}")
+    p = boundary_padding(s, boundary)
     if min(x.shape[-2:]) < s:
         raise ValueError(f"image {tuple(x.shape[-2:])} is smaller than the critic's {s}x{s} receptive field")
-    p = s - 1 if boundary == "reflect" else 0
     return F.pad(x, (p, p, p, p), mode="reflect") if p else x
 
 

@@ -45,7 +45,7 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from .critic import BOUNDARIES, PatchCritic, pad_boundary
+from .critic import PatchCritic, boundary_padding, pad_boundary
 from .physics import Denoising, LinearOperator
 
 METHODS = ("adam", "gd", "agd", "lbfgs")
@@ -105,8 +105,7 @@ class Regularizer:
                  boundary: str = "reflect", compile: bool = False) -> None:
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"unknown precision {precision!r}; use fp32 or bf16")
-        if boundary not in BOUNDARIES:
-            raise ValueError(f"unknown boundary {boundary!r}; use {' or '.join(BOUNDARIES)}")
+        self.pad = boundary_padding(model.receptive_field, boundary)  # validates the boundary name
         for p in model.parameters():
             p.requires_grad_(False)
         model.to(memory_format=torch.channels_last)
@@ -130,9 +129,6 @@ class Regularizer:
         m = self.model
         return 4.0 * 3 * m.width * max(1, m.depth - 1)
 
-    def _pad(self) -> int:
-        return self.s - 1 if self.boundary == "reflect" else 0
-
     def tile_size(self, x: torch.Tensor) -> int | None:
         """Output tile side under ``max_memory``, or None if the image fits whole."""
         if self.max_memory is None:
@@ -140,14 +136,14 @@ class Regularizer:
         xb = self._prepare(x)
         per_px = self.bytes_per_pixel() * xb.shape[0] * x.element_size() / 4
         side = int(math.sqrt(self.max_memory / per_px)) - (self.s - 1)
-        if side >= max(xb.shape[-2:]) + 2 * self._pad() - self.s + 1:
+        if side >= max(xb.shape[-2:]) + 2 * self.pad - self.s + 1:
             return None
         return max(side, 16)
 
     def value_and_grad(self, x: torch.Tensor, need_grad: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
         """R(x) of shape (B,) and grad_x R(x) (or None), exact under tiling."""
         b = x.shape[0]
-        s, p = self.s, self._pad()
+        s, p = self.s, self.pad
         with torch.enable_grad():
             leaf = self._prepare(x).detach().requires_grad_(need_grad and p > 0)
             xb = pad_boundary(leaf, s, self.boundary)
