@@ -64,6 +64,19 @@ def add_bench_parser(sub) -> None:
 
 
 # ----------------------------------------------------------------------------- helpers
+def _sigmas(args, default: list[float]) -> list[float]:
+    """Noise levels of ``--sigmas`` (comma-separated), else ``default``."""
+    if not args.sigmas:
+        return default
+    try:
+        vals = [float(v) for v in args.sigmas.split(",")]
+    except ValueError:
+        raise ValueError(f"--sigmas must be comma-separated numbers, got {args.sigmas!r}") from None
+    if any(not 0 <= v < 1 for v in vals):
+        raise ValueError(f"--sigmas must lie in [0, 1), got {args.sigmas!r}")
+    return vals
+
+
 def _images(folder: Path, channels: int, quick: bool, max_images: int | None = None) -> list[tuple[str, torch.Tensor]]:
     files = list_images(folder)
     n = 4 if quick else max_images
@@ -267,7 +280,7 @@ def cmd_calibrate(args, out: Path) -> str:
             raise ValueError(f"unknown task {task!r}; choose from {', '.join(CAL_TASKS)}")
         sigmas, starts = CAL_TASKS[task]
         if args.sigmas and task == "denoise":
-            sigmas = [float(v) for v in args.sigmas.split(",")]
+            sigmas = _sigmas(args, sigmas)
             starts = [denoise_start(v) for v in sigmas]
         best, rows = calibrate_lambda(model, task, x, sigmas, starts, args.quick, args.device)
         for r in rows:
@@ -394,7 +407,7 @@ def _write_restoration_table(out: Path, rows: list[dict], title: str, lp, args, 
 def cmd_table2(args, out: Path) -> str:
     root = data_root(args.data)
     folder = root / ("cbsd68" if args.color else "bsd68")
-    sigmas = [float(s) for s in args.sigmas.split(",")] if args.sigmas else [0.1, 0.2, 0.4]
+    sigmas = _sigmas(args, [0.1, 0.2, 0.4])
     protocols = ["paper", "standard"] if args.protocol == "both" else [args.protocol]
     methods = [m for m in args.methods.split(",") if m]
     return run_restoration_table(args, out, "denoise", folder, sigmas, lambda x: Denoising(), methods, protocols,
@@ -407,7 +420,8 @@ def cmd_deblur(args, out: Path) -> str:
     methods = [m for m in args.methods.split(",") if m in ("alr", "tv", "epll", "bm3d")]
     text = ""
     for folder in args.sets.split(","):
-        text += run_restoration_table(args, out / folder, "deblur", root / folder, [0.01, 0.03], lambda x: blur,
+        text += run_restoration_table(args, out / folder, "deblur", root / folder, _sigmas(args, [0.01, 0.03]),
+                                      lambda x: blur,
                                       methods, ["standard"], f"Deblurring (Gaussian std {BLUR_STD}) on {folder}")
     (out / "results.md").write_text(text)
     return text
