@@ -39,3 +39,14 @@ def test_shipped_models_beat_tv_on_quick_denoising(tmp_path, color, sigma):
     rows = {r["method"]: float(r["psnr"]) for r in csv.DictReader(open(out / "results.csv"))}
     assert rows["alr"] > rows["input"] + 3
     assert rows["alr"] > rows["tv"]
+
+
+def test_sigmas_option_selects_the_noise_levels(tmp_path, capsys):
+    import csv
+    out = tmp_path / "db"
+    args = ["bench", "deblur", "--quick", "--sets", "set12", "--methods", "tv", "--data", str(data_dir())]
+    assert main(args + ["-o", str(out), "--sigmas", "0.03"]) == 0
+    assert {r["sigma"] for r in csv.DictReader(open(out / "set12" / "results.csv"))} == {"0.03"}
+    assert main(args + ["-o", str(tmp_path / "bad"), "--sigmas", "0.03,x"]) == 2
+    assert "--sigmas must be comma-separated numbers" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()

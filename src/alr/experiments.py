@@ -534,6 +534,7 @@ def cmd_toy_bench(args, out: Path) -> str:
 
 def cmd_bench(args) -> None:
     out = Path(args.output)
+    _sigmas(args, [])  # a bad --sigmas fails before anything is written
     out.mkdir(parents=True, exist_ok=True)
     fn = {"calibrate": cmd_calibrate, "table1": cmd_table1, "table2": cmd_table2, "histogram": cmd_histogram,
           "deblur": cmd_deblur, "inpaint": cmd_inpaint, "sr": cmd_sr, "toy": cmd_toy_bench}[args.name]
