@@ -451,7 +451,7 @@ def cmd_table1(args, out: Path) -> str:
     root = data_root(args.data)
     trained = {"0.05": (0.05, 0.05), "0.1": (0.1, 0.1), "0.2": (0.2, 0.2), "0.4": (0.4, 0.4), "range": (0.0, 0.4)}
     models_dir = Path(args.models) if args.models else out / "critics"
-    test_sigmas = [0.1, 0.4] if args.quick else [0.05, 0.1, 0.2, 0.3, 0.4]
+    test_sigmas = _sigmas(args, [0.1, 0.4] if args.quick else [0.05, 0.1, 0.2, 0.3, 0.4])
     cal = calibration_crops(root / "set12", 1, args.quick) if args.calibrate_each else None
     shared = load("gray")  # the paper uses one lambda per test sigma for every critic
     test = _images(root / "bsd68", 1, args.quick, args.max_images)
