@@ -1,4 +1,6 @@
 """Every experiment end to end on the quick subset (needs the data folder: $ALR_DATA)."""
+from pathlib import Path
+
 import pytest
 
 from alr.cli import main
@@ -17,12 +19,14 @@ pytestmark = pytest.mark.skipif(data_dir() is None, reason="set ALR_DATA to the 
     ("toy", []),
     ("calibrate", ["--sigmas", "0.1"]),
     ("table1", []),
+    ("table1", ["--models", str(Path(__file__).parents[1] / "docs" / "models" / "table1")]),
 ])
 def test_quick_experiment(tmp_path, name, extra):
     out = tmp_path / name
     assert main(["bench", name, "--quick", "-o", str(out), "--data", str(data_dir())] + extra) == 0
     assert (out / "results.md").read_text().count("|") > 4
     assert (out / "run.json").exists() or name == "deblur"
+    assert any(out.rglob("*.png")) or name == "calibrate"
 
 
 @pytest.mark.parametrize("color,sigma", [
