@@ -31,7 +31,7 @@ import torch
 
 from . import __version__
 from .data import add_noise
-from .images import data_root, list_images, read_image
+from .images import data_root, list_images, pyplot, read_image
 from .metrics import LPIPS, psnr, ssim
 from .physics import Blur, Denoising, Downsampling, Inpainting, gaussian_kernel, random_mask
 from .pretrained import lam_for, load, solver_options
@@ -179,9 +179,7 @@ def _run_json(out: Path, args, timings: dict, extra: dict | None = None) -> None
 
 
 def _figure(path: Path, panels: list[tuple[str, torch.Tensor]]) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels), 3.3))
     for ax, (title, img) in zip(axes, panels):
@@ -488,9 +486,7 @@ def cmd_table1(args, out: Path) -> str:
 
 def _plot_table1(rows: list[dict], path: Path) -> None:
     """PSNR against the test noise level, one line per training noise level (paper Table 1)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for key in dict.fromkeys(r["trained_on"] for r in rows):
@@ -508,9 +504,7 @@ def _plot_table1(rows: list[dict], path: Path) -> None:
 
 # ----------------------------------------------------------------------------- histogram, toy
 def cmd_histogram(args, out: Path) -> str:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     from .data import ImageStack
     root = data_root(args.data)

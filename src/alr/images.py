@@ -16,6 +16,14 @@ import torch
 
 from .critic import atomic_write
 
+def pyplot():
+    """``matplotlib.pyplot`` on the headless Agg backend (figures are only saved to files)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".npy")
 FLOAT_EXTENSIONS = (".npy", ".tif", ".tiff")
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from .critic import PointCritic
+from .images import pyplot
 from .train import TrainConfig, train_critic
 
 
@@ -52,9 +53,7 @@ def distance_correlation(critic: PointCritic, sigma: float, n: int = 121, extent
 
 def plot(critic: PointCritic, sigma: float, path: str | os.PathLike, extent: float = 1.6) -> None:
     """Contour plot of r with the field -grad r, clean circle and degraded samples."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     n = 161
     t = torch.linspace(-extent, extent, n)
