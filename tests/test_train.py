@@ -90,3 +90,18 @@ def test_real_degraded_folder_source(sample_dir, tmp_path):
     p, q = pairs.sample(256, torch.Generator().manual_seed(0))
     hf = lambda t: (t[..., 1:, :] - t[..., :-1, :]).abs().mean()  # noqa: E731
     assert hf(q) > hf(p)  # the degraded source really is noisier
+
+
+def test_model_used_for_restoration_can_be_trained_further(sample_dir):
+    """alr.restore freezes the critic's parameters; fine-tuning it afterwards must still update them."""
+    from alr.solver import restore
+
+    critic = PatchCritic(width=8)
+    restore(torch.rand(1, 1, 24, 24), None, critic, 0.01, method="gd", iters=2)
+    assert not any(p.requires_grad for p in critic.parameters())
+    weights = [p for p in critic.parameters() if p.dim() > 1]  # (the last bias has no WGAN gradient)
+    before = [w.detach().clone() for w in weights]
+    pairs = make_patch_pairs(sample_dir, 13, 1, degradation=Degradation(0.1, 0.1), seed=0)
+    train_critic(critic, pairs.sample, TrainConfig(steps=3, batch_size=8, lr0=1e-3, device="cpu",
+                                                   ckpt_every=10), progress=False)
+    assert all(not torch.equal(a, b) for a, b in zip(before, weights))
