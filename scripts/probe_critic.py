@@ -1,0 +1,133 @@
+#!/usr/bin/env python3
+"""Cheap probes of ideas for a better critic, scored on training-side images only.
+
+Every probe reports the best mean PSNR over lambda (log line search from ``--lam``, at most six
+solves) on 8 centre crops 128x128 of set12, noise ``--sigma`` seeded 1 and clipped to [0, 1]
+(the paper protocol), with the model's default solver. Probes:
+
+* ``eval MODEL``: the score of a model as it is (the baseline of the others).
+* ``finetune MODEL -o OUT``: more WGAN-GP steps (lr 1e-4 -> 1e-5, batch 256) on bsd400 with the
+  training's unpaired split, fixed noise ``--sigma``; ``--clip`` clips the noisy patches to [0, 1]
+  as the paper protocol does with its inputs; ``--restored-fraction F`` replaces a fraction F of
+  the degraded patches by patches of the model's own restorations of noisy bsd400 crops (the
+  degraded half), so the critic also learns to score its own artefacts high.
+* ``ensemble M1,M2,...``: R = mean of the critics' R, built as one wider critic with
+  block-diagonal weights.
+
+Example (ALR_DATA set; the session note of issue 3 reports these runs)::
+
+    python scripts/probe_critic.py eval docs/models/table1/critic_0.1.safetensors --sigma 0.1 --lam 0.01
+    python scripts/probe_critic.py finetune docs/models/table1/critic_0.1.safetensors --sigma 0.1 \
+        --lam 0.01 --restored-fraction 0.5 -o runs/probe_restored.safetensors
+"""
+import argparse
+import time
+
+import torch
+
+import alr
+from alr.critic import PatchCritic
+from alr.data import Degradation, ImageStack, add_noise, split_unpaired
+from alr.experiments import _images, line_search
+from alr.images import data_root
+from alr.metrics import psnr
+from alr.pretrained import solver_options
+from alr.train import TrainConfig, train_critic
+
+CROP, IMAGES = 128, 8
+
+
+def score(model, root, sigma: float, lam0: float) -> tuple[float, float]:
+    """(best lambda, best mean PSNR) on the validation crops."""
+    x = torch.cat([xi[..., (xi.shape[-2] - CROP) // 2:(xi.shape[-2] + CROP) // 2,
+                      (xi.shape[-1] - CROP) // 2:(xi.shape[-1] + CROP) // 2]
+                   for _, xi in _images(root / "set12", 1, False, IMAGES)])
+    y = add_noise(x, sigma, seed=1, clip=True)
+    opts = solver_options(model)
+    best, evals = line_search(lambda lam: float(psnr(alr.restore(y, None, model, lam, **opts)[0], x).mean()),
+                              lam0, 6)
+    print("  lambda -> PSNR:", ", ".join(f"{k:.3g}: {v:.2f}" for k, v in sorted(evals.items())))
+    return best, evals[best]
+
+
+def ensemble(models: list[PatchCritic]) -> PatchCritic:
+    """One critic whose R is the mean of the models' R (same depth and width)."""
+    k, m0 = len(models), models[0]
+    out = PatchCritic(m0.in_channels, m0.depth, m0.width * k, m0.activation)
+    convs = [[c for c in m.net if isinstance(c, torch.nn.Conv2d)] for m in models]
+    w = m0.width
+    with torch.no_grad():
+        for li, layer in enumerate(c for c in out.net if isinstance(c, torch.nn.Conv2d)):
+            layer.weight.zero_()
+            layer.bias.zero_()
+            for j, cs in enumerate(convs):
+                src, blk = cs[li], slice(j * w, (j + 1) * w)
+                if li == 0:
+                    layer.weight[blk], layer.bias[blk] = src.weight, src.bias
+                elif li == m0.depth - 1:
+                    layer.weight[:, blk] = src.weight / k
+                    layer.bias += src.bias / k
+                else:
+                    layer.weight[blk, blk], layer.bias[blk] = src.weight, src.bias
+    return out.eval()
+
+
+def finetune(model, root, args) -> PatchCritic:
+    stack = ImageStack.from_folder(root / "bsd400", 1)
+    ci, di = split_unpaired(len(stack), 0)
+    clean, source = stack.subset(ci), stack.subset(di)
+    g = torch.Generator().manual_seed(123)
+    restored = None
+    if args.restored_fraction > 0:
+        x = source.sample(args.restored_crops, 96, g)
+        y = x + args.sigma * torch.randn(x.shape, generator=g)
+        opts = solver_options(model)
+        xr = torch.cat([alr.restore(y[i:i + 16], None, model, args.lam, **opts)[0]
+                        for i in range(0, len(y), 16)])
+        print(f"restored {len(y)} crops: {float(psnr(xr, x).mean()):.2f} dB")
+        restored = ImageStack(list(xr))
+    noise, s = Degradation(args.sigma, args.sigma), model.receptive_field
+
+    def sampler(n: int, gen: torch.Generator):
+        k = round(n * args.restored_fraction) if restored is not None else 0
+        q = noise(source.sample(n - k, s, gen), gen)
+        q = q.clamp(0, 1) if args.clip else q
+        if k:
+            q = torch.cat([q, restored.sample(k, s, gen)])
+        return clean.sample(n, s, gen), q
+
+    cfg = TrainConfig(steps=args.steps, batch_size=256, lr0=1e-4, lr1=1e-5, ckpt_every=10 ** 9)
+    return train_critic(model, sampler, cfg, out=args.output, progress=False)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("probe", choices=["eval", "finetune", "ensemble"])
+    ap.add_argument("models", help="model name or file (comma-separated for ensemble)")
+    ap.add_argument("--sigma", type=float, default=0.1)
+    ap.add_argument("--lam", type=float, default=0.01, help="start of the lambda line search")
+    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--clip", action="store_true")
+    ap.add_argument("--restored-fraction", type=float, default=0.0)
+    ap.add_argument("--restored-crops", type=int, default=128)
+    ap.add_argument("-o", "--output")
+    ap.add_argument("--data")
+    args = ap.parse_args()
+    root = data_root(args.data)
+    models = [alr.load(m) for m in args.models.split(",")]
+    if args.probe == "finetune" and not args.output:
+        ap.error("finetune needs -o OUT.safetensors")
+    t0 = time.perf_counter()
+    if args.probe == "ensemble":
+        model = ensemble(models)
+    elif args.probe == "finetune":
+        model = finetune(models[0], root, args)
+    else:
+        model = models[0]
+    lam, value = score(model, root, args.sigma, args.lam)
+    print(f"{args.probe} {args.models}: {value:.2f} dB at lambda {lam:.3g} (sigma {args.sigma}), "
+          f"{time.perf_counter() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
