@@ -6,7 +6,7 @@ solves) on 8 centre crops 128x128 of set12, noise ``--sigma`` seeded 1 and clipp
 (the paper protocol), with the model's default solver. Probes:
 
 * ``eval MODEL``: the score of a model as it is (the baseline of the others).
-* ``finetune MODEL -o OUT``: more WGAN-GP steps (lr 1e-4 -> 1e-5, batch 256) on bsd400 with the
+* ``finetune MODEL -o OUT``: more WGAN-GP steps (lr ``--lr0`` -> 1e-5, batch 256) on bsd400 with the
   training's unpaired split, fixed noise ``--sigma``; ``--clip`` clips the noisy patches to [0, 1]
   as the paper protocol does with its inputs; ``--restored-fraction F`` replaces a fraction F of
   the degraded patches by patches of the model's own restorations of noisy bsd400 crops (the
@@ -14,11 +14,17 @@ solves) on 8 centre crops 128x128 of set12, noise ``--sigma`` seeded 1 and clipp
 * ``ensemble M1,M2,...``: R = mean of the critics' R, built as one wider critic with
   block-diagonal weights.
 
-Example (ALR_DATA set; the session note of issue 3 reports these runs)::
+The runs reported in the README (ALR_DATA set; T=docs/models/table1)::
 
-    python scripts/probe_critic.py eval docs/models/table1/critic_0.1.safetensors --sigma 0.1 --lam 0.01
-    python scripts/probe_critic.py finetune docs/models/table1/critic_0.1.safetensors --sigma 0.1 \
-        --lam 0.01 --restored-fraction 0.5 -o runs/probe_restored.safetensors
+    python scripts/probe_critic.py eval $T/critic_0.1.safetensors
+    python scripts/probe_critic.py finetune $T/critic_0.1.safetensors --steps 5 -o runs/probe_5.safetensors
+    python scripts/probe_critic.py finetune $T/critic_0.1.safetensors --clip -o runs/probe_clip.safetensors
+    python scripts/probe_critic.py finetune $T/critic_0.1.safetensors --restored-fraction 0.5 \
+        -o runs/probe_restored.safetensors
+    python scripts/probe_critic.py finetune $T/critic_0.1.safetensors --steps 8000 --lr0 3e-4 \
+        -o runs/probe_long.safetensors
+    python scripts/probe_critic.py ensemble \
+        $T/critic_0.05.safetensors,$T/critic_0.1.safetensors,$T/critic_0.2.safetensors,$T/critic_range.safetensors
 """
 import argparse
 import time
@@ -96,7 +102,7 @@ def finetune(model, root, args) -> PatchCritic:
             q = torch.cat([q, restored.sample(k, s, gen)])
         return clean.sample(n, s, gen), q
 
-    cfg = TrainConfig(steps=args.steps, batch_size=256, lr0=1e-4, lr1=1e-5, ckpt_every=10 ** 9)
+    cfg = TrainConfig(steps=args.steps, batch_size=256, lr0=args.lr0, lr1=1e-5, ckpt_every=10 ** 9)
     return train_critic(model, sampler, cfg, out=args.output, progress=False)
 
 
@@ -107,6 +113,7 @@ def main() -> None:
     ap.add_argument("--sigma", type=float, default=0.1)
     ap.add_argument("--lam", type=float, default=0.01, help="start of the lambda line search")
     ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--lr0", type=float, default=1e-4)
     ap.add_argument("--clip", action="store_true")
     ap.add_argument("--restored-fraction", type=float, default=0.0)
     ap.add_argument("--restored-crops", type=int, default=128)
