@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Merge the Table 2 per-image rows of the runs that produced the README tables, one CSV per protocol,
+"""Merge the Table 2 per-image rows of the runs that produced the README tables, one CSV per protocol (and one for CBSD68),
 and print the means (sigma, method, images, PSNR, SSIM, seconds per image).
 
 Every method of every run saw the same inputs (noise seeded per image and noise level), so rows of
@@ -45,3 +45,7 @@ standard = from_csv("runs/table2_standard/per_image.csv", everything)  # sigma 0
 standard += from_csv("runs/table2_standard_epll/per_image.csv", {"epll"})  # sigma 0.1
 standard += from_csv("runs/table2_standard_hi/per_image.csv", everything)  # sigma 0.2 and 0.4
 write(standard, "docs/results/table2_standard_per_image.csv")
+
+color = from_csv("runs/table2_color/per_image.csv", everything)  # sigma 0.1
+color += from_csv("runs/table2_color_hi/per_image.csv", everything)  # sigma 0.2 and 0.4
+write(color, "docs/results/table2_color_paper_per_image.csv")
