@@ -303,7 +303,8 @@ def cmd_train(args) -> None:
     if rank == 0:
         print(f"trained {critic.meta['training']['steps']} steps in {time.perf_counter() - t0:.0f} s on {world} process(es): {out} "
               f"(log {log})")
-    if world > 1:
+    if world > 1:  # leave together: a rank tearing gloo down while rank 0 still saves can abort
+        torch.distributed.barrier()
         torch.distributed.destroy_process_group()
 
 
