@@ -34,7 +34,7 @@ import torch
 import alr
 from alr.critic import PatchCritic
 from alr.data import Degradation, ImageStack, add_noise, split_unpaired
-from alr.experiments import _images, line_search
+from alr.experiments import calibration_crops, line_search
 from alr.images import data_root
 from alr.metrics import psnr
 from alr.pretrained import solver_options
@@ -45,9 +45,7 @@ CROP, IMAGES = 128, 8
 
 def score(model, root, sigma: float, lam0: float) -> tuple[float, float]:
     """(best lambda, best mean PSNR) on the validation crops."""
-    x = torch.cat([xi[..., (xi.shape[-2] - CROP) // 2:(xi.shape[-2] + CROP) // 2,
-                      (xi.shape[-1] - CROP) // 2:(xi.shape[-1] + CROP) // 2]
-                   for _, xi in _images(root / "set12", 1, False, IMAGES)])
+    x = calibration_crops(root / "set12", 1, False, images=IMAGES, crop=CROP)
     y = add_noise(x, sigma, seed=1, clip=True)
     opts = solver_options(model)
     best, evals = line_search(lambda lam: float(psnr(alr.restore(y, None, model, lam, **opts)[0], x).mean()),

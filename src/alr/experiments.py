@@ -232,12 +232,14 @@ def line_search(f, lam0: float, max_evals: int | None = None) -> tuple[float, di
     return best, dict(seen.values())
 
 
-def calibration_crops(folder: Path, channels: int, quick: bool) -> torch.Tensor:
-    """The calibration images: 4 centre crops 128x128 (quick: 2 crops 48x48), as one batch."""
-    crop = 48 if quick else CAL_CROP
+def calibration_crops(folder: Path, channels: int, quick: bool, images: int = CAL_IMAGES,
+                      crop: int = CAL_CROP) -> torch.Tensor:
+    """Centre crops ``crop x crop`` of the first ``images`` images of ``folder``, as one batch
+    (by default the calibration images, 4 crops 128x128; quick: 2 crops 48x48)."""
+    crop, images = (48, 2) if quick else (crop, images)
     xs = [xi[..., (xi.shape[-2] - crop) // 2:(xi.shape[-2] - crop) // 2 + crop,
              (xi.shape[-1] - crop) // 2:(xi.shape[-1] - crop) // 2 + crop]
-          for _, xi in _images(folder, channels, False, 2 if quick else CAL_IMAGES)]
+          for _, xi in _images(folder, channels, False, images)]
     return torch.cat(xs)
 
 

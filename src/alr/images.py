@@ -16,6 +16,7 @@ import torch
 
 from .critic import atomic_write
 
+
 def pyplot():
     """``matplotlib.pyplot`` on the headless Agg backend (figures are only saved to files)."""
     import matplotlib
