@@ -38,7 +38,7 @@ from alr.experiments import calibration_crops, line_search
 from alr.images import data_root
 from alr.metrics import psnr
 from alr.pretrained import solver_options
-from alr.train import TrainConfig, train_critic
+from alr.train import TrainConfig, continue_from, train_critic
 
 CROP, IMAGES = 128, 8
 
@@ -100,8 +100,8 @@ def finetune(model, root, args) -> PatchCritic:
             q = torch.cat([q, restored.sample(k, s, gen)])
         return clean.sample(n, s, gen), q
 
-    model.meta["continued_from"] = {"model": args.models, "training": dict(model.meta.get("training", {})),
-                                    "probe": {k: v for k, v in vars(args).items() if k != "data"}}
+    continue_from(model, args.models)
+    model.meta["continued_from"]["probe"] = {k: v for k, v in vars(args).items() if k != "data"}
     cfg = TrainConfig(steps=args.steps, batch_size=256, lr0=args.lr0, lr1=1e-5, ckpt_every=10 ** 9)
     return train_critic(model, sampler, cfg, out=args.output, progress=False)
 

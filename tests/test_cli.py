@@ -5,6 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
+import alr
 from alr.cli import main
 from alr.images import read_image, write_image
 from alr.metrics import psnr
@@ -110,6 +111,29 @@ def test_train_cli_and_resume(tmp_path, sample_dir):
     args[args.index("--steps") + 1] = "20"
     assert main(args + ["--resume"]) == 0
     assert main(["train", "--clean", str(tmp_path / "nope"), "--sigma", "0.1", "-o", str(out)]) == 2
+
+
+def test_train_init_continues_a_model(tmp_path, sample_dir, capsys):
+    """--init starts from the given weights, drops the stale lambda tables and records the lineage."""
+    out = tmp_path / "m.safetensors"
+    base = ["train", "--clean", str(sample_dir), "--sigma", "0.1", "--steps", "3", "--batch-size", "8", "-q"]
+    assert main(base + ["--init", "gray", "-o", str(out)]) == 0
+    gray, cont = alr.load("gray"), alr.load(out)
+    assert cont.config() == gray.config() and "lambda" not in cont.meta and "lambda" in gray.meta
+    assert cont.meta["continued_from"]["model"] == "gray"
+    assert cont.meta["continued_from"]["training"] == gray.meta["training"]
+    assert cont.meta["training"]["steps"] == 3
+    moved = [float((a - b).detach().abs().max()) for a, b in zip(cont.parameters(), gray.parameters())]
+    assert 0 < max(moved) < 1e-2  # trained from gray's weights, not from scratch
+    again = tmp_path / "m2.safetensors"
+    assert main(base + ["--init", str(out), "-o", str(again)]) == 0
+    assert alr.load(again).meta["continued_from"]["continued_from"]["model"] == "gray"
+    capsys.readouterr()
+    assert main(base + ["--init", "gray", "--width", "32", "-o", str(tmp_path / "x.safetensors")]) == 2
+    assert "width=32 (model: 64)" in capsys.readouterr().err
+    assert main(base + ["--init", "color", "--channels", "1", "-o", str(tmp_path / "x.safetensors")]) == 2
+    assert main(base + ["--init", "gray", "--resume", "-o", str(tmp_path / "x.safetensors")]) == 2
+    assert not (tmp_path / "x.safetensors").exists()
 
 
 def test_image_formats(tmp_path):

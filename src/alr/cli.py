@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+from .critic import ACTIVATIONS
+
 TASKS = ("denoise", "deblur", "inpaint", "sr")
 
 
@@ -66,10 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="noise level drawn uniformly in [A, B] per patch")
     t.add_argument("--blur", type=_positive_float, default=0.0, metavar="STD",
                    help="Gaussian blur std (pixels) applied before the noise")
-    t.add_argument("--channels", type=int, choices=(1, 3), default=1)
-    t.add_argument("--depth", type=int, default=6)
-    t.add_argument("--width", type=int, default=64)
-    t.add_argument("--activation", default="relu", choices=("relu", "leaky_relu", "softplus", "silu", "elu"))
+    t.add_argument("--init", default=None, metavar="MODEL",
+                   help="continue training this model (file or shipped name) instead of a new critic")
+    t.add_argument("--channels", type=int, choices=(1, 3), default=None, help="default 1, or the --init model's")
+    t.add_argument("--depth", type=int, default=None, help="convolution layers (default 6)")
+    t.add_argument("--width", type=int, default=None, help="hidden channels (default 64)")
+    t.add_argument("--activation", default=None, choices=sorted(ACTIVATIONS), help="default relu")
     t.add_argument("--steps", type=int, default=20000)
     t.add_argument("--batch-size", type=int, default=128)
     t.add_argument("--lr0", type=float, default=1e-4)
@@ -274,13 +278,38 @@ def _restore_folder(files: list[Path], dst: Path, args, say) -> None:
 
 
 # ---------------------------------------------------------------------------- commands
-def cmd_train(args) -> None:
+def _training_critic(args):
+    """A new critic from the architecture options, or the ``--init`` model prepared to train on."""
     from .critic import PatchCritic
+    from .pretrained import load
+    from .train import continue_from
+
+    arch = {"in_channels": args.channels, "depth": args.depth, "width": args.width, "activation": args.activation}
+    if args.init is None:
+        defaults = {"in_channels": 1, "depth": 6, "width": 64, "activation": "relu"}
+        critic = PatchCritic(**{k: defaults[k] if v is None else v for k, v in arch.items()})
+        critic.meta = {}
+    else:
+        if args.resume:
+            raise ValueError("--init starts from a model and --resume from a checkpoint: give one")
+        critic = load(args.init)
+        if not isinstance(critic, PatchCritic):
+            raise ValueError(f"--init needs a patch critic, {args.init} is a {type(critic).__name__}")
+        have = critic.config()
+        clash = [f"{k}={v} (model: {have[k]})" for k, v in arch.items() if v is not None and v != have[k]]
+        if clash:
+            raise ValueError(f"--init model {args.init} does not match " + ", ".join(clash))
+        continue_from(critic, args.init)
+    args.channels = critic.in_channels
+    return critic
+
+
+def cmd_train(args) -> None:
     from .data import Degradation, make_patch_pairs
     from .train import TrainConfig, init_distributed, train_critic
 
     rank, world = init_distributed()
-    critic = PatchCritic(args.channels, args.depth, args.width, args.activation)
+    critic = _training_critic(args)
     deg = None
     if args.degraded is None:
         lo, hi = (args.sigma, args.sigma) if args.sigma is not None else tuple(args.sigma_range)
@@ -290,9 +319,9 @@ def cmd_train(args) -> None:
     pairs = make_patch_pairs(args.clean, critic.receptive_field, args.channels, args.degraded, deg,
                              seed=args.seed, max_images=args.max_images)
     desc = pairs.describe()
-    critic.meta = {"data": {"clean": str(args.clean), "degraded": str(args.degraded) if args.degraded else None,
-                            **desc},
-                   "noise_range": ([deg.sigma_min, deg.sigma_max] if deg else None)}
+    critic.meta.update({"data": {"clean": str(args.clean), "degraded": str(args.degraded) if args.degraded else None,
+                                 **desc},
+                        "noise_range": ([deg.sigma_min, deg.sigma_max] if deg else None)})
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr0=args.lr0, lr1=args.lr1, mu=args.mu,
                       seed=args.seed, ckpt_every=args.ckpt_every, device=args.device,
                       max_seconds=args.max_seconds)

@@ -85,6 +85,23 @@ def init_distributed() -> tuple[int, int]:
     return _dist_info()
 
 
+def continue_from(model: nn.Module, source: str) -> nn.Module:
+    """Prepare a trained ``model`` (loaded from ``source``) for further training.
+
+    Its lambda tables no longer hold once the weights change, so they are dropped;
+    the header records the model and the training it continued from
+    (``meta["continued_from"]``, nested when a model is continued twice).
+    """
+    meta = dict(getattr(model, "meta", None) or {})
+    prev = {"model": str(source), "training": meta.pop("training", {})}
+    if "continued_from" in meta:
+        prev["continued_from"] = meta.pop("continued_from")
+    meta.pop("lambda", None)
+    meta.pop("lambda_calibration", None)
+    model.meta = {**meta, "continued_from": prev}
+    return model
+
+
 def wgan_gp_loss(critic: nn.Module, p: torch.Tensor, q: torch.Tensor, t: torch.Tensor,
                  mu: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """WGAN-GP critic loss on clean ``p``, degraded ``q`` and mixing weights ``t``.
