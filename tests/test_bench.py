@@ -54,3 +54,25 @@ def test_sigmas_option_selects_the_noise_levels(tmp_path, capsys):
     assert main(args + ["-o", str(tmp_path / "bad"), "--sigmas", "0.03,x"]) == 2
     assert "--sigmas must be comma-separated numbers" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("name,extra", [
+    ("table1", ["--models", str(Path(__file__).parents[1] / "docs" / "models" / "table1"), "--sigmas", "0.1"]),
+    ("calibrate", ["--tasks", "denoise", "--sigmas", "0.1"]),
+    ("table2", ["--methods", "alr", "--protocol", "paper", "--sigmas", "0.1"]),
+])
+def test_every_solve_runs_on_the_bench_device(tmp_path, monkeypatch, name, extra):
+    """Table 1 and the calibration once left --device unset and so solved on the CPU of a GPU machine."""
+    from alr import experiments
+    from alr.train import default_device
+
+    devices = []
+
+    def spy(*a, **k):
+        devices.append(k.get("device"))
+        return real(*a, **{**k, "iters": 1})
+
+    real = experiments.restore
+    monkeypatch.setattr(experiments, "restore", spy)
+    assert main(["bench", name, "--quick", "-o", str(tmp_path / name), "--data", str(data_dir())] + extra) == 0
+    assert devices and set(devices) == {str(default_device())}

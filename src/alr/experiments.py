@@ -36,6 +36,7 @@ from .metrics import LPIPS, psnr, ssim
 from .physics import Blur, Denoising, Downsampling, Inpainting, gaussian_kernel, random_mask
 from .pretrained import lam_for, load, solver_options
 from .solver import restore
+from .train import default_device
 
 EXPERIMENTS = ("calibrate", "table1", "table2", "histogram", "deblur", "inpaint", "sr", "toy")
 BLUR_STD = 1.6
@@ -116,7 +117,7 @@ def _alr_batched(ys: list[torch.Tensor], phys: list, model, lam: float, quick: b
             groups.setdefault((tuple(y.shape), type(p).__name__), []).append(i)
         else:
             groups[("single", i)] = [i]
-    per = 16 if str(device or "").startswith("cuda") or (device is None and torch.cuda.is_available()) else 1
+    per = 16 if str(device).startswith("cuda") else 1
     for idx in groups.values():
         for start in range(0, len(idx), per):
             chunk = idx[start:start + per]
@@ -173,7 +174,7 @@ def _run_json(out: Path, args, timings: dict, extra: dict | None = None) -> None
     info = {"command": "alr " + " ".join(sys.argv[1:]) if sys.argv and "alr" in sys.argv[0] else " ".join(sys.argv),
             "experiment": args.name, "quick": args.quick, "seed": args.seed, "alr": __version__,
             "torch": torch.__version__, "python": platform.python_version(), "machine": platform.platform(),
-            "device": str(args.device or ("cuda" if torch.cuda.is_available() else "cpu")),
+            "device": args.device,
             "timings_s": timings, **(extra or {})}
     (out / "run.json").write_text(json.dumps(info, indent=2))
 
@@ -341,7 +342,7 @@ def run_restoration_table(args, out: Path, task: str, folder: Path, sigmas: list
     model = load(name)
     ch = model.in_channels
     images = _images(folder, ch, args.quick, args.max_images)
-    ctx = {"device": args.device or ("cuda" if torch.cuda.is_available() else "cpu"), "quick": args.quick,
+    ctx = {"device": args.device, "quick": args.quick,
            "out": out, "tv_lam": lambda s: tv_lambda(s, task), "tv_iters": TV_ITERS[task]}
     if "epll" in methods:
         ctx["gmm"] = _gmm(ctx, ch, root)
@@ -552,6 +553,8 @@ def cmd_toy_bench(args, out: Path) -> str:
 def cmd_bench(args) -> None:
     out = Path(args.output)
     _sigmas(args, [])  # a bad --sigmas fails before anything is written
+    # one device for every method and phase (solver, calibration, baselines): the GPU when there is one
+    args.device = str(args.device or default_device())
     out.mkdir(parents=True, exist_ok=True)
     fn = {"calibrate": cmd_calibrate, "table1": cmd_table1, "table2": cmd_table2, "histogram": cmd_histogram,
           "deblur": cmd_deblur, "inpaint": cmd_inpaint, "sr": cmd_sr, "toy": cmd_toy_bench}[args.name]
