@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Merge the Table 2 per-image rows of the runs that produced the README tables, one CSV per protocol (and one for CBSD68),
-and print the means (sigma, method, images, PSNR, SSIM, seconds per image).
+and print the means (protocol, sigma, method, images, PSNR, SSIM, seconds per image).
 
 Every method of every run saw the same inputs (noise seeded per image and noise level), so rows of
 different runs can sit side by side. Run from the repository root after the commands in the README.
@@ -25,27 +25,40 @@ def write(rows: list[dict], path: str) -> None:
         w.writerows([{k: r[k] for k in KEYS} for r in rows])
     agg = collections.defaultdict(list)
     for r in rows:
-        agg[(float(r["sigma"]), r["method"])].append(r)
+        agg[(r["protocol"], float(r["sigma"]), r["method"])].append(r)
     print(path)
     for k in sorted(agg):
         v = agg[k]
         print(k, len(v), *(round(sum(r[m] for r in v) / len(v), n) for m, n in (("psnr", 2), ("ssim", 3), ("seconds", 2))))
 
 
+# ALR rows: the shipped gray model, every noise level of both protocols in one GPU run each
+# (scripts/gpu_eval.sh: runs/gpu4 is its results folder); baselines: the CPU runs below.
+alr = {"alr"}
 # paper protocol: sigma 0.1 / 0.2 rows were saved from the running process (README), the rest are run folders
-paper = [r for r in json.load(open("runs/table2_paper_main/rows_sigma0.1.json"))[0] if r["method"] != "epll"]
-paper += json.load(open("runs/table2_paper_main/rows_sigma0.2.json"))  # input, alr, bm3d
+paper = [r for r in json.load(open("runs/table2_paper_main/rows_sigma0.1.json"))[0] if r["method"] in {"input", "bm3d", "tv"}]
+paper += [r for r in json.load(open("runs/table2_paper_main/rows_sigma0.2.json")) if r["method"] in {"input", "bm3d"}]
 paper += from_csv("runs/table2_paper_tv02/per_image.csv", {"tv"})
 paper += from_csv("runs/table2_paper_epll/per_image.csv", {"epll"})  # EPLL after the fix of its data weight
-paper += from_csv("runs/table2_paper_04/per_image.csv", {"input", "alr", "bm3d", "tv"})
+paper += from_csv("runs/table2_paper_04/per_image.csv", {"input", "bm3d", "tv"})
+paper += from_csv("runs/gpu4/table2_paper/per_image.csv", alr)
 write(paper, "docs/results/table2_paper_per_image.csv")
 
-everything = {"input", "alr", "bm3d", "epll", "tv"}
-standard = from_csv("runs/table2_standard/per_image.csv", everything)  # sigma 0.1: input, alr, bm3d, tv
+baselines = {"input", "bm3d", "epll", "tv"}
+standard = from_csv("runs/table2_standard/per_image.csv", baselines)  # sigma 0.1: input, bm3d, tv
 standard += from_csv("runs/table2_standard_epll/per_image.csv", {"epll"})  # sigma 0.1
-standard += from_csv("runs/table2_standard_hi/per_image.csv", everything)  # sigma 0.2 and 0.4
+standard += from_csv("runs/table2_standard_hi/per_image.csv", baselines)  # sigma 0.2 and 0.4
+standard += from_csv("runs/gpu4/table2_standard/per_image.csv", alr)
 write(standard, "docs/results/table2_standard_per_image.csv")
 
+everything = baselines | alr
 color = from_csv("runs/table2_color/per_image.csv", everything)  # sigma 0.1
 color += from_csv("runs/table2_color_hi/per_image.csv", everything)  # sigma 0.2 and 0.4
 write(color, "docs/results/table2_color_paper_per_image.csv")
+
+# critics continued on the GPU (scripts/gpu_continue.sh, results folder runs/gpu3); method = the critic
+continued = []
+for name in ("c01_b256", "c01_c", "c02_c", "c04_c", "gray_c"):
+    for r in from_csv(f"runs/gpu3/t2_{name}/per_image.csv", alr):
+        continued.append({**r, "method": name})
+write(continued, "docs/results/table2_continued_critics_per_image.csv")

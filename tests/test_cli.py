@@ -123,6 +123,8 @@ def test_train_init_continues_a_model(tmp_path, sample_dir, capsys):
     assert cont.meta["continued_from"]["model"] == "gray"
     assert cont.meta["continued_from"]["training"] == gray.meta["training"]
     assert cont.meta["training"]["steps"] == 3
+    with pytest.raises(KeyError, match="alr bench calibrate --model FILE --tasks denoise"):
+        alr.lam_for(cont, "denoise", 0.1)
     moved = [float((a - b).detach().abs().max()) for a, b in zip(cont.parameters(), gray.parameters())]
     assert 0 < max(moved) < 1e-2  # trained from gray's weights, not from scratch
     again = tmp_path / "m2.safetensors"

@@ -53,7 +53,8 @@ def lam_for(model: PatchCritic, task: str, sigma: float) -> float:
     """
     table = (model.meta or {}).get("lambda", {}).get(task)
     if not table:
-        raise KeyError(f"model has no calibrated lambda for task {task!r}; pass --lam")
+        raise KeyError(f"model has no calibrated lambda for task {task!r}; pass --lam, or write one into "
+                       f"a copy of the model with: alr bench calibrate --model FILE --tasks {task} -o DIR")
     xs, ys = table["sigma"], table["lam"]
     if len(xs) == 1:
         return float(ys[0])
