@@ -5,14 +5,15 @@
 
 Each RUN folder holds the model copy that `alr bench calibrate -o RUN` wrote; the tasks it
 calibrated (its results.csv) replace those of the shipped model of the same name, which also
-records the default solver (L-BFGS, reflect boundary, iterations per task).
+records the solver they were calibrated for (L-BFGS, reflect boundary, the run's iterations for its tasks).
 """
 import csv
+import json
 import sys
 from pathlib import Path
 
 from alr.critic import load_file
-from alr.pretrained import DEFAULT_SOLVER, MODEL_DIR
+from alr.pretrained import DEFAULT_SOLVER, MODEL_DIR, TASK_ITERS
 
 for run in map(Path, sys.argv[1:]):
     (copy,) = run.glob("*.safetensors")
@@ -22,6 +23,10 @@ for run in map(Path, sys.argv[1:]):
     m = load_file(target)
     m.meta["lambda"] = {**m.meta.get("lambda", {}), **{t: src.meta["lambda"][t] for t in tasks}}
     m.meta["lambda_calibration"] = src.meta["lambda_calibration"]
-    m.meta["solver"] = DEFAULT_SOLVER
+    # the solver the tables were calibrated for: the run's iteration counts for its tasks
+    rec = json.loads(json.dumps(m.meta.get("solver") or DEFAULT_SOLVER))
+    src_iters = (src.meta.get("solver") or DEFAULT_SOLVER).get("iters", TASK_ITERS)
+    rec["iters"] = {**rec.get("iters", TASK_ITERS), **{t: src_iters.get(t, TASK_ITERS[t]) for t in tasks}}
+    m.meta["solver"] = rec
     m.save(target)
     print(target.name, {t: m.meta["lambda"][t] for t in sorted(tasks)})

@@ -76,3 +76,44 @@ def test_every_solve_runs_on_the_bench_device(tmp_path, monkeypatch, name, extra
     monkeypatch.setattr(experiments, "restore", spy)
     assert main(["bench", name, "--quick", "-o", str(tmp_path / name), "--data", str(data_dir())] + extra) == 0
     assert devices and set(devices) == {str(default_device())}
+
+
+def test_table1_shares_the_range_critics_lambda_table(tmp_path):
+    """Table 1 uses one lambda per test sigma for all critics: the range critic's own table (the paper's
+    setting), so replacing the shipped gray model does not change Table 1."""
+    import csv
+
+    import alr
+    models = Path(__file__).parents[1] / "docs" / "models" / "table1"
+    out = tmp_path / "t1"
+    assert main(["bench", "table1", "--quick", "--models", str(models), "--sigmas", "0.4", "-o", str(out),
+                 "--data", str(data_dir())]) == 0
+    lams = {float(r["lam"]) for r in csv.DictReader(open(out / "results.csv"))}
+    assert lams == {alr.lam_for(alr.load(models / "critic_range.safetensors"), "denoise", 0.4)}
+    assert lams != {alr.lam_for(alr.load("gray"), "denoise", 0.4)}
+    assert "the range critic" in (out / "results.md").read_text()
+
+
+def test_calibrate_records_the_iterations_it_calibrated_for(tmp_path, monkeypatch):
+    """--iters N: lambda is searched with N solver iterations and the model copy recommends N for the task."""
+    import alr
+    from alr import experiments
+
+    iters = []
+
+    def spy(*a, **k):
+        iters.append(k["iters"])
+        return real(*a, **k)
+
+    real = experiments.restore
+    monkeypatch.setattr(experiments, "restore", spy)
+    out = tmp_path / "cal"
+    assert main(["bench", "calibrate", "--quick", "--tasks", "denoise", "--sigmas", "0.1", "--iters", "3",
+                 "-o", str(out), "--data", str(data_dir())]) == 0
+    assert set(iters) == {3}
+    copy = alr.load(out / "gray.safetensors")
+    assert alr.pretrained.solver_options(copy, "denoise")["iters"] == 3
+    assert alr.pretrained.solver_options(copy, "deblur")["iters"] == alr.pretrained.TASK_ITERS["deblur"]
+    with pytest.raises(SystemExit):  # argparse: usage error, exit status 2
+        main(["bench", "calibrate", "--iters", "0", "-o", str(tmp_path / "bad")])
+    assert not (tmp_path / "bad").exists()

@@ -34,7 +34,7 @@ from .data import add_noise
 from .images import data_root, list_images, pyplot, read_image
 from .metrics import LPIPS, psnr, ssim
 from .physics import Blur, Denoising, Downsampling, Inpainting, gaussian_kernel, random_mask
-from .pretrained import lam_for, load, solver_options
+from .pretrained import DEFAULT_SOLVER, TASK_ITERS, lam_for, load, solver_options
 from .solver import restore
 from .train import default_device
 
@@ -56,6 +56,8 @@ def add_bench_parser(sub) -> None:
     b.add_argument("--sigmas", default=None, help="comma-separated noise levels")
     b.add_argument("--tasks", default=None, help="calibrate: tasks to calibrate (default: all)")
     b.add_argument("--steps", type=int, default=20000, help="table1: training steps per critic")
+    b.add_argument("--iters", type=_positive_iters, default=None,
+                   help="calibrate: solver iterations to calibrate lambda for, recorded in the model copy")
     b.add_argument("--calibrate-each", action="store_true",
                    help="table1: calibrate lambda for each critic (default: one shared table, as the paper)")
     b.add_argument("--max-images", type=int, default=None)
@@ -65,6 +67,13 @@ def add_bench_parser(sub) -> None:
 
 
 # ----------------------------------------------------------------------------- helpers
+def _positive_iters(text: str) -> int:
+    v = int(text)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
+    return v
+
+
 def _sigmas(args, default: list[float]) -> list[float]:
     """Noise levels of ``--sigmas`` (comma-separated), else ``default``."""
     if not args.sigmas:
@@ -97,12 +106,16 @@ def _seed(name: str, sigma: float, base: int) -> int:
     return (base * 1000003 + sum(ord(c) * 31 ** i for i, c in enumerate(name)) + int(sigma * 1e4)) % (2 ** 31)
 
 
-def alr_options(quick: bool) -> dict:
-    return {"iters": 20} if quick else {}
+def alr_options(model, task: str, quick: bool) -> dict:
+    """The model's solver for ``task``; ``quick`` caps the iterations at 20."""
+    opts = solver_options(model, task)
+    if quick and "iters" in opts:
+        opts["iters"] = min(opts["iters"], 20)
+    return opts
 
 
 def _alr(y: torch.Tensor, physics, model, lam: float, quick: bool, device, task: str) -> torch.Tensor:
-    opts = {**solver_options(model, task), **alr_options(quick)}
+    opts = alr_options(model, task, quick)
     x, _ = restore(y, physics, model, lam, device=device, **opts)
     return x.cpu()
 
@@ -251,7 +264,7 @@ def calibrate_lambda(model, task: str, x: torch.Tensor, sigmas: list[float], sta
 
     Returns the best lambdas (3 significant digits) and every evaluation as table rows.
     """
-    opts = {**solver_options(model, task), **alr_options(quick)}
+    opts = alr_options(model, task, quick)
     physics = _cal_physics(task, tuple(x.shape[-2:]))
     best, rows = [], []
     for sigma, lam0 in zip(sigmas, starts):
@@ -276,9 +289,15 @@ def cmd_calibrate(args, out: Path) -> str:
     x = calibration_crops(folder, model.in_channels, args.quick)
     tbl = Table()
     lam = dict(model.meta.get("lambda", {}))
-    for task in args.tasks.split(",") if args.tasks else list(CAL_TASKS):
-        if task not in CAL_TASKS:
-            raise ValueError(f"unknown task {task!r}; choose from {', '.join(CAL_TASKS)}")
+    tasks = args.tasks.split(",") if args.tasks else list(CAL_TASKS)
+    unknown = [t for t in tasks if t not in CAL_TASKS]
+    if unknown:
+        raise ValueError(f"unknown task {unknown[0]!r}; choose from {', '.join(CAL_TASKS)}")
+    if args.iters:  # the iteration count becomes part of the model's recommended solver for these tasks
+        rec = json.loads(json.dumps(model.meta.get("solver") or DEFAULT_SOLVER))
+        rec["iters"] = {**rec.get("iters", TASK_ITERS), **{t: args.iters for t in tasks}}
+        model.meta["solver"] = rec
+    for task in tasks:
         sigmas, starts = CAL_TASKS[task]
         if args.sigmas and task == "denoise":
             sigmas = _sigmas(args, sigmas)
@@ -289,7 +308,7 @@ def cmd_calibrate(args, out: Path) -> str:
         lam[task] = {"sigma": sigmas, "lam": best}
     model.meta["lambda"] = lam
     model.meta["lambda_calibration"] = (f"alr bench calibrate: {len(x)} centre crops {x.shape[-1]}x{x.shape[-2]} "
-                                        f"of {folder.name}, noise seed 1, default solver, log line search")
+                                        f"of {folder.name}, noise seed 1, the model's solver, log line search")
     target = out / f"{Path(name).stem}.safetensors"
     model.save(target)
     text = tbl.write(out, f"Lambda calibration of {name} (model with the tables: {target})")
@@ -454,11 +473,14 @@ def cmd_table1(args, out: Path) -> str:
     models_dir = Path(args.models) if args.models else out / "critics"
     test_sigmas = _sigmas(args, [0.1, 0.4] if args.quick else [0.05, 0.1, 0.2, 0.3, 0.4])
     cal = calibration_crops(root / "set12", 1, args.quick) if args.calibrate_each else None
-    shared = load("gray")  # the paper uses one lambda per test sigma for every critic
+    # the paper uses one lambda per test sigma for every critic: the range critic's table when it has one
+    range_file = models_dir / "critic_range.safetensors"
+    own = range_file.is_file() and "denoise" in load(range_file).meta.get("lambda", {})
+    shared = load(range_file if own else "gray")
     test = _images(root / "bsd68", 1, args.quick, args.max_images)
     tbl, timings = Table(), {}
     how = "calibrated for each critic on set12 crops" if args.calibrate_each else \
-        "the shipped gray model's table, shared by all critics as in the paper"
+        f"the table of {'the range critic' if own else 'the shipped gray model'}, shared by all critics as in the paper"
     for key, (lo, hi) in trained.items():
         path = models_dir / f"critic_{key}.safetensors"
         if not path.is_file():
