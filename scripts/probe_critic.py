@@ -13,6 +13,8 @@ solves) on 8 centre crops 128x128 of set12, noise ``--sigma`` seeded 1 and clipp
   degraded half), so the critic also learns to score its own artefacts high.
 * ``ensemble M1,M2,...``: R = mean of the critics' R, built as one wider critic with
   block-diagonal weights.
+* ``iters MODEL``: early stopping. For sigma 0.1 / 0.2 / 0.4, both protocols (clipped or not), the
+  mean PSNR after 5, 8 and 20 L-BFGS iterations at the model's lambda times 0.7, 1 and 1.4.
 
 The runs reported in the README (ALR_DATA set; T=docs/models/table1)::
 
@@ -25,6 +27,7 @@ The runs reported in the README (ALR_DATA set; T=docs/models/table1)::
         -o runs/probe_long.safetensors
     python scripts/probe_critic.py ensemble \
         $T/critic_0.05.safetensors,$T/critic_0.1.safetensors,$T/critic_0.2.safetensors,$T/critic_range.safetensors
+    python scripts/probe_critic.py iters gray
 """
 import argparse
 import time
@@ -106,9 +109,24 @@ def finetune(model, root, args) -> PatchCritic:
     return train_critic(model, sampler, cfg, out=args.output, progress=False)
 
 
+def iteration_grid(model, root) -> None:
+    """Print the PSNR grid (iterations x lambda) per protocol and noise level."""
+    x = calibration_crops(root / "set12", 1, False, images=IMAGES, crop=CROP)
+    opts = {**solver_options(model), "iters": None}
+    for clip in (True, False):
+        for sigma in (0.1, 0.2, 0.4):
+            y = add_noise(x, sigma, seed=1, clip=clip)
+            lams = [f * alr.lam_for(model, "denoise", sigma) for f in (0.7, 1.0, 1.4)]
+            for it in (5, 8, 20):
+                vals = [float(psnr(alr.restore(y, None, model, lam, **{**opts, "iters": it})[0], x).mean())
+                        for lam in lams]
+                print(f"{'paper' if clip else 'standard'} sigma {sigma} iters {it:2d}: " +
+                      ", ".join(f"lambda {lam:.3g}: {v:.2f}" for lam, v in zip(lams, vals)), flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("probe", choices=["eval", "finetune", "ensemble"])
+    ap.add_argument("probe", choices=["eval", "finetune", "ensemble", "iters"])
     ap.add_argument("models", help="model name or file (comma-separated for ensemble)")
     ap.add_argument("--sigma", type=float, default=0.1)
     ap.add_argument("--lam", type=float, default=0.01, help="start of the lambda line search")
@@ -125,6 +143,8 @@ def main() -> None:
     if args.probe == "finetune" and not args.output:
         ap.error("finetune needs -o OUT.safetensors")
     t0 = time.perf_counter()
+    if args.probe == "iters":
+        return iteration_grid(models[0], root)
     if args.probe == "ensemble":
         model = ensemble(models)
     elif args.probe == "finetune":
