@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Merge the Table 2 per-image rows of the runs that produced the README tables, one CSV per protocol (and one for CBSD68),
+"""Merge the per-image rows of the runs that produced the README tables (Table 2: one CSV per protocol, one for CBSD68;
+the continued critics; BSD68 deblurring),
 and print the means (protocol, sigma, method, images, PSNR, SSIM, seconds per image).
 
 Every method of every run saw the same inputs (noise seeded per image and noise level), so rows of
@@ -36,7 +37,8 @@ def write(rows: list[dict], path: str) -> None:
 # (scripts/gpu_eval.sh: runs/gpu4 is its results folder); baselines: the CPU runs below.
 alr = {"alr"}
 # paper protocol: sigma 0.1 / 0.2 rows were saved from the running process (README), the rest are run folders
-paper = [r for r in json.load(open("runs/table2_paper_main/rows_sigma0.1.json"))[0] if r["method"] in {"input", "bm3d", "tv"}]
+paper = [r for r in json.load(open("runs/table2_paper_main/rows_sigma0.1.json"))[0]
+         if r["method"] in {"input", "bm3d", "tv"}]
 paper += [r for r in json.load(open("runs/table2_paper_main/rows_sigma0.2.json")) if r["method"] in {"input", "bm3d"}]
 paper += from_csv("runs/table2_paper_tv02/per_image.csv", {"tv"})
 paper += from_csv("runs/table2_paper_epll/per_image.csv", {"epll"})  # EPLL after the fix of its data weight
@@ -62,3 +64,9 @@ for name in ("c01_b256", "c01_c", "c02_c", "c04_c", "gray_c"):
     for r in from_csv(f"runs/gpu3/t2_{name}/per_image.csv", alr):
         continued.append({**r, "method": name})
 write(continued, "docs/results/table2_continued_critics_per_image.csv")
+
+# BSD68 deblurring: ALR and TV from the GPU run (runs/gpu4), BM3D and EPLL from CPU runs
+deblur = from_csv("runs/gpu4/deblur_bsd68/bsd68/per_image.csv", {"input", "alr", "tv"})
+deblur += from_csv("runs/deblur_bsd68_bm3d/bsd68/per_image.csv", {"bm3d"})
+deblur += from_csv("runs/deblur_bsd68_epll/bsd68/per_image.csv", {"epll"})
+write(deblur, "docs/results/deblur_bsd68_per_image.csv")
