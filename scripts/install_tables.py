@@ -8,12 +8,11 @@ calibrated (its results.csv) replace those of the shipped model of the same name
 records the solver they were calibrated for (L-BFGS, reflect boundary, the run's iterations for its tasks).
 """
 import csv
-import json
 import sys
 from pathlib import Path
 
 from alr.critic import load_file
-from alr.pretrained import DEFAULT_SOLVER, MODEL_DIR, TASK_ITERS
+from alr.pretrained import MODEL_DIR, solver_options, solver_with_iters
 
 for run in map(Path, sys.argv[1:]):
     (copy,) = run.glob("*.safetensors")
@@ -24,9 +23,6 @@ for run in map(Path, sys.argv[1:]):
     m.meta["lambda"] = {**m.meta.get("lambda", {}), **{t: src.meta["lambda"][t] for t in tasks}}
     m.meta["lambda_calibration"] = src.meta["lambda_calibration"]
     # the solver the tables were calibrated for: the run's iteration counts for its tasks
-    rec = json.loads(json.dumps(m.meta.get("solver") or DEFAULT_SOLVER))
-    src_iters = (src.meta.get("solver") or DEFAULT_SOLVER).get("iters", TASK_ITERS)
-    rec["iters"] = {**rec.get("iters", TASK_ITERS), **{t: src_iters.get(t, TASK_ITERS[t]) for t in tasks}}
-    m.meta["solver"] = rec
+    m.meta["solver"] = solver_with_iters(m, {t: solver_options(src, t)["iters"] for t in tasks})
     m.save(target)
     print(target.name, {t: m.meta["lambda"][t] for t in sorted(tasks)})

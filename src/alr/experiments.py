@@ -30,11 +30,12 @@ from pathlib import Path
 import torch
 
 from . import __version__
+from .cli import _positive_int
 from .data import add_noise
 from .images import data_root, list_images, pyplot, read_image
 from .metrics import LPIPS, psnr, ssim
 from .physics import Blur, Denoising, Downsampling, Inpainting, gaussian_kernel, random_mask
-from .pretrained import DEFAULT_SOLVER, TASK_ITERS, lam_for, load, solver_options
+from .pretrained import lam_for, load, solver_options, solver_with_iters
 from .solver import restore
 from .train import default_device
 
@@ -56,7 +57,7 @@ def add_bench_parser(sub) -> None:
     b.add_argument("--sigmas", default=None, help="comma-separated noise levels")
     b.add_argument("--tasks", default=None, help="calibrate: tasks to calibrate (default: all)")
     b.add_argument("--steps", type=int, default=20000, help="table1: training steps per critic")
-    b.add_argument("--iters", type=_positive_iters, default=None,
+    b.add_argument("--iters", type=_positive_int, default=None,
                    help="calibrate: solver iterations to calibrate lambda for, recorded in the model copy")
     b.add_argument("--calibrate-each", action="store_true",
                    help="table1: calibrate lambda for each critic (default: one shared table, as the paper)")
@@ -67,13 +68,6 @@ def add_bench_parser(sub) -> None:
 
 
 # ----------------------------------------------------------------------------- helpers
-def _positive_iters(text: str) -> int:
-    v = int(text)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
-    return v
-
-
 def _sigmas(args, default: list[float]) -> list[float]:
     """Noise levels of ``--sigmas`` (comma-separated), else ``default``."""
     if not args.sigmas:
@@ -294,9 +288,7 @@ def cmd_calibrate(args, out: Path) -> str:
     if unknown:
         raise ValueError(f"unknown task {unknown[0]!r}; choose from {', '.join(CAL_TASKS)}")
     if args.iters:  # the iteration count becomes part of the model's recommended solver for these tasks
-        rec = json.loads(json.dumps(model.meta.get("solver") or DEFAULT_SOLVER))
-        rec["iters"] = {**rec.get("iters", TASK_ITERS), **{t: args.iters for t in tasks}}
-        model.meta["solver"] = rec
+        model.meta["solver"] = solver_with_iters(model, {t: args.iters for t in tasks})
     for task in tasks:
         sigmas, starts = CAL_TASKS[task]
         if args.sigmas and task == "denoise":
@@ -475,8 +467,9 @@ def cmd_table1(args, out: Path) -> str:
     cal = calibration_crops(root / "set12", 1, args.quick) if args.calibrate_each else None
     # the paper uses one lambda per test sigma for every critic: the range critic's table when it has one
     range_file = models_dir / "critic_range.safetensors"
-    own = range_file.is_file() and "denoise" in load(range_file).meta.get("lambda", {})
-    shared = load(range_file if own else "gray")
+    ranged = load(range_file) if range_file.is_file() else None
+    own = ranged is not None and "denoise" in ranged.meta.get("lambda", {})
+    shared = ranged if own else load("gray")
     test = _images(root / "bsd68", 1, args.quick, args.max_images)
     tbl, timings = Table(), {}
     how = "calibrated for each critic on set12 crops" if args.calibrate_each else \

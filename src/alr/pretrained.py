@@ -9,6 +9,7 @@ log-linearly in sigma (clamped at the ends).
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 from pathlib import Path
@@ -78,6 +79,14 @@ def solver_options(model, task: str = "denoise") -> dict:
     if "iters" not in opts and opts["method"] == "lbfgs":
         opts["iters"] = rec.get("iters", TASK_ITERS).get(task, max(TASK_ITERS.values()))
     return opts
+
+
+def solver_with_iters(model, iters: dict[str, int]) -> dict:
+    """A copy of the model's recommended solver whose iteration counts for the tasks of
+    ``iters`` are replaced (the solver a lambda table was calibrated for)."""
+    rec = json.loads(json.dumps((getattr(model, "meta", None) or {}).get("solver") or DEFAULT_SOLVER))
+    rec["iters"] = {**rec.get("iters", TASK_ITERS), **iters}
+    return rec
 
 
 # L-BFGS iterations per task: denoising converges in 20; the other operators spread
