@@ -10,7 +10,7 @@ pytestmark = pytest.mark.skipif(data_dir() is None, reason="set ALR_DATA to the 
 
 
 @pytest.mark.parametrize("name,extra", [
-    ("table2", ["--protocol", "both"]),
+    ("table2", ["--protocol", "both", "--methods", "alr,alr-clipped,bm3d,epll,tv"]),
     ("table2", ["--color", "--methods", "alr,bm3d,tv", "--protocol", "standard", "--sigmas", "0.1"]),
     ("histogram", []),
     ("deblur", []),
@@ -43,6 +43,20 @@ def test_shipped_models_beat_tv_on_quick_denoising(tmp_path, color, sigma):
     rows = {r["method"]: float(r["psnr"]) for r in csv.DictReader(open(out / "results.csv"))}
     assert rows["alr"] > rows["input"] + 3
     assert rows["alr"] > rows["tv"]
+
+
+def test_clipped_data_term_runs_under_the_paper_protocol_only(tmp_path, capsys):
+    import csv
+    out = tmp_path / "t2"
+    assert main(["bench", "table2", "--quick", "-o", str(out), "--data", str(data_dir()), "--methods",
+                 "alr,alr-clipped", "--protocol", "both", "--sigmas", "0.4"]) == 0
+    rows = {(r["protocol"], r["method"]): float(r["psnr"]) for r in csv.DictReader(open(out / "results.csv"))}
+    assert ("standard", "alr-clipped") not in rows
+    assert rows[("paper", "alr-clipped")] > rows[("paper", "alr")] + 0.5
+    assert main(["bench", "table2", "--quick", "-o", str(tmp_path / "bad"), "--data", str(data_dir()),
+                 "--methods", "alr,nlm"]) == 2
+    assert "unknown method 'nlm'" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
 
 
 def test_sigmas_option_selects_the_noise_levels(tmp_path, capsys):

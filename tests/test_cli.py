@@ -79,11 +79,27 @@ def test_errors_are_one_line_and_leave_nothing(tmp_path, clean_png, capsys):
     assert main(["restore", str(clean_png), "-o", str(out), "--task", "inpaint", "--mask",
                  str(tmp_path / "m.png"), "--sigma", "0.01"]) == 2
     assert main(["restore", str(clean_png), "-o", str(tmp_path / "o.xyz"), "--sigma", "0.1"]) == 2
+    assert main(["restore", str(clean_png), "-o", str(out), "--task", "deblur", "--blur-sigma", "1.6",
+                 "--lam", "0.01", "--clipped"]) == 2  # the clipped data term needs the noise level
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 5 and all(line.startswith("alr: error:") for line in err)
+    assert "needs --sigma" in err[-1]
+    assert len(err) == 6 and all(line.startswith("alr: error:") for line in err)
     assert not out.exists() and not list(tmp_path.glob(".*tmp*"))
     with pytest.raises(SystemExit):
         main(["restore", str(clean_png), "-o", str(out), "--task", "paint"])
+
+
+def test_restore_clipped_input_with_the_censored_data_term(tmp_path, camera, capsys):
+    clean = tmp_path / "clean.png"
+    write_image(clean, camera[..., ::4, ::4])
+    noisy = tmp_path / "noisy.png"  # PNG: the noise is clipped to [0, 1], saturating the coat and the sky
+    assert main(["degrade", str(clean), "-o", str(noisy), "--sigma", "0.3", "--seed", "1", "--clip"]) == 0
+    for name, extra in (("plain.png", []), ("clipped.png", ["--clipped"])):
+        assert main(["restore", str(noisy), "-o", str(tmp_path / name), "--sigma", "0.3"] + extra) == 0
+    err = capsys.readouterr().err
+    assert "of the pixels are at 0 or 1" in err and "clipped-noise data term" in err
+    x = read_image(clean)
+    assert float(psnr(read_image(tmp_path / "clipped.png"), x)) > float(psnr(read_image(tmp_path / "plain.png"), x)) + 0.5
 
 
 def test_color_with_per_channel_and_color_model(tmp_path):

@@ -97,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--sigma", type=_positive_float, default=None,
                    help="noise level; estimated from the image for denoising when omitted")
     r.add_argument("--lam", type=_positive_float, default=None, help="regularisation weight (default: model's table)")
+    r.add_argument("--clipped", action="store_true",
+                   help="the input was clipped to [0, 1] after the noise (saturated pixels): use the censored "
+                        "Gaussian data term of alr.fidelity (needs the noise level: --sigma, or estimated)")
     kern = r.add_mutually_exclusive_group()
     kern.add_argument("--kernel", help="blur kernel file (.npy or image), for --task deblur")
     kern.add_argument("--blur-sigma", type=_positive_float, help="Gaussian blur std, for --task deblur")
@@ -215,12 +218,16 @@ class _Job:
         self.physics.check_measurement(y)
         sigma = args.sigma
         if sigma is None:
-            if args.task != "denoise" and args.lam is None:
-                raise ValueError(f"--task {args.task} needs --sigma (or --lam)")
+            if args.task != "denoise" and (args.lam is None or args.clipped):
+                raise ValueError(f"--task {args.task} needs --sigma" + ("" if args.clipped else " (or --lam)"))
             if args.task == "denoise":
                 sigma = estimate_sigma(y)
                 say(f"{path.name}: estimated noise sigma = {sigma:.4f}")
         self.lam = args.lam if args.lam is not None else lam_for(model, args.task, sigma)
+        saturated = float(((y <= 0) | (y >= 1)).float().mean())
+        if saturated > 0.01 and not args.clipped:
+            say(f"{path.name}: {saturated:.0%} of the pixels are at 0 or 1; if the noise was clipped "
+                "(saturation), --clipped models it and restores them better")
         kw = solver_options(model, args.task)
         if args.method is not None and args.method != kw["method"]:
             kw = {"method": args.method, **({"boundary": kw["boundary"]} if "boundary" in kw else {})}
@@ -228,7 +235,7 @@ class _Job:
             kw["iters"] = args.iters
         if args.boundary:
             kw["boundary"] = args.boundary
-        self.path, self.out, self.y, self.model, self.kw = path, out, y, model, kw
+        self.path, self.out, self.y, self.model, self.kw, self.sigma = path, out, y, model, kw, sigma
 
     def group(self) -> tuple:
         """Jobs with equal keys are solved together, as one batch."""
@@ -237,19 +244,23 @@ class _Job:
 
 def _solve(jobs: list[_Job], args, say) -> None:
     """Restore a batch of jobs of one group in one solve; write each output atomically."""
+    from .fidelity import ClippedGaussian
     from .images import write_image
     from .solver import restore
 
     j0 = jobs[0]
     y = torch.cat([j.y for j in jobs])
     lam = torch.tensor([j.lam for j in jobs])
+    fidelity = ClippedGaussian([j.sigma for j in jobs]) if args.clipped else None
     t0 = time.perf_counter()
     x, hist = restore(y, j0.physics, j0.model, lam, per_channel=j0.per_channel, max_memory=args.max_memory,
-                      device=args.device, compile=args.compile, progress=not args.quiet, **j0.kw)
+                      device=args.device, compile=args.compile, progress=not args.quiet, fidelity=fidelity,
+                      **j0.kw)
     dt = time.perf_counter() - t0
     for j, xi in zip(jobs, x):
         write_image(j.out, xi[None])
         say(f"{j.path.name} -> {j.out} (task {args.task}, lam {j.lam:.4g}, {j0.kw['method']}, "
+            + ("clipped-noise data term, " if args.clipped else "") +
             f"{hist.iterations} iterations, {dt:.1f} s" + (f" for a batch of {len(jobs)})" if len(jobs) > 1 else ")"))
 
 

@@ -7,7 +7,9 @@
   each tested at 0.05 ... 0.4 (paper Table 1).
 * ``table2``: BSD68 (``--color``: CBSD68) denoising at 0.1 / 0.2 / 0.4, ALR vs
   EPLL vs BM3D vs TV, PSNR / SSIM / LPIPS / seconds (paper Table 2), under
-  ``--protocol paper`` (noisy input clipped to [0, 1]) or ``standard``.
+  ``--protocol paper`` (noisy input clipped to [0, 1]) or ``standard``; method
+  ``alr-clipped`` is ALR with the censored data term of :mod:`alr.fidelity`, which
+  models the clipping (paper protocol only).
 * ``histogram``: critic values on clean and noisy patches (paper Fig. 3).
 * ``deblur``, ``inpaint``, ``sr``: ALR against the baselines that apply.
 * ``toy``: the circle of Fig. 1.
@@ -32,12 +34,15 @@ import torch
 from . import __version__
 from .cli import _positive_int
 from .data import add_noise
+from .fidelity import ClippedGaussian
 from .images import data_root, list_images, pyplot, read_image
 from .metrics import LPIPS, psnr, ssim
 from .physics import Blur, Denoising, Downsampling, Inpainting, gaussian_kernel, random_mask
 from .pretrained import lam_for, load, solver_options, solver_with_iters
 from .solver import restore
 from .train import default_device
+
+TABLE2_METHODS = ("alr", "alr-clipped", "bm3d", "epll", "tv")
 
 EXPERIMENTS = ("calibrate", "table1", "table2", "histogram", "deblur", "inpaint", "sr", "toy")
 BLUR_STD = 1.6
@@ -53,7 +58,8 @@ def add_bench_parser(sub) -> None:
     b.add_argument("--models", default=None, help="table1: folder of trained critics to reuse")
     b.add_argument("--color", action="store_true")
     b.add_argument("--protocol", choices=("paper", "standard", "both"), default="both")
-    b.add_argument("--methods", default="alr,bm3d,epll,tv")
+    b.add_argument("--methods", default="alr,bm3d,epll,tv",
+                   help=f"comma-separated, from {','.join(TABLE2_METHODS)} (alr-clipped: paper protocol only)")
     b.add_argument("--sigmas", default=None, help="comma-separated noise levels")
     b.add_argument("--tasks", default=None, help="calibrate: tasks to calibrate (default: all)")
     b.add_argument("--steps", type=int, default=20000, help="table1: training steps per critic")
@@ -108,14 +114,15 @@ def alr_options(model, task: str, quick: bool) -> dict:
     return opts
 
 
-def _alr(y: torch.Tensor, physics, model, lam: float, quick: bool, device, task: str) -> torch.Tensor:
+def _alr(y: torch.Tensor, physics, model, lam: float, quick: bool, device, task: str,
+         fidelity=None) -> torch.Tensor:
     opts = alr_options(model, task, quick)
-    x, _ = restore(y, physics, model, lam, device=device, **opts)
+    x, _ = restore(y, physics, model, lam, device=device, fidelity=fidelity, **opts)
     return x.cpu()
 
 
 def _alr_batched(ys: list[torch.Tensor], phys: list, model, lam: float, quick: bool,
-                 device, task: str) -> list[tuple[torch.Tensor, float]]:
+                 device, task: str, fidelity=None) -> list[tuple[torch.Tensor, float]]:
     """ALR on a list of inputs, batching those of equal shape and operator type (one solve each)."""
     out: list = [None] * len(ys)
     groups: dict = {}
@@ -129,7 +136,7 @@ def _alr_batched(ys: list[torch.Tensor], phys: list, model, lam: float, quick: b
         for start in range(0, len(idx), per):
             chunk = idx[start:start + per]
             t0 = time.perf_counter()
-            xh = _alr(torch.cat([ys[i] for i in chunk]), phys[chunk[0]], model, lam, quick, device, task)
+            xh = _alr(torch.cat([ys[i] for i in chunk]), phys[chunk[0]], model, lam, quick, device, task, fidelity)
             dt = (time.perf_counter() - t0) / len(chunk)
             for j, i in enumerate(chunk):
                 out[i] = (xh[j:j + 1], dt)
@@ -366,10 +373,13 @@ def run_restoration_table(args, out: Path, task: str, folder: Path, sigmas: list
             phys = [physics_for(x) for _, x in images]
             ys = [add_noise(p.A(x), s, seed=_seed(n, s, args.seed), clip=proto == "paper")
                   for p, (n, x) in zip(phys, images)]
+            # the censored data term models the clipping, so it only runs where the inputs were clipped
+            active = ["input"] + [m for m in methods if m != "alr-clipped" or proto == "paper"]
             results: dict[str, list[tuple[torch.Tensor, float]]] = {}
-            for m in ["input"] + methods:
-                if m == "alr":
-                    results[m] = _alr_batched(ys, phys, model, lam, args.quick, ctx["device"], task)
+            for m in active:
+                if m in ("alr", "alr-clipped"):
+                    fid = ClippedGaussian(s) if m == "alr-clipped" else None
+                    results[m] = _alr_batched(ys, phys, model, lam, args.quick, ctx["device"], task, fid)
                     continue
                 res = []
                 for p, y in zip(phys, ys):
@@ -379,7 +389,7 @@ def run_restoration_table(args, out: Path, task: str, folder: Path, sigmas: list
                 results[m] = res
             for i, (n, x) in enumerate(images):
                 panels = []
-                for m in ["input"] + methods:
+                for m in active:
                     xh, dt = results[m][i]
                     timings.setdefault(m, []).append(dt)
                     row = {"protocol": proto, "sigma": s, "image": n, "method": m,
@@ -422,6 +432,9 @@ def cmd_table2(args, out: Path) -> str:
     sigmas = _sigmas(args, [0.1, 0.2, 0.4])
     protocols = ["paper", "standard"] if args.protocol == "both" else [args.protocol]
     methods = [m for m in args.methods.split(",") if m]
+    unknown = [m for m in methods if m not in TABLE2_METHODS]
+    if unknown:
+        raise ValueError(f"unknown method {unknown[0]!r}; choose from {', '.join(TABLE2_METHODS)}")
     return run_restoration_table(args, out, "denoise", folder, sigmas, lambda x: Denoising(), methods, protocols,
                                  f"Denoising on {folder.name} (paper Table 2)")
 

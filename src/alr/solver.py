@@ -46,6 +46,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .critic import PatchCritic, boundary_padding, pad_boundary
+from .fidelity import Gaussian
 from .physics import Denoising, LinearOperator
 
 METHODS = ("adam", "gd", "agd", "lbfgs")
@@ -174,21 +175,21 @@ class Regularizer:
 
 
 class Problem:
-    """The variational energy E(x) for measurements ``y`` of ``physics``."""
+    """The variational energy E(x) for measurements ``y`` of ``physics`` (data term ``fidelity``)."""
 
     def __init__(self, y: torch.Tensor, physics: LinearOperator, reg: Regularizer,
-                 lam: torch.Tensor) -> None:
+                 lam: torch.Tensor, fidelity=None) -> None:
         self.y, self.physics, self.reg, self.lam = y, physics, reg, lam
+        self.fidelity = fidelity or Gaussian()
 
     def energy(self, x: torch.Tensor, need_grad: bool = True) -> Energy:
         n = x[0].numel()
-        res = self.physics.A(x) - self.y
-        data = 0.5 * res.flatten(1).pow(2).sum(1) / n
+        data, g = self.fidelity(self.physics.A(x), self.y)
         r, gr = self.reg.value_and_grad(x, need_grad)
         lam = self.lam
         grad = None
         if need_grad:
-            grad = self.physics.A_adjoint(res) + (n * lam).view(-1, 1, 1, 1) * gr
+            grad = self.physics.A_adjoint(g) + (n * lam).view(-1, 1, 1, 1) * gr
         return Energy(data + lam * r, data, r, grad)
 
 
@@ -208,7 +209,7 @@ def restore(y: torch.Tensor, physics: LinearOperator | None, model: PatchCritic,
             lr0: float = 0.01, lr1: float = 1e-4, step: float | None = None, tol: float = 0.0,
             x0: torch.Tensor | None = None, per_channel: bool = False,
             max_memory: float | None = None, precision: str = "fp32", boundary: str = "reflect",
-            compile: bool = False, clip: bool = True,
+            compile: bool = False, clip: bool = True, fidelity=None,
             progress: bool = False, device: str | torch.device | None = None,
             callback: Callable[[int, torch.Tensor], None] | None = None) -> tuple[torch.Tensor, History]:
     """Minimise ``E(x) = 1/(2n) ||A x - y||^2 + lam R(x)``; see the module docstring.
@@ -230,6 +231,8 @@ def restore(y: torch.Tensor, physics: LinearOperator | None, model: PatchCritic,
     boundary : ``"reflect"`` (default) or ``"valid"`` (the paper's R); see the module docstring.
     compile : compile the critic with ``torch.compile`` (see :class:`Regularizer`).
     clip : clip the result to [0, 1].
+    fidelity : the data term (:mod:`alr.fidelity`); default the Gaussian ``1/2 ||Ax - y||^2``,
+        ``ClippedGaussian(sigma)`` for measurements clipped to [0, 1].
     callback : called as ``callback(k, x_k)`` with the point evaluated at each iteration.
 
     Returns the restored image (B, C, H, W) and the :class:`History`.
@@ -255,7 +258,7 @@ def restore(y: torch.Tensor, physics: LinearOperator | None, model: PatchCritic,
     if not torch.isfinite(x).all():
         raise ValueError("starting point contains NaN or infinite values")
     prob = Problem(y, physics, Regularizer(model, per_channel, max_memory, precision, boundary, compile),
-                   _as_lam(lam, b, x))
+                   _as_lam(lam, b, x), fidelity)
     iters = iters if iters is not None else (300 if method == "adam" else 100)
     hist = History(callback=callback)
     lbfgs = method == "lbfgs"  # counts energy evaluations: up to 1.25 per iteration (line search)
