@@ -4,15 +4,15 @@
         runs/cal_color_denoise runs/cal_color_tasks
 
 Each RUN folder holds the model copy that `alr bench calibrate -o RUN` wrote; the tasks it
-calibrated (its results.csv) replace those of the shipped model of the same name, which also
-records the solver they were calibrated for (L-BFGS, reflect boundary, the run's iterations for its tasks).
+calibrated (its results.csv) replace those of the shipped model of the same name (a table
+calibrated with `--iters` carries the iteration count chosen at each noise level).
 """
 import csv
 import sys
 from pathlib import Path
 
 from alr.critic import load_file
-from alr.pretrained import MODEL_DIR, solver_options, solver_with_iters
+from alr.pretrained import MODEL_DIR
 
 for run in map(Path, sys.argv[1:]):
     (copy,) = run.glob("*.safetensors")
@@ -22,7 +22,5 @@ for run in map(Path, sys.argv[1:]):
     m = load_file(target)
     m.meta["lambda"] = {**m.meta.get("lambda", {}), **{t: src.meta["lambda"][t] for t in tasks}}
     m.meta["lambda_calibration"] = src.meta["lambda_calibration"]
-    # the solver the tables were calibrated for: the run's iteration counts for its tasks
-    m.meta["solver"] = solver_with_iters(m, {t: solver_options(src, t)["iters"] for t in tasks})
     m.save(target)
     print(target.name, {t: m.meta["lambda"][t] for t in sorted(tasks)})

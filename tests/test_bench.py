@@ -108,8 +108,11 @@ def test_table1_shares_the_range_critics_lambda_table(tmp_path):
     assert "the range critic" in (out / "results.md").read_text()
 
 
-def test_calibrate_records_the_iterations_it_calibrated_for(tmp_path, monkeypatch):
-    """--iters N: lambda is searched with N solver iterations and the model copy recommends N for the task."""
+def test_calibrate_chooses_iterations_and_lambda_per_noise_level(tmp_path, monkeypatch):
+    """--iters 2,5: lambda is searched for each count; the table keeps the best pair per sigma,
+    and the solver options of the model copy follow it."""
+    import csv
+
     import alr
     from alr import experiments
 
@@ -122,12 +125,19 @@ def test_calibrate_records_the_iterations_it_calibrated_for(tmp_path, monkeypatc
     real = experiments.restore
     monkeypatch.setattr(experiments, "restore", spy)
     out = tmp_path / "cal"
-    assert main(["bench", "calibrate", "--quick", "--tasks", "denoise", "--sigmas", "0.1", "--iters", "3",
+    assert main(["bench", "calibrate", "--quick", "--tasks", "denoise", "--sigmas", "0.1,0.3", "--iters", "2,5",
                  "-o", str(out), "--data", str(data_dir())]) == 0
-    assert set(iters) == {3}
+    assert set(iters) == {2, 5}
+    rows = list(csv.DictReader(open(out / "results.csv")))
     copy = alr.load(out / "gray.safetensors")
-    assert alr.pretrained.solver_options(copy, "denoise")["iters"] == 3
-    assert alr.pretrained.solver_options(copy, "deblur")["iters"] == alr.pretrained.TASK_ITERS["deblur"]
+    table = copy.meta["lambda"]["denoise"]
+    for sigma, lam, it in zip(table["sigma"], table["lam"], table["iters"]):
+        mine = [r for r in rows if float(r["sigma"]) == sigma]
+        top = max(mine, key=lambda r: float(r["psnr"]))
+        assert top["best"] == "True" and int(top["iters"]) == it and float(f"{float(top['lam']):.3g}") == lam
+        assert alr.pretrained.solver_options(copy, "denoise", sigma)["iters"] == it
+    assert alr.pretrained.solver_options(copy, "denoise")["iters"] == alr.pretrained.TASK_ITERS["denoise"]
+    assert alr.pretrained.solver_options(copy, "deblur", 0.01)["iters"] == alr.pretrained.TASK_ITERS["deblur"]
     with pytest.raises(SystemExit):  # argparse: usage error, exit status 2
         main(["bench", "calibrate", "--iters", "0", "-o", str(tmp_path / "bad")])
     assert not (tmp_path / "bad").exists()

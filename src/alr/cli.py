@@ -44,6 +44,11 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def _positive_ints(text: str) -> list[int]:
+    """Comma-separated integers >= 1."""
+    return [_positive_int(v) for v in text.split(",")]
+
+
 def _shard(text: str) -> tuple[int, int]:
     try:
         i, n = (int(v) for v in text.split("/"))
@@ -228,7 +233,7 @@ class _Job:
         if saturated > 0.01 and not args.clipped:
             say(f"{path.name}: {saturated:.0%} of the pixels are at 0 or 1; if the noise was clipped "
                 "(saturation), --clipped models it and restores them better")
-        kw = solver_options(model, args.task)
+        kw = solver_options(model, args.task, sigma)
         if args.method is not None and args.method != kw["method"]:
             kw = {"method": args.method, **({"boundary": kw["boundary"]} if "boundary" in kw else {})}
         if args.iters:

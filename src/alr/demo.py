@@ -46,10 +46,11 @@ def run_demo(output: str | Path) -> float:
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     x = torch.from_numpy(data.camera()).float()[None, None] / 255
-    y = add_noise(x, 0.1, seed=0)
+    sigma = 0.1
+    y = add_noise(x, sigma, seed=0)
     model = load("gray") if "gray" in shipped_models() else _fallback_model(out)
-    lam = lam_for(model, "denoise", 0.1)
-    opts = solver_options(model)
+    lam = lam_for(model, "denoise", sigma)
+    opts = solver_options(model, "denoise", sigma)
     t0 = time.perf_counter()
     xh, _ = restore(y, None, model, lam, progress=True, **opts)
     dt = time.perf_counter() - t0
@@ -57,6 +58,6 @@ def run_demo(output: str | Path) -> float:
     write_image(out / "restored.png", xh)
     p_in, p_out = float(psnr(y, x)), float(psnr(xh, x))
     _figure(out / "comparison.png", [(f"noisy {p_in:.2f} dB", y), (f"ALR {p_out:.2f} dB", xh), ("clean", x)])
-    print(f"camera (512x512), sigma 0.1: noisy {p_in:.2f} dB -> restored {p_out:.2f} dB in {dt:.1f} s "
+    print(f"camera (512x512), sigma {sigma}: noisy {p_in:.2f} dB -> restored {p_out:.2f} dB in {dt:.1f} s "
           f"(lam {lam:.4g}); see {out}/comparison.png")
     return p_out

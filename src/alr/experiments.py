@@ -32,13 +32,13 @@ from pathlib import Path
 import torch
 
 from . import __version__
-from .cli import _positive_int
+from .cli import _positive_ints
 from .data import add_noise
 from .fidelity import ClippedGaussian
 from .images import data_root, list_images, pyplot, read_image
 from .metrics import LPIPS, psnr, ssim
 from .physics import Blur, Denoising, Downsampling, Inpainting, gaussian_kernel, random_mask
-from .pretrained import lam_for, load, solver_options, solver_with_iters
+from .pretrained import lam_for, load, solver_options
 from .solver import restore
 from .train import default_device
 
@@ -63,8 +63,9 @@ def add_bench_parser(sub) -> None:
     b.add_argument("--sigmas", default=None, help="comma-separated noise levels")
     b.add_argument("--tasks", default=None, help="calibrate: tasks to calibrate (default: all)")
     b.add_argument("--steps", type=int, default=20000, help="table1: training steps per critic")
-    b.add_argument("--iters", type=_positive_int, default=None,
-                   help="calibrate: solver iterations to calibrate lambda for, recorded in the model copy")
+    b.add_argument("--iters", type=_positive_ints, default=None,
+                   help="calibrate: candidate solver iteration counts (comma-separated); per noise level the "
+                        "best (iterations, lambda) pair is recorded in the model copy's table")
     b.add_argument("--calibrate-each", action="store_true",
                    help="table1: calibrate lambda for each critic (default: one shared table, as the paper)")
     b.add_argument("--max-images", type=int, default=None)
@@ -106,24 +107,18 @@ def _seed(name: str, sigma: float, base: int) -> int:
     return (base * 1000003 + sum(ord(c) * 31 ** i for i, c in enumerate(name)) + int(sigma * 1e4)) % (2 ** 31)
 
 
-def alr_options(model, task: str, quick: bool) -> dict:
-    """The model's solver for ``task``; ``quick`` caps the iterations at 20."""
-    opts = solver_options(model, task)
+def alr_options(model, task: str, quick: bool, sigma: float | None = None) -> dict:
+    """The model's solver for ``task`` at noise ``sigma``; ``quick`` caps the iterations at 20."""
+    opts = solver_options(model, task, sigma)
     if quick and "iters" in opts:
         opts["iters"] = min(opts["iters"], 20)
     return opts
 
 
-def _alr(y: torch.Tensor, physics, model, lam: float, quick: bool, device, task: str,
-         fidelity=None) -> torch.Tensor:
-    opts = alr_options(model, task, quick)
-    x, _ = restore(y, physics, model, lam, device=device, fidelity=fidelity, **opts)
-    return x.cpu()
-
-
-def _alr_batched(ys: list[torch.Tensor], phys: list, model, lam: float, quick: bool,
-                 device, task: str, fidelity=None) -> list[tuple[torch.Tensor, float]]:
-    """ALR on a list of inputs, batching those of equal shape and operator type (one solve each)."""
+def _alr_batched(ys: list[torch.Tensor], phys: list, model, lam: float, device,
+                 opts: dict) -> list[tuple[torch.Tensor, float]]:
+    """ALR (``restore`` with options ``opts``) on a list of inputs, batching those of equal shape
+    and operator type (one solve each)."""
     out: list = [None] * len(ys)
     groups: dict = {}
     for i, (y, p) in enumerate(zip(ys, phys)):
@@ -136,7 +131,8 @@ def _alr_batched(ys: list[torch.Tensor], phys: list, model, lam: float, quick: b
         for start in range(0, len(idx), per):
             chunk = idx[start:start + per]
             t0 = time.perf_counter()
-            xh = _alr(torch.cat([ys[i] for i in chunk]), phys[chunk[0]], model, lam, quick, device, task, fidelity)
+            xh = restore(torch.cat([ys[i] for i in chunk]), phys[chunk[0]], model, lam, device=device,
+                         **opts)[0].cpu()
             dt = (time.perf_counter() - t0) / len(chunk)
             for j, i in enumerate(chunk):
                 out[i] = (xh[j:j + 1], dt)
@@ -259,26 +255,37 @@ def calibration_crops(folder: Path, channels: int, quick: bool, images: int = CA
 
 
 def calibrate_lambda(model, task: str, x: torch.Tensor, sigmas: list[float], starts: list[float],
-                     quick: bool = False, device=None) -> tuple[list[float], list[dict]]:
+                     quick: bool = False, device=None,
+                     iters: list[int] | None = None) -> tuple[list[float], list[int], list[dict]]:
     """Per noise level, the lambda maximising the mean PSNR of the model's default solver
-    on the clean batch ``x`` (noise seed 1), by :func:`line_search` from ``starts``.
+    on the clean batch ``x`` (noise seed 1), by :func:`line_search` from ``starts``; with
+    ``iters``, the search runs for each candidate iteration count and the best pair wins.
 
-    Returns the best lambdas (3 significant digits) and every evaluation as table rows.
+    Returns the best lambdas (3 significant digits), their iteration counts, and every
+    evaluation as table rows.
     """
-    opts = alr_options(model, task, quick)
+    base = alr_options(model, task, quick)
     physics = _cal_physics(task, tuple(x.shape[-2:]))
-    best, rows = [], []
+    best, best_iters, rows = [], [], []
     for sigma, lam0 in zip(sigmas, starts):
         y = add_noise(physics.A(x), sigma, seed=1)
+        found: list[tuple[float, float, int]] = []  # (psnr, lambda, iterations)
+        for it in iters or [base.get("iters")]:
+            opts = {**base, "iters": it}
 
-        def f(lv: float) -> float:
-            xh, _ = restore(y, physics, model, lv, device=device, **opts)
-            return float(psnr(xh.cpu(), x).mean())
+            def f(lv: float) -> float:
+                xh, _ = restore(y, physics, model, lv, device=device, **opts)
+                return float(psnr(xh.cpu(), x).mean())
 
-        lv, evals = line_search(f, lam0, 3 if quick else None)
-        rows += [dict(task=task, sigma=sigma, lam=k, psnr=v, best=k == lv) for k, v in sorted(evals.items())]
+            lv, evals = line_search(f, lam0, 3 if quick else None)
+            rows += [dict(task=task, sigma=sigma, iters=it, lam=k, psnr=v, best=False)
+                     for k, v in sorted(evals.items())]
+            found.append((evals[lv], lv, it))
+        _, lv, it = max(found, key=lambda t: t[0])
+        next(r for r in rows if (r["sigma"], r["iters"], r["lam"]) == (sigma, it, lv))["best"] = True
         best.append(float(f"{lv:.3g}"))
-    return best, rows
+        best_iters.append(it)
+    return best, best_iters, rows
 
 
 def cmd_calibrate(args, out: Path) -> str:
@@ -294,20 +301,21 @@ def cmd_calibrate(args, out: Path) -> str:
     unknown = [t for t in tasks if t not in CAL_TASKS]
     if unknown:
         raise ValueError(f"unknown task {unknown[0]!r}; choose from {', '.join(CAL_TASKS)}")
-    if args.iters:  # the iteration count becomes part of the model's recommended solver for these tasks
-        model.meta["solver"] = solver_with_iters(model, {t: args.iters for t in tasks})
     for task in tasks:
         sigmas, starts = CAL_TASKS[task]
         if args.sigmas and task == "denoise":
             sigmas = _sigmas(args, sigmas)
             starts = [denoise_start(v) for v in sigmas]
-        best, rows = calibrate_lambda(model, task, x, sigmas, starts, args.quick, args.device)
+        best, its, rows = calibrate_lambda(model, task, x, sigmas, starts, args.quick, args.device, args.iters)
         for r in rows:
             tbl.add(**r)
-        lam[task] = {"sigma": sigmas, "lam": best}
+        # with --iters the table records the iterations chosen per noise level (solver_options uses them)
+        lam[task] = {"sigma": sigmas, "lam": best, **({"iters": its} if args.iters else {})}
     model.meta["lambda"] = lam
+    how = (f"the model's solver with the best of {args.iters} iterations per noise level" if args.iters
+           else "the model's solver")
     model.meta["lambda_calibration"] = (f"alr bench calibrate: {len(x)} centre crops {x.shape[-1]}x{x.shape[-2]} "
-                                        f"of {folder.name}, noise seed 1, the model's solver, log line search")
+                                        f"of {folder.name}, noise seed 1, {how}, log line search")
     target = out / f"{Path(name).stem}.safetensors"
     model.save(target)
     text = tbl.write(out, f"Lambda calibration of {name} (model with the tables: {target})")
@@ -378,8 +386,9 @@ def run_restoration_table(args, out: Path, task: str, folder: Path, sigmas: list
             results: dict[str, list[tuple[torch.Tensor, float]]] = {}
             for m in active:
                 if m in ("alr", "alr-clipped"):
-                    fid = ClippedGaussian(s) if m == "alr-clipped" else None
-                    results[m] = _alr_batched(ys, phys, model, lam, args.quick, ctx["device"], task, fid)
+                    opts = {**alr_options(model, task, args.quick, s),
+                            "fidelity": ClippedGaussian(s) if m == "alr-clipped" else None}
+                    results[m] = _alr_batched(ys, phys, model, lam, ctx["device"], opts)
                     continue
                 res = []
                 for p, y in zip(phys, ys):
@@ -505,7 +514,8 @@ def cmd_table1(args, out: Path) -> str:
             [lam_for(shared, "denoise", s) for s in test_sigmas]
         for s, lam in zip(test_sigmas, lams):
             ys = [add_noise(x, s, seed=_seed(n, s, args.seed)) for n, x in test]
-            res = _alr_batched(ys, [Denoising()] * len(ys), critic, lam, args.quick, args.device, "denoise")
+            opts = alr_options(critic if args.calibrate_each else shared, "denoise", args.quick, s)
+            res = _alr_batched(ys, [Denoising()] * len(ys), critic, lam, args.device, opts)
             vals = [float(psnr(xh, x)) for (xh, _), (_, x) in zip(res, test)]
             tbl.add(trained_on=key, test_sigma=s, lam=lam, psnr=sum(vals) / len(vals))
         text = tbl.write(out, f"Table 1: PSNR on {len(test)} bsd68 images of critics trained at one noise "

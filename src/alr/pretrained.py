@@ -4,7 +4,8 @@
 package (``alr/models/*.safetensors``, see their model cards); any other
 argument is a path to a model file. A model's metadata may hold a lambda
 table per task, ``{"denoise": {"sigma": [...], "lam": [...]}, ...}``,
-calibrated on training-side images; :func:`lam_for` interpolates it
+calibrated on training-side images (optionally with ``"iters"``, the solver
+iterations chosen at each sigma); :func:`lam_for` interpolates it
 log-linearly in sigma (clamped at the ends).
 """
 from __future__ import annotations
@@ -47,19 +48,15 @@ def load(name_or_path: str | os.PathLike) -> PatchCritic | PointCritic:
     return load_file(resolve(name_or_path))
 
 
-def lam_for(model: PatchCritic, task: str, sigma: float) -> float:
-    """Calibrated lam for ``task`` at noise level ``sigma`` from the model's table.
+def _table(model, task: str) -> dict | None:
+    return (getattr(model, "meta", None) or {}).get("lambda", {}).get(task)
 
-    Raises KeyError when the model has no table for the task: pass lam explicitly.
-    """
-    table = (model.meta or {}).get("lambda", {}).get(task)
-    if not table:
-        raise KeyError(f"model has no calibrated lambda for task {task!r}; pass --lam, or write one into "
-                       f"a copy of the model with: alr bench calibrate --model FILE --tasks {task} -o DIR")
-    xs, ys = table["sigma"], table["lam"]
+
+def _interp_loglog(xs: list[float], ys: list[float], s: float) -> float:
+    """Piecewise log-log interpolation of the points (xs, ys) at s, clamped at the ends."""
     if len(xs) == 1:
         return float(ys[0])
-    s = min(max(sigma, xs[0]), xs[-1])
+    s = min(max(s, xs[0]), xs[-1])
     for (x0, y0), (x1, y1) in zip(zip(xs, ys), zip(xs[1:], ys[1:])):
         if s <= x1:
             w = (math.log(s) - math.log(x0)) / (math.log(x1) - math.log(x0))
@@ -67,26 +64,35 @@ def lam_for(model: PatchCritic, task: str, sigma: float) -> float:
     return float(ys[-1])
 
 
-def solver_options(model, task: str = "denoise") -> dict:
-    """The model's recommended solver settings for :func:`alr.restore` on ``task``.
+def lam_for(model: PatchCritic, task: str, sigma: float) -> float:
+    """Calibrated lam for ``task`` at noise level ``sigma`` from the model's table.
+
+    Raises KeyError when the model has no table for the task: pass lam explicitly.
+    """
+    table = _table(model, task)
+    if not table:
+        raise KeyError(f"model has no calibrated lambda for task {task!r}; pass --lam, or write one into "
+                       f"a copy of the model with: alr bench calibrate --model FILE --tasks {task} -o DIR")
+    return _interp_loglog(table["sigma"], table["lam"], sigma)
+
+
+def solver_options(model, task: str = "denoise", sigma: float | None = None) -> dict:
+    """The model's recommended solver settings for :func:`alr.restore` on ``task`` at noise ``sigma``.
 
     Models without a recommendation get :data:`DEFAULT_SOLVER`: L-BFGS with the reflect
     boundary and :data:`TASK_ITERS` iterations, which reaches the paper's Adam-300 PSNR
-    (benchmarks/restore_speed.py).
+    (benchmarks/restore_speed.py). A lambda table calibrated with ``alr bench calibrate --iters``
+    also holds the iteration count chosen at each of its noise levels (the solver stopped early
+    where that restores better); given ``sigma``, that count is used (log-log interpolated).
     """
     rec = (getattr(model, "meta", None) or {}).get("solver") or DEFAULT_SOLVER
     opts = {"method": rec["method"], **rec.get("options", {})}
     if "iters" not in opts and opts["method"] == "lbfgs":
         opts["iters"] = rec.get("iters", TASK_ITERS).get(task, max(TASK_ITERS.values()))
+    table = _table(model, task)
+    if sigma is not None and table and "iters" in table:
+        opts["iters"] = round(_interp_loglog(table["sigma"], table["iters"], sigma))
     return opts
-
-
-def solver_with_iters(model, iters: dict[str, int]) -> dict:
-    """A copy of the model's recommended solver whose iteration counts for the tasks of
-    ``iters`` are replaced (the solver a lambda table was calibrated for)."""
-    rec = json.loads(json.dumps((getattr(model, "meta", None) or {}).get("solver") or DEFAULT_SOLVER))
-    rec["iters"] = {**rec.get("iters", TASK_ITERS), **iters}
-    return rec
 
 
 # L-BFGS iterations per task: denoising converges in 20; the other operators spread
