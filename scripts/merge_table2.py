@@ -33,8 +33,8 @@ def write(rows: list[dict], path: str) -> None:
         print(k, len(v), *(round(sum(r[m] for r in v) / len(v), n) for m, n in (("psnr", 2), ("ssim", 3), ("seconds", 2))))
 
 
-# ALR rows: the shipped gray model, every noise level of both protocols in one GPU run each
-# (scripts/gpu_eval.sh: runs/gpu4 is its results folder); baselines: the CPU runs below.
+# ALR rows: the shipped gray model (GPU run of scripts/gpu_eval.sh: runs/gpu4, and the CPU run after the
+# per-sigma iteration calibration, see alr_rows); baselines: the CPU runs below.
 alr = {"alr"}
 # paper protocol: sigma 0.1 / 0.2 rows were saved from the running process (README), the rest are run folders
 paper = [r for r in json.load(open("runs/table2_paper_main/rows_sigma0.1.json"))[0]
@@ -43,14 +43,29 @@ paper += [r for r in json.load(open("runs/table2_paper_main/rows_sigma0.2.json")
 paper += from_csv("runs/table2_paper_tv02/per_image.csv", {"tv"})
 paper += from_csv("runs/table2_paper_epll/per_image.csv", {"epll"})  # EPLL after the fix of its data weight
 paper += from_csv("runs/table2_paper_04/per_image.csv", {"input", "bm3d", "tv"})
-paper += from_csv("runs/gpu4/table2_paper/per_image.csv", alr)
+
+
+def alr_rows(gpu_run: str, cpu_run: str, protocol: str) -> list[dict]:
+    """The shipped gray's rows: sigma 0.1 / 0.2 from the CPU run with the per-sigma iteration counts
+    (8 / 12), sigma 0.4 (20 iterations, unchanged) from the GPU run, whose sigma 0.1 / 0.2 rows
+    (20 iterations) stay as method ``alr_20iters``."""
+    gpu = from_csv(gpu_run, alr)
+    cpu = [r for r in from_csv(cpu_run, alr) if r["protocol"] == protocol]
+    return ([r for r in gpu if r["sigma"] == 0.4] + cpu
+            + [{**r, "method": "alr_20iters"} for r in gpu if r["sigma"] < 0.4])
+
+
+paper += alr_rows("runs/gpu4/table2_paper/per_image.csv", "runs/table2_iters/per_image.csv", "paper")
+# ALR with the censored data term (alr.fidelity.ClippedGaussian), CPU runs
+paper += from_csv("runs/table2_clipfid_hi/per_image.csv", {"alr-clipped"})  # sigma 0.4
+paper += from_csv("runs/table2_clipfid_lo/per_image.csv", {"alr-clipped"})  # sigma 0.2 and 0.1
 write(paper, "docs/results/table2_paper_per_image.csv")
 
 baselines = {"input", "bm3d", "epll", "tv"}
 standard = from_csv("runs/table2_standard/per_image.csv", baselines)  # sigma 0.1: input, bm3d, tv
 standard += from_csv("runs/table2_standard_epll/per_image.csv", {"epll"})  # sigma 0.1
 standard += from_csv("runs/table2_standard_hi/per_image.csv", baselines)  # sigma 0.2 and 0.4
-standard += from_csv("runs/gpu4/table2_standard/per_image.csv", alr)
+standard += alr_rows("runs/gpu4/table2_standard/per_image.csv", "runs/table2_iters/per_image.csv", "standard")
 write(standard, "docs/results/table2_standard_per_image.csv")
 
 everything = baselines | alr
@@ -72,6 +87,7 @@ deblur += from_csv("runs/deblur_bsd68_epll/bsd68/per_image.csv", {"epll"})
 write(deblur, "docs/results/deblur_bsd68_per_image.csv")
 
 # CBSD68 under the standard protocol: ALR and the baselines ran as two CPU jobs side by side
-color_std = from_csv("runs/table2_color_std_alr/per_image.csv", alr)
+color_std = from_csv("runs/table2_color_std_alr/per_image.csv", alr)  # sigma 0.1 and 0.2
+color_std += from_csv("runs/table2_color_std_alr04/per_image.csv", alr)  # sigma 0.4
 color_std += from_csv("runs/table2_color_std_base/per_image.csv", everything - alr)
 write(color_std, "docs/results/table2_color_standard_per_image.csv")
