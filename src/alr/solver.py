@@ -11,6 +11,10 @@ per noise level serves every image. The gradient is::
 
     grad E(x) = (A^T (A x - y) + n lam grad R(x)) / n
 
+The data term is Gaussian by default; ``fidelity=`` replaces it, for instance by the
+censored likelihood of measurements clipped to [0, 1] (:mod:`alr.fidelity`), and
+``A^T (A x - y)`` becomes ``A^T F'(A x)``.
+
 Methods (``method=``):
 
 * ``"adam"``: the paper's schedule (sec. 3.3): Adam on the pixels with betas
