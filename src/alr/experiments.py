@@ -102,6 +102,15 @@ def _images(folder: Path, channels: int, quick: bool, max_images: int | None = N
     return out
 
 
+def _methods(args) -> list[str]:
+    """Methods of ``--methods`` (comma-separated), each one of :data:`TABLE2_METHODS`."""
+    methods = [m for m in args.methods.split(",") if m]
+    unknown = [m for m in methods if m not in TABLE2_METHODS]
+    if unknown:
+        raise ValueError(f"unknown method {unknown[0]!r}; choose from {', '.join(TABLE2_METHODS)}")
+    return methods
+
+
 def _seed(name: str, sigma: float, base: int) -> int:
     """Per-image noise seed: every method sees the same noisy input."""
     return (base * 1000003 + sum(ord(c) * 31 ** i for i, c in enumerate(name)) + int(sigma * 1e4)) % (2 ** 31)
@@ -440,10 +449,7 @@ def cmd_table2(args, out: Path) -> str:
     folder = root / ("cbsd68" if args.color else "bsd68")
     sigmas = _sigmas(args, [0.1, 0.2, 0.4])
     protocols = ["paper", "standard"] if args.protocol == "both" else [args.protocol]
-    methods = [m for m in args.methods.split(",") if m]
-    unknown = [m for m in methods if m not in TABLE2_METHODS]
-    if unknown:
-        raise ValueError(f"unknown method {unknown[0]!r}; choose from {', '.join(TABLE2_METHODS)}")
+    methods = _methods(args)
     return run_restoration_table(args, out, "denoise", folder, sigmas, lambda x: Denoising(), methods, protocols,
                                  f"Denoising on {folder.name} (paper Table 2)")
 
@@ -451,7 +457,7 @@ def cmd_table2(args, out: Path) -> str:
 def cmd_deblur(args, out: Path) -> str:
     root = data_root(args.data)
     blur = Blur(gaussian_kernel(BLUR_STD))
-    methods = [m for m in args.methods.split(",") if m in ("alr", "tv", "epll", "bm3d")]
+    methods = [m for m in _methods(args) if m in ("alr", "tv", "epll", "bm3d")]
     text = ""
     for folder in args.sets.split(","):
         text += run_restoration_table(args, out / folder, "deblur", root / folder, _sigmas(args, [0.01, 0.03]),
@@ -465,14 +471,14 @@ def cmd_inpaint(args, out: Path) -> str:
     root = data_root(args.data)
     return run_restoration_table(
         args, out, "inpaint", root / "set12", [0.01], lambda x: Inpainting(random_mask(tuple(x.shape[-2:]), 0.5, 0)),
-        [m for m in args.methods.split(",") if m in ("alr", "tv")], ["standard"],
+        [m for m in _methods(args) if m in ("alr", "tv")], ["standard"],
         "Inpainting, 50% random pixels missing, noise 0.01, set12")
 
 
 def cmd_sr(args, out: Path) -> str:
     root = data_root(args.data)
     return run_restoration_table(args, out, "sr", root / "set12", [0.01], lambda x: Downsampling(2),
-                                 [m for m in args.methods.split(",") if m in ("alr", "tv")], ["standard"],
+                                 [m for m in _methods(args) if m in ("alr", "tv")], ["standard"],
                                  "x2 super-resolution, noise 0.01, set12")
 
 
@@ -590,7 +596,8 @@ def cmd_toy_bench(args, out: Path) -> str:
 
 def cmd_bench(args) -> None:
     out = Path(args.output)
-    _sigmas(args, [])  # a bad --sigmas fails before anything is written
+    _sigmas(args, [])  # a bad --sigmas or --methods fails before anything is written
+    _methods(args)
     # one device for every method and phase (solver, calibration, baselines): the GPU when there is one
     args.device = str(args.device or default_device())
     out.mkdir(parents=True, exist_ok=True)
