@@ -13,6 +13,10 @@ solves) on 8 centre crops 128x128 of set12, noise ``--sigma`` seeded 1 and clipp
   degraded half), so the critic also learns to score its own artefacts high.
 * ``ensemble M1,M2,...``: R = mean of the critics' R, built as one wider critic with
   block-diagonal weights.
+* ``clipped MODEL``: the data term on clipped inputs. On the model's calibration crops (set12 or
+  cbsd432, as ``alr bench calibrate``), noise ``--sigma`` seeded 1, at the model's lambda times 0.25,
+  0.5 and 1: PSNR on unclipped inputs (Gaussian term), on clipped inputs with the Gaussian term and
+  with the censored one (``alr.fidelity.ClippedGaussian``).
 * ``iters MODEL``: early stopping. For sigma 0.1 / 0.2 / 0.4, both protocols (clipped or not), the
   mean PSNR after 5, 8 and 20 L-BFGS iterations at the model's lambda times 0.7, 1 and 1.4.
 
@@ -28,6 +32,7 @@ The runs reported in the README (ALR_DATA set; T=docs/models/table1)::
     python scripts/probe_critic.py ensemble \
         $T/critic_0.05.safetensors,$T/critic_0.1.safetensors,$T/critic_0.2.safetensors,$T/critic_range.safetensors
     python scripts/probe_critic.py iters gray
+    python scripts/probe_critic.py clipped color --sigma 0.4
 """
 import argparse
 import time
@@ -38,6 +43,7 @@ import alr
 from alr.critic import PatchCritic
 from alr.data import Degradation, ImageStack, add_noise, split_unpaired
 from alr.experiments import calibration_crops, line_search
+from alr.fidelity import ClippedGaussian
 from alr.images import data_root
 from alr.metrics import psnr
 from alr.pretrained import solver_options
@@ -124,9 +130,25 @@ def iteration_grid(model, root) -> None:
                       ", ".join(f"lambda {lam:.3g}: {v:.2f}" for lam, v in zip(lams, vals)), flush=True)
 
 
+def clipped_grid(model, root, sigma: float) -> None:
+    """Print PSNR for unclipped / clipped inputs, Gaussian / censored data term, over lambda."""
+    x = calibration_crops(root / ("cbsd432" if model.in_channels == 3 else "set12"), model.in_channels, False)
+    opts = solver_options(model, "denoise", sigma)
+    y = add_noise(x, sigma, seed=1)
+    yc = y.clamp(0, 1)
+    for f in (0.25, 0.5, 1.0):
+        lam = f * alr.lam_for(model, "denoise", sigma)
+        runs = {"unclipped, Gaussian": (y, None), "clipped, Gaussian": (yc, None),
+                "clipped, censored": (yc, ClippedGaussian(sigma))}
+        vals = {k: float(psnr(alr.restore(v, None, model, lam, fidelity=fid, **opts)[0], x).mean())
+                for k, (v, fid) in runs.items()}
+        print(f"sigma {sigma} lambda {lam:.3g} (x{f}): " + ", ".join(f"{k} {v:.2f}" for k, v in vals.items()),
+              flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("probe", choices=["eval", "finetune", "ensemble", "iters"])
+    ap.add_argument("probe", choices=["eval", "finetune", "ensemble", "iters", "clipped"])
     ap.add_argument("models", help="model name or file (comma-separated for ensemble)")
     ap.add_argument("--sigma", type=float, default=0.1)
     ap.add_argument("--lam", type=float, default=0.01, help="start of the lambda line search")
@@ -145,6 +167,8 @@ def main() -> None:
     t0 = time.perf_counter()
     if args.probe == "iters":
         return iteration_grid(models[0], root)
+    if args.probe == "clipped":
+        return clipped_grid(models[0], root, args.sigma)
     if args.probe == "ensemble":
         model = ensemble(models)
     elif args.probe == "finetune":
