@@ -73,6 +73,7 @@ color = from_csv("runs/table2_color/per_image.csv", everything)  # sigma 0.1
 color += from_csv("runs/table2_color_hi/per_image.csv", everything)  # sigma 0.2 and 0.4
 color += from_csv("runs/table2_color_clip04/per_image.csv", {"alr-clipped"})
 color += from_csv("runs/table2_color_clip02/per_image.csv", {"alr-clipped"})
+color += from_csv("runs/table2_color_clip01/per_image.csv", {"alr-clipped"})
 write(color, "docs/results/table2_color_paper_per_image.csv")
 
 # critics continued on the GPU (scripts/gpu_continue.sh, results folder runs/gpu3); method = the critic
