@@ -70,10 +70,10 @@ class ClippedGaussian:
         lo, hi = y <= self.low, y >= self.high
         # t: the standardised margin on the censored side; -log Phi(t) and its derivative
         t = torch.where(lo, (self.low - u) / s, (u - self.high) / s)
-        nlp = -torch.special.log_ndtr(t)
-        mills = torch.exp(-0.5 * t * t - 0.5 * math.log(2 * math.pi) - torch.special.log_ndtr(t))
+        log_phi = torch.special.log_ndtr(t)
+        mills = torch.exp(-0.5 * t * t - 0.5 * math.log(2 * math.pi) - log_phi)
         res = u - y
-        val = torch.where(lo | hi, s * s * nlp, 0.5 * res * res)
+        val = torch.where(lo | hi, -s * s * log_phi, 0.5 * res * res)
         grad = torch.where(lo, s * mills, torch.where(hi, -s * mills, res))
         return val.flatten(1).sum(1) / u[0].numel(), grad
 

@@ -10,7 +10,6 @@ log-linearly in sigma (clamped at the ends).
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
