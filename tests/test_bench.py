@@ -141,3 +141,34 @@ def test_calibrate_chooses_iterations_and_lambda_per_noise_level(tmp_path, monke
     with pytest.raises(SystemExit):  # argparse: usage error, exit status 2
         main(["bench", "calibrate", "--iters", "0", "-o", str(tmp_path / "bad")])
     assert not (tmp_path / "bad").exists()
+
+
+def test_calibrate_chooses_the_concavity_per_noise_level(tmp_path):
+    """--concavity 0,1: each candidate gets its line search; the table records the best one per sigma
+    and the critic's median clean score as reference, and the solver options follow them."""
+    import csv
+
+    import alr
+    from alr.experiments import calibration_crops, score_reference
+
+    out = tmp_path / "cal"
+    assert main(["bench", "calibrate", "--quick", "--tasks", "denoise", "--sigmas", "0.1,0.3", "--concavity", "0,1",
+                 "--cal-images", "1", "-o", str(out), "--data", str(data_dir())]) == 0
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert {float(r["concavity"]) for r in rows} == {0.0, 1.0}
+    copy = alr.load(out / "gray.safetensors")
+    table = copy.meta["lambda"]["denoise"]
+    ref = score_reference(copy, calibration_crops(data_dir() / "set12", 1, True, images=1))
+    assert copy.meta["lambda_calibration"].startswith("alr bench calibrate: 1 centre crops")
+    assert table["score_ref"] == ref
+    for sigma, kappa in zip(table["sigma"], table["concavity"]):
+        top = max((r for r in rows if float(r["sigma"]) == sigma), key=lambda r: float(r["psnr"]))
+        assert top["best"] == "True" and float(top["concavity"]) == kappa
+        opts = alr.pretrained.solver_options(copy, "denoise", sigma)
+        assert opts["concavity"] == kappa and opts["score_ref"] == ref
+    mid = alr.pretrained.solver_options(copy, "denoise", (0.1 * 0.3) ** 0.5)["concavity"]
+    assert mid == pytest.approx(sum(table["concavity"]) / 2)  # linear in log sigma
+    assert "concavity" not in alr.pretrained.solver_options(copy, "denoise")
+    with pytest.raises(SystemExit):
+        main(["bench", "calibrate", "--concavity", "0,-1", "-o", str(tmp_path / "bad")])
+    assert not (tmp_path / "bad").exists()

@@ -102,6 +102,31 @@ def test_restore_clipped_input_with_the_censored_data_term(tmp_path, camera, cap
     assert float(psnr(read_image(tmp_path / "clipped.png"), x)) > float(psnr(read_image(tmp_path / "plain.png"), x)) + 0.5
 
 
+def test_restore_concavity_option(tmp_path, clean_png, capsys):
+    """--concavity overrides the table's shaping of the patch scores (0: the paper's R, as the API);
+    a model without a calibrated score reference refuses a positive one."""
+    noisy = tmp_path / "noisy.npy"
+    assert main(["degrade", str(clean_png), "-o", str(noisy), "--sigma", "0.1", "--seed", "3"]) == 0
+    outs = {}
+    for k in ("table", "0", "2"):
+        outs[k] = tmp_path / f"k{k}.npy"
+        extra = [] if k == "table" else ["--concavity", k]
+        assert main(["restore", str(noisy), "-o", str(outs[k]), "--sigma", "0.1", "-q"] + extra) == 0
+    gray = alr.load("gray")
+    opts = {**alr.pretrained.solver_options(gray, "denoise", 0.1), "concavity": 0.0}
+    paper, _ = alr.restore(read_image(noisy), None, gray, alr.lam_for(gray, "denoise", 0.1), **opts)
+    assert torch.allclose(read_image(outs["0"]), paper, atol=1e-5)
+    assert not torch.allclose(read_image(outs["2"]), paper, atol=1e-3)
+    bare = tmp_path / "bare.safetensors"
+    alr.PatchCritic(width=8).save(bare)
+    capsys.readouterr()
+    assert main(["restore", str(noisy), "-o", str(tmp_path / "b.npy"), "--model", str(bare), "--lam", "0.01",
+                 "--concavity", "0.5"]) == 2
+    assert "no score reference" in capsys.readouterr().err and not (tmp_path / "b.npy").exists()
+    with pytest.raises(SystemExit):
+        main(["restore", str(noisy), "-o", str(tmp_path / "c.npy"), "--concavity", "-1"])
+
+
 def test_color_with_per_channel_and_color_model(tmp_path):
     from skimage import data
     rgb = tmp_path / "rgb.png"

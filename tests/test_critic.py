@@ -2,7 +2,7 @@ import pytest
 import torch
 
 import alr
-from alr.critic import PatchCritic, load_file, pad_boundary
+from alr.critic import PatchCritic, load_file, pad_boundary, shape_scores
 from alr.solver import Regularizer
 
 
@@ -63,6 +63,39 @@ def test_gradient_of_R_matches_finite_differences(activation, boundary):
     eps = 1e-6
     fd = (c.regularizer(x + eps * v, boundary) - c.regularizer(x - eps * v, boundary)) / (2 * eps)
     assert float(fd) == pytest.approx(float((g * v).sum()), rel=1e-5, abs=1e-9)
+
+
+def test_shape_scores_is_increasing_concave_and_tends_to_r():
+    r = torch.linspace(-3, 8, 50, dtype=torch.float64, requires_grad=True)
+    psi = shape_scores(r, 0.7, 2.5)
+    (d,) = torch.autograd.grad(psi.sum(), r)
+    assert torch.allclose(d, torch.exp(-0.7 * (r.detach() - 2.5)))  # psi'(r) = exp(-kappa (r - c)) > 0
+    assert (d[1:] < d[:-1]).all()  # psi' decreasing: concave
+    assert float(shape_scores(torch.tensor(2.5), 0.7, 2.5)) == pytest.approx(2.5)  # psi(c) = c
+    assert shape_scores(r, 0.0, 2.5) is r  # kappa = 0: the paper's R, untouched
+    assert torch.allclose(shape_scores(r, 1e-7, 2.5), r, atol=1e-5)
+    for bad in (-0.1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="concavity"):
+            shape_scores(r, bad)
+
+
+def test_shaped_R_gradient_matches_finite_differences_and_tiles_exactly():
+    """Regularizer (tiled or not) and PatchCritic.regularizer agree with the shaping; gradient by FD."""
+    torch.manual_seed(0)
+    c = PatchCritic(depth=3, width=8, activation="softplus").double()
+    x = torch.rand(2, 1, 40, 31, dtype=torch.float64)
+    kw = dict(concavity=0.8, score_ref=float(c(x).detach().median()))
+    r, g = Regularizer(c, **kw).value_and_grad(x)
+    assert torch.allclose(r, c.regularizer(x, **kw)) and not torch.allclose(r, c.regularizer(x))
+    tiled = Regularizer(c, max_memory=6e4, **kw)
+    assert tiled.tile_size(x) is not None
+    r_t, g_t = tiled.value_and_grad(x)
+    assert torch.allclose(r, r_t) and torch.allclose(g, g_t, atol=1e-12)
+    v, eps = torch.randn_like(x), 1e-6
+    fd = (c.regularizer(x + eps * v, **kw) - c.regularizer(x - eps * v, **kw)).sum() / (2 * eps)
+    assert float(fd) == pytest.approx(float((g * v).sum()), rel=1e-5)
+    with pytest.raises(ValueError, match="concavity"):
+        alr.restore(torch.rand(1, 1, 20, 20), None, c.float(), 0.01, concavity=-1)
 
 
 def test_reflect_boundary_regularises_every_pixel():

@@ -47,6 +47,24 @@ def test_batch_and_per_image_lambda(gray):
         alr.restore(y, None, gray, torch.tensor([0.1, 0.2]), iters=2)
 
 
+def test_per_image_concavity_equals_single_solves(gray, camera):
+    """A batch with one concavity per image (per channel too) solves each image as alone (Adam is
+    per pixel), and the shaping changes the result."""
+    x = torch.cat([camera[..., 100:148, 100:148], camera[..., 300:348, 200:248]])
+    y = add_noise(x, 0.1, seed=4)
+    opts = dict(iters=10, score_ref=3.0)
+    both, _ = alr.restore(y, None, gray, 0.01, concavity=torch.tensor([0.0, 0.7]), **opts)
+    for i, k in enumerate((0.0, 0.7)):
+        one, _ = alr.restore(y[i:i + 1], None, gray, 0.01, concavity=k, **opts)
+        assert torch.allclose(both[i], one[0], atol=1e-5)
+    assert not torch.allclose(both[1], alr.restore(y[1:], None, gray, 0.01, **opts)[0][0], atol=1e-3)
+    rgb = y.expand(-1, 3, -1, -1)
+    col, _ = alr.restore(rgb, None, gray, 0.01, concavity=torch.tensor([0.0, 0.7]), per_channel=True, **opts)
+    assert torch.allclose(col[:, :1], both, atol=1e-5)
+    with pytest.raises(ValueError, match="concavity"):
+        alr.restore(y, None, gray, 0.01, concavity=torch.tensor([0.1, 0.2, 0.3]))
+
+
 def test_per_channel_and_errors(gray):
     y = torch.rand(1, 3, 32, 32)
     with pytest.raises(ValueError, match="per_channel"):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -31,10 +32,19 @@ def _parse_memory(text: str) -> float:
 
 
 def _positive_float(text: str) -> float:
-    v = float(text)
-    if not v >= 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    """A finite number >= 0."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(v) and v >= 0):
+        raise argparse.ArgumentTypeError(f"must be finite and >= 0, got {text}")
     return v
+
+
+def _positive_floats(text: str) -> list[float]:
+    """Comma-separated finite numbers >= 0."""
+    return [_positive_float(v) for v in text.split(",")]
 
 
 def _positive_int(text: str) -> int:
@@ -112,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--factor", type=int, default=2, help="super-resolution factor, for --task sr")
     r.add_argument("--method", default=None, choices=("adam", "gd", "agd", "lbfgs"))
     r.add_argument("--iters", type=int, default=None)
+    r.add_argument("--concavity", type=_positive_float, default=None,
+                   help="concave shaping of the patch scores (default: the model's table; 0: the paper's R)")
     r.add_argument("--boundary", default=None, choices=("reflect", "valid"),
                    help="R on the mirrored image (default) or on inner patches only (the paper's)")
     r.add_argument("--compile", action="store_true", help="compile the critic with torch.compile")
@@ -234,12 +246,18 @@ class _Job:
             say(f"{path.name}: {saturated:.0%} of the pixels are at 0 or 1; if the noise was clipped "
                 "(saturation), --clipped models it and restores them better")
         kw = solver_options(model, args.task, sigma)
-        if args.method is not None and args.method != kw["method"]:
-            kw = {"method": args.method, **({"boundary": kw["boundary"]} if "boundary" in kw else {})}
+        if args.method is not None and args.method != kw["method"]:  # keep what defines the energy
+            kw = {"method": args.method, **{k: kw[k] for k in ("boundary", "concavity", "score_ref") if k in kw}}
+        if args.concavity is not None:
+            if args.concavity > 0 and "score_ref" not in kw:
+                raise ValueError("this model's table has no score reference for --concavity; calibrate one with "
+                                 "alr bench calibrate --concavity ... (or pass --concavity 0)")
+            kw["concavity"] = args.concavity
         if args.iters:
             kw["iters"] = args.iters
         if args.boundary:
             kw["boundary"] = args.boundary
+        self.concavity = kw.pop("concavity", 0.0)  # per image, like lam: not a reason to split a batch
         self.path, self.out, self.y, self.model, self.kw, self.sigma = path, out, y, model, kw, sigma
 
     def group(self) -> tuple:
@@ -256,11 +274,12 @@ def _solve(jobs: list[_Job], args, say) -> None:
     j0 = jobs[0]
     y = torch.cat([j.y for j in jobs])
     lam = torch.tensor([j.lam for j in jobs])
+    concavity = torch.tensor([j.concavity for j in jobs])
     fidelity = ClippedGaussian([j.sigma for j in jobs]) if args.clipped else None
     t0 = time.perf_counter()
     x, hist = restore(y, j0.physics, j0.model, lam, per_channel=j0.per_channel, max_memory=args.max_memory,
                       device=args.device, compile=args.compile, progress=not args.quiet, fidelity=fidelity,
-                      **j0.kw)
+                      concavity=concavity, **j0.kw)
     dt = time.perf_counter() - t0
     for j, xi in zip(jobs, x):
         write_image(j.out, xi[None])

@@ -8,7 +8,10 @@ no padding, so its receptive field is one ``s x s`` patch with
 
     R(x) = 1 / |P(x)| * sum_{p in P(x)} r_theta(p)
 
-It is low on clean images and high on degraded ones. Model files are a single
+It is low on clean images and high on degraded ones. An optional concave shaping of
+the scores, ``R_kappa(x) = mean_p psi_kappa(r_theta(p))`` (:func:`shape_scores`), weights
+the patches' gradients by ``exp(-kappa (r_theta(p) - c))``; ``kappa = 0`` is the paper's R.
+Model files are a single
 ``.safetensors`` file whose header metadata holds the architecture and a JSON
 description (training data, noise range, lambda table); loading never
 unpickles anything.
@@ -27,6 +30,7 @@ torch.Size([2])
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -111,13 +115,16 @@ class PatchCritic(nn.Module):
         self._check(x)
         return self.net(x)
 
-    def regularizer(self, x: torch.Tensor, boundary: str = "reflect") -> torch.Tensor:
-        """R(x): the mean patch score of each image, shape (B,).
+    def regularizer(self, x: torch.Tensor, boundary: str = "reflect", concavity: float = 0.0,
+                    score_ref: float = 0.0) -> torch.Tensor:
+        """R(x): the mean (shaped) patch score of each image, shape (B,).
 
         ``boundary="valid"`` averages the patches inside the image (the paper's R);
         ``"reflect"`` those of the image mirrored by s - 1 pixels (see :func:`pad_boundary`).
+        ``concavity`` and ``score_ref`` shape the scores first (:func:`shape_scores`).
         """
-        return self(pad_boundary(x, self.receptive_field, boundary)).mean(dim=(1, 2, 3))
+        r = self(pad_boundary(x, self.receptive_field, boundary))
+        return shape_scores(r, concavity, score_ref).mean(dim=(1, 2, 3))
 
     # ---- model files -------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
@@ -126,6 +133,34 @@ class PatchCritic(nn.Module):
 
 
 BOUNDARIES = ("reflect", "valid")
+
+
+def shape_scores(r: torch.Tensor, concavity: float | torch.Tensor = 0.0, score_ref: float = 0.0) -> torch.Tensor:
+    """Concave shaping of patch scores, ``psi(r) = c + (1 - exp(-kappa (r - c))) / kappa``.
+
+    With ``kappa = concavity > 0`` and ``c = score_ref``, ``psi'(r) = exp(-kappa (r - c))``:
+    the gradient of a patch the critic scores far above ``c`` (an edge or a texture that
+    it partly confuses with noise) is damped, that of a patch scored near or below ``c``
+    (a flat area) kept or amplified. ``psi`` is increasing and concave, equals ``r`` at
+    ``kappa = 0`` (the paper's R, returned unchanged) and tends to it as kappa -> 0.
+    ``c`` is a typical clean score of the critic (the calibration stores the median
+    over its clean crops), so that lambda keeps its scale across kappa. ``concavity``
+    may be a tensor broadcastable against ``r`` (one value per image: shape (B, 1, 1, 1)).
+
+    >>> import torch
+    >>> r = torch.tensor([1.0, 2.0, 3.0])
+    >>> shape_scores(r, 0.0).tolist()
+    [1.0, 2.0, 3.0]
+    >>> [round(v, 3) for v in shape_scores(r, 0.5, 2.0).tolist()]
+    [0.703, 2.0, 2.787]
+    """
+    k = torch.as_tensor(concavity, dtype=r.dtype, device=r.device)
+    if not (torch.isfinite(k).all() and (k >= 0).all()):
+        raise ValueError(f"concavity must be finite and >= 0, got {concavity}")
+    if not k.any():
+        return r
+    safe = torch.where(k > 0, k, torch.ones_like(k))  # no 0/0, even in the unused branch of where
+    return torch.where(k > 0, score_ref - torch.expm1(-safe * (r - score_ref)) / safe, r)
 
 
 def boundary_padding(s: int, boundary: str) -> int:

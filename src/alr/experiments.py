@@ -32,9 +32,10 @@ from pathlib import Path
 import torch
 
 from . import __version__
-from .cli import _positive_ints
+from .cli import _positive_floats, _positive_int, _positive_ints
 from .data import add_noise
 from .fidelity import ClippedGaussian
+from .critic import pad_boundary
 from .images import data_root, list_images, pyplot, read_image
 from .metrics import LPIPS, psnr, ssim
 from .physics import Blur, Denoising, Downsampling, Inpainting, gaussian_kernel, random_mask
@@ -66,6 +67,12 @@ def add_bench_parser(sub) -> None:
     b.add_argument("--iters", type=_positive_ints, default=None,
                    help="calibrate: candidate solver iteration counts (comma-separated); per noise level the "
                         "best (iterations, lambda) pair is recorded in the model copy's table")
+    b.add_argument("--concavity", type=_positive_floats, default=None,
+                   help="calibrate: candidate concavities of the patch-score shaping (comma-separated, 0: the "
+                        "paper's R); the best per noise level is recorded with lambda and the iterations")
+    b.add_argument("--cal-images", type=_positive_int, default=CAL_IMAGES,
+                   help=f"calibrate: centre crops {CAL_CROP}x{CAL_CROP} of the first N images of set12 / cbsd432 "
+                        f"(default {CAL_IMAGES}; more: a less noisy choice, proportionally slower)")
     b.add_argument("--calibrate-each", action="store_true",
                    help="table1: calibrate lambda for each critic (default: one shared table, as the paper)")
     b.add_argument("--max-images", type=int, default=None)
@@ -255,46 +262,57 @@ def line_search(f, lam0: float, max_evals: int | None = None) -> tuple[float, di
 def calibration_crops(folder: Path, channels: int, quick: bool, images: int = CAL_IMAGES,
                       crop: int = CAL_CROP) -> torch.Tensor:
     """Centre crops ``crop x crop`` of the first ``images`` images of ``folder``, as one batch
-    (by default the calibration images, 4 crops 128x128; quick: 2 crops 48x48)."""
-    crop, images = (48, 2) if quick else (crop, images)
+    (by default the calibration images, 4 crops 128x128; quick: at most 2 crops, 48x48)."""
+    crop, images = (48, min(images, 2)) if quick else (crop, images)
     xs = [xi[..., (xi.shape[-2] - crop) // 2:(xi.shape[-2] - crop) // 2 + crop,
              (xi.shape[-1] - crop) // 2:(xi.shape[-1] - crop) // 2 + crop]
           for _, xi in _images(folder, channels, False, images)]
     return torch.cat(xs)
 
 
+def score_reference(model, x: torch.Tensor) -> float:
+    """Median critic score over the patches of the clean batch ``x`` (reflect boundary): the
+    ``score_ref`` of the patch-score shaping (:func:`alr.critic.shape_scores`)."""
+    with torch.no_grad():
+        return float(f"{float(model(pad_boundary(x, model.receptive_field, 'reflect')).median()):.4g}")
+
+
 def calibrate_lambda(model, task: str, x: torch.Tensor, sigmas: list[float], starts: list[float],
-                     quick: bool = False, device=None,
-                     iters: list[int] | None = None) -> tuple[list[float], list[int], list[dict]]:
+                     quick: bool = False, device=None, iters: list[int] | None = None,
+                     concavities: list[float] | None = None) -> tuple[list[float], list[int], list[float], list[dict]]:
     """Per noise level, the lambda maximising the mean PSNR of the model's default solver
     on the clean batch ``x`` (noise seed 1), by :func:`line_search` from ``starts``; with
-    ``iters``, the search runs for each candidate iteration count and the best pair wins.
+    ``iters`` and/or ``concavities``, the search runs for each candidate (iterations,
+    concavity) pair and the best triple wins (shaping reference: :func:`score_reference`).
 
-    Returns the best lambdas (3 significant digits), their iteration counts, and every
-    evaluation as table rows.
+    Returns the best lambdas (3 significant digits), their iteration counts and concavities,
+    and every evaluation as table rows.
     """
     base = alr_options(model, task, quick)
     physics = _cal_physics(task, tuple(x.shape[-2:]))
-    best, best_iters, rows = [], [], []
+    ref = score_reference(model, x) if concavities else 0.0
+    best, best_iters, best_kappa, rows = [], [], [], []
     for sigma, lam0 in zip(sigmas, starts):
         y = add_noise(physics.A(x), sigma, seed=1)
-        found: list[tuple[float, float, int]] = []  # (psnr, lambda, iterations)
+        found: list[tuple[float, float, int, float]] = []  # (psnr, lambda, iterations, concavity)
         for it in iters or [base.get("iters")]:
-            opts = {**base, "iters": it}
+            for kappa in concavities or [0.0]:
+                opts = {**base, "iters": it, "concavity": kappa, "score_ref": ref}
 
-            def f(lv: float) -> float:
-                xh, _ = restore(y, physics, model, lv, device=device, **opts)
-                return float(psnr(xh.cpu(), x).mean())
+                def f(lv: float) -> float:
+                    xh, _ = restore(y, physics, model, lv, device=device, **opts)
+                    return float(psnr(xh.cpu(), x).mean())
 
-            lv, evals = line_search(f, lam0, 3 if quick else None)
-            rows += [dict(task=task, sigma=sigma, iters=it, lam=k, psnr=v, best=False)
-                     for k, v in sorted(evals.items())]
-            found.append((evals[lv], lv, it))
-        _, lv, it = max(found, key=lambda t: t[0])
-        next(r for r in rows if (r["sigma"], r["iters"], r["lam"]) == (sigma, it, lv))["best"] = True
+                lv, evals = line_search(f, lam0, 3 if quick else None)
+                rows += [dict(task=task, sigma=sigma, iters=it, concavity=kappa, lam=k, psnr=v, best=False)
+                         for k, v in sorted(evals.items())]
+                found.append((evals[lv], lv, it, kappa))
+        _, lv, it, kappa = max(found, key=lambda t: t[0])
+        next(r for r in rows if (r["sigma"], r["iters"], r["concavity"], r["lam"]) == (sigma, it, kappa, lv))["best"] = True
         best.append(float(f"{lv:.3g}"))
         best_iters.append(it)
-    return best, best_iters, rows
+        best_kappa.append(kappa)
+    return best, best_iters, best_kappa, rows
 
 
 def cmd_calibrate(args, out: Path) -> str:
@@ -303,7 +321,7 @@ def cmd_calibrate(args, out: Path) -> str:
     name = args.model or ("color" if args.color else "gray")
     model = load(name)
     folder = root / ("cbsd432" if model.in_channels == 3 else "set12")
-    x = calibration_crops(folder, model.in_channels, args.quick)
+    x = calibration_crops(folder, model.in_channels, args.quick, images=args.cal_images)
     tbl = Table()
     lam = dict(model.meta.get("lambda", {}))
     tasks = args.tasks.split(",") if args.tasks else list(CAL_TASKS)
@@ -315,14 +333,18 @@ def cmd_calibrate(args, out: Path) -> str:
         if args.sigmas and task == "denoise":
             sigmas = _sigmas(args, sigmas)
             starts = [denoise_start(v) for v in sigmas]
-        best, its, rows = calibrate_lambda(model, task, x, sigmas, starts, args.quick, args.device, args.iters)
+        best, its, kappas, rows = calibrate_lambda(model, task, x, sigmas, starts, args.quick, args.device,
+                                                   args.iters, args.concavity)
         for r in rows:
             tbl.add(**r)
-        # with --iters the table records the iterations chosen per noise level (solver_options uses them)
+        # with --iters / --concavity the table records the choices per noise level (solver_options uses them)
         lam[task] = {"sigma": sigmas, "lam": best, **({"iters": its} if args.iters else {})}
+        if args.concavity:
+            lam[task].update(concavity=kappas, score_ref=score_reference(model, x))
     model.meta["lambda"] = lam
-    how = (f"the model's solver with the best of {args.iters} iterations per noise level" if args.iters
-           else "the model's solver")
+    how = "the model's solver" + "".join(
+        f", the best of {v} {what} per noise level"
+        for v, what in ((args.iters, "iterations"), (args.concavity, "concavities")) if v)
     model.meta["lambda_calibration"] = (f"alr bench calibrate: {len(x)} centre crops {x.shape[-1]}x{x.shape[-2]} "
                                         f"of {folder.name}, noise seed 1, {how}, log line search")
     target = out / f"{Path(name).stem}.safetensors"
@@ -492,7 +514,7 @@ def cmd_table1(args, out: Path) -> str:
     trained = {"0.05": (0.05, 0.05), "0.1": (0.1, 0.1), "0.2": (0.2, 0.2), "0.4": (0.4, 0.4), "range": (0.0, 0.4)}
     models_dir = Path(args.models) if args.models else out / "critics"
     test_sigmas = _sigmas(args, [0.1, 0.4] if args.quick else [0.05, 0.1, 0.2, 0.3, 0.4])
-    cal = calibration_crops(root / "set12", 1, args.quick) if args.calibrate_each else None
+    cal = calibration_crops(root / "set12", 1, args.quick)  # lambda calibration / shaping reference
     # the paper uses one lambda per test sigma for every critic: the range critic's table when it has one
     range_file = models_dir / "critic_range.safetensors"
     ranged = load(range_file) if range_file.is_file() else None
@@ -521,6 +543,8 @@ def cmd_table1(args, out: Path) -> str:
         for s, lam in zip(test_sigmas, lams):
             ys = [add_noise(x, s, seed=_seed(n, s, args.seed)) for n, x in test]
             opts = alr_options(critic if args.calibrate_each else shared, "denoise", args.quick, s)
+            if "score_ref" in opts and not args.calibrate_each:  # the shared shaping, this critic's reference
+                opts["score_ref"] = score_reference(critic, cal)
             res = _alr_batched(ys, [Denoising()] * len(ys), critic, lam, args.device, opts)
             vals = [float(psnr(xh, x)) for (xh, _), (_, x) in zip(res, test)]
             tbl.add(trained_on=key, test_sigma=s, lam=lam, psnr=sum(vals) / len(vals))

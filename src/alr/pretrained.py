@@ -5,7 +5,8 @@ package (``alr/models/*.safetensors``, see their model cards); any other
 argument is a path to a model file. A model's metadata may hold a lambda
 table per task, ``{"denoise": {"sigma": [...], "lam": [...]}, ...}``,
 calibrated on training-side images (optionally with ``"iters"``, the solver
-iterations chosen at each sigma); :func:`lam_for` interpolates it
+iterations chosen at each sigma, and ``"concavity"`` / ``"score_ref"``, the shaping of
+the patch scores); :func:`lam_for` interpolates it
 log-linearly in sigma (clamped at the ends).
 """
 from __future__ import annotations
@@ -51,15 +52,17 @@ def _table(model, task: str) -> dict | None:
     return (getattr(model, "meta", None) or {}).get("lambda", {}).get(task)
 
 
-def _interp_loglog(xs: list[float], ys: list[float], s: float) -> float:
-    """Piecewise log-log interpolation of the points (xs, ys) at s, clamped at the ends."""
+def _interp_loglog(xs: list[float], ys: list[float], s: float, log_y: bool = True) -> float:
+    """Piecewise log-log interpolation of the points (xs, ys) at s, clamped at the ends
+    (``log_y=False``: linear in y, for values that may be 0)."""
     if len(xs) == 1:
         return float(ys[0])
     s = min(max(s, xs[0]), xs[-1])
+    f, g = (math.log, math.exp) if log_y else (float, float)
     for (x0, y0), (x1, y1) in zip(zip(xs, ys), zip(xs[1:], ys[1:])):
         if s <= x1:
             w = (math.log(s) - math.log(x0)) / (math.log(x1) - math.log(x0))
-            return float(math.exp((1 - w) * math.log(y0) + w * math.log(y1)))
+            return float(g((1 - w) * f(y0) + w * f(y1)))
     return float(ys[-1])
 
 
@@ -91,6 +94,9 @@ def solver_options(model, task: str = "denoise", sigma: float | None = None) -> 
     table = _table(model, task)
     if sigma is not None and table and "iters" in table:
         opts["iters"] = round(_interp_loglog(table["sigma"], table["iters"], sigma))
+    if sigma is not None and table and "concavity" in table:
+        opts["concavity"] = _interp_loglog(table["sigma"], table["concavity"], sigma, log_y=False)
+        opts["score_ref"] = float(table["score_ref"])
     return opts
 
 

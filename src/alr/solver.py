@@ -35,6 +35,12 @@ the 12-pixel border band ends 4-5 dB worse than the interior. The default
 patches; its gradient is the adjoint of the padding applied to the gradient on the
 padded image (measured: +0.8 dB at the same lam, +1.7 dB with lam recalibrated).
 
+Shaping (``concavity=``, ``score_ref=``): ``R(x) = mean_p psi(r(p))`` with the concave
+``psi`` of :func:`alr.critic.shape_scores`, ``psi'(r) = exp(-kappa (r - c))``: each patch's
+gradient is weighted by how clean the critic finds it, so flat areas are smoothed more and
+the edges and textures that the critic scores like noise less. ``kappa = 0`` (default) is the
+paper's R; the shipped tables choose kappa per noise level (0.7 at sigma 0.1 for ``gray``).
+
 The critic's weights are frozen; only the image is optimised. Gradients of R
 are computed in tiles when the image is large (``max_memory``): R is a mean of
 local scores, so summing tile contributions with a (s - 1)-pixel halo gives
@@ -49,7 +55,7 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from .critic import PatchCritic, boundary_padding, pad_boundary
+from .critic import PatchCritic, boundary_padding, pad_boundary, shape_scores
 from .fidelity import Gaussian
 from .physics import Denoising, LinearOperator
 
@@ -101,13 +107,18 @@ class Regularizer:
         (the paper's: only patches inside the image); see the module docstring.
     compile : run the critic through ``torch.compile`` (one-off compilation of about
         25 s on CPU; measured no faster there, see benchmarks/restore_speed.py).
+    concavity, score_ref : shape the patch scores before averaging,
+        ``R(x) = mean_p psi(r(p))`` (:func:`alr.critic.shape_scores`; 0: the paper's R);
+        ``concavity`` may hold one value per image.
 
     The critic runs in channels-last memory format (2x faster on CPU, same values).
     """
 
     def __init__(self, model: PatchCritic, per_channel: bool = False,
                  max_memory: float | None = None, precision: str = "fp32",
-                 boundary: str = "reflect", compile: bool = False) -> None:
+                 boundary: str = "reflect", compile: bool = False,
+                 concavity: float | torch.Tensor = 0.0, score_ref: float = 0.0) -> None:
+        shape_scores(torch.zeros(1), concavity, score_ref)  # validates the shaping
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"unknown precision {precision!r}; use fp32 or bf16")
         self.pad = boundary_padding(model.receptive_field, boundary)  # validates the boundary name
@@ -116,6 +127,7 @@ class Regularizer:
         model.to(memory_format=torch.channels_last)
         self.model, self.per_channel, self.max_memory = model, per_channel, max_memory
         self.precision, self.boundary = precision, boundary
+        self.concavity, self.score_ref = concavity, score_ref
         self.net = torch.compile(model) if compile else model
         self.s = model.receptive_field
 
@@ -153,6 +165,8 @@ class Regularizer:
             leaf = self._prepare(x).detach().requires_grad_(need_grad and p > 0)
             xb = pad_boundary(leaf, s, self.boundary)
         nb = xb.shape[0]
+        kappa = torch.as_tensor(self.concavity, dtype=xb.dtype, device=xb.device).flatten()
+        kappa = kappa.repeat_interleave(nb // kappa.numel()).view(-1, 1, 1, 1) if kappa.numel() > 1 else kappa
         ho, wo = xb.shape[-2] - s + 1, xb.shape[-1] - s + 1
         tile = self.tile_size(x)
         total = xb.new_zeros(nb)
@@ -165,7 +179,8 @@ class Regularizer:
             with torch.enable_grad(), torch.autocast(sub.device.type, dtype=torch.bfloat16,
                                                      enabled=self.precision == "bf16"):
                 sub.requires_grad_(need_grad)
-                score = self.net(sub).to(xb.dtype).sum(dim=(1, 2, 3)) / (ho * wo)
+                r = shape_scores(self.net(sub).to(xb.dtype), kappa, self.score_ref)
+                score = r.sum(dim=(1, 2, 3)) / (ho * wo)
                 if need_grad:
                     (g,) = torch.autograd.grad(score.sum(), sub)
                     grad[..., i0:i1 + s - 1, j0:j1 + s - 1] += g.to(xb.dtype)
@@ -197,14 +212,15 @@ class Problem:
         return Energy(data + lam * r, data, r, grad)
 
 
-def _as_lam(lam: float | torch.Tensor, b: int, x: torch.Tensor) -> torch.Tensor:
+def _per_image_weight(lam: float | torch.Tensor, b: int, x: torch.Tensor, name: str = "lam") -> torch.Tensor:
+    """A per-image weight (``lam``, ``concavity``): a scalar or B values, finite and >= 0, as (B,)."""
     lam = torch.as_tensor(lam, dtype=x.dtype, device=x.device).flatten()
     if lam.numel() == 1:
         lam = lam.expand(b)
     if lam.numel() != b:
-        raise ValueError(f"lam must be a scalar or have one value per image ({b}), got {lam.numel()}")
+        raise ValueError(f"{name} must be a scalar or have one value per image ({b}), got {lam.numel()}")
     if not torch.isfinite(lam).all() or (lam < 0).any():
-        raise ValueError("lam must be finite and >= 0")
+        raise ValueError(f"{name} must be finite and >= 0")
     return lam.contiguous()
 
 
@@ -213,7 +229,8 @@ def restore(y: torch.Tensor, physics: LinearOperator | None, model: PatchCritic,
             lr0: float = 0.01, lr1: float = 1e-4, step: float | None = None, tol: float = 0.0,
             x0: torch.Tensor | None = None, per_channel: bool = False,
             max_memory: float | None = None, precision: str = "fp32", boundary: str = "reflect",
-            compile: bool = False, clip: bool = True, fidelity=None,
+            compile: bool = False, concavity: float | torch.Tensor = 0.0, score_ref: float = 0.0,
+            clip: bool = True, fidelity=None,
             progress: bool = False, device: str | torch.device | None = None,
             callback: Callable[[int, torch.Tensor], None] | None = None) -> tuple[torch.Tensor, History]:
     """Minimise ``E(x) = 1/(2n) ||A x - y||^2 + lam R(x)``; see the module docstring.
@@ -234,6 +251,9 @@ def restore(y: torch.Tensor, physics: LinearOperator | None, model: PatchCritic,
     precision : ``"fp32"`` or ``"bf16"`` for the critic's forward/backward.
     boundary : ``"reflect"`` (default) or ``"valid"`` (the paper's R); see the module docstring.
     compile : compile the critic with ``torch.compile`` (see :class:`Regularizer`).
+    concavity, score_ref : concave shaping of the patch scores (:func:`alr.critic.shape_scores`);
+        0 (default) is the paper's R. A calibrated model's table supplies both per noise level;
+        ``concavity`` is a scalar or one value per image, like ``lam``.
     clip : clip the result to [0, 1].
     fidelity : the data term (:mod:`alr.fidelity`); default the Gaussian ``1/2 ||Ax - y||^2``,
         ``ClippedGaussian(sigma)`` for measurements clipped to [0, 1].
@@ -261,8 +281,9 @@ def restore(y: torch.Tensor, physics: LinearOperator | None, model: PatchCritic,
     x = (physics.init(y) if x0 is None else x0.to(dev, torch.float32)).clone().contiguous()
     if not torch.isfinite(x).all():
         raise ValueError("starting point contains NaN or infinite values")
-    prob = Problem(y, physics, Regularizer(model, per_channel, max_memory, precision, boundary, compile),
-                   _as_lam(lam, b, x), fidelity)
+    prob = Problem(y, physics, Regularizer(model, per_channel, max_memory, precision, boundary, compile,
+                                         _per_image_weight(concavity, b, x, "concavity"), score_ref),
+                   _per_image_weight(lam, b, x), fidelity)
     iters = iters if iters is not None else (300 if method == "adam" else 100)
     hist = History(callback=callback)
     lbfgs = method == "lbfgs"  # counts energy evaluations: up to 1.25 per iteration (line search)
