@@ -33,8 +33,8 @@ def write(rows: list[dict], path: str) -> None:
         print(k, len(v), *(round(sum(r[m] for r in v) / len(v), n) for m, n in (("psnr", 2), ("ssim", 3), ("seconds", 2))))
 
 
-# ALR rows: the shipped gray model (GPU run of scripts/gpu_eval.sh: runs/gpu4, and the CPU run after the
-# per-sigma iteration calibration, see alr_rows); baselines: the CPU runs below.
+# ALR rows: the shipped gray model (GPU run of scripts/gpu_eval.sh: runs/gpu4, and the CPU runs after the
+# per-sigma calibrations, see alr_rows); baselines: the CPU runs below.
 alr = {"alr"}
 # paper protocol: sigma 0.1 / 0.2 rows were saved from the running process (README), the rest are run folders
 paper = [r for r in json.load(open("runs/table2_paper_main/rows_sigma0.1.json"))[0]
@@ -45,27 +45,33 @@ paper += from_csv("runs/table2_paper_epll/per_image.csv", {"epll"})  # EPLL afte
 paper += from_csv("runs/table2_paper_04/per_image.csv", {"input", "bm3d", "tv"})
 
 
-def alr_rows(gpu_run: str, cpu_run: str, protocol: str) -> list[dict]:
-    """The shipped gray's rows: sigma 0.1 / 0.2 from the CPU run with the per-sigma iteration counts
-    (8 / 12), sigma 0.4 (20 iterations, unchanged) from the GPU run, whose sigma 0.1 / 0.2 rows
-    (20 iterations) stay as method ``alr_20iters``."""
+def alr_rows(gpu_run: str, iters_run: str, shaped_run: str, protocol: str) -> list[dict]:
+    """The shipped gray's rows: sigma 0.1 / 0.2 from the CPU run with the shaped patch scores (concavity
+    0.7 / 0.5, 8 / 12 iterations), sigma 0.4 (20 iterations, no shaping: unchanged) from the GPU run.
+    Earlier defaults stay beside them: ``alr_kappa0`` (the paper's R with the per-sigma iterations,
+    CPU) and ``alr_20iters`` (the paper's R, 20 iterations, the GPU run's sigma 0.1 / 0.2)."""
     gpu = from_csv(gpu_run, alr)
-    cpu = [r for r in from_csv(cpu_run, alr) if r["protocol"] == protocol]
-    return ([r for r in gpu if r["sigma"] == 0.4] + cpu
+    unshaped = [r for r in from_csv(iters_run, alr) if r["protocol"] == protocol]
+    return ([r for r in gpu if r["sigma"] == 0.4] + from_csv(shaped_run, alr)
+            + [{**r, "method": "alr_kappa0"} for r in unshaped]
             + [{**r, "method": "alr_20iters"} for r in gpu if r["sigma"] < 0.4])
 
 
-paper += alr_rows("runs/gpu4/table2_paper/per_image.csv", "runs/table2_iters/per_image.csv", "paper")
+paper += alr_rows("runs/gpu4/table2_paper/per_image.csv", "runs/table2_iters/per_image.csv",
+                  "runs/table2_shape_paper/per_image.csv", "paper")
 # ALR with the censored data term (alr.fidelity.ClippedGaussian), CPU runs
 paper += from_csv("runs/table2_clipfid_hi/per_image.csv", {"alr-clipped"})  # sigma 0.4
-paper += from_csv("runs/table2_clipfid_lo/per_image.csv", {"alr-clipped"})  # sigma 0.2 and 0.1
+paper += from_csv("runs/table2_shape_clip/per_image.csv", {"alr-clipped"})  # sigma 0.1 and 0.2, shaped scores
+paper += [{**r, "method": "alr-clipped_kappa0"}  # the same before the shaping
+          for r in from_csv("runs/table2_clipfid_lo/per_image.csv", {"alr-clipped"})]
 write(paper, "docs/results/table2_paper_per_image.csv")
 
 baselines = {"input", "bm3d", "epll", "tv"}
 standard = from_csv("runs/table2_standard/per_image.csv", baselines)  # sigma 0.1: input, bm3d, tv
 standard += from_csv("runs/table2_standard_epll/per_image.csv", {"epll"})  # sigma 0.1
 standard += from_csv("runs/table2_standard_hi/per_image.csv", baselines)  # sigma 0.2 and 0.4
-standard += alr_rows("runs/gpu4/table2_standard/per_image.csv", "runs/table2_iters/per_image.csv", "standard")
+standard += alr_rows("runs/gpu4/table2_standard/per_image.csv", "runs/table2_iters/per_image.csv",
+                     "runs/table2_shape_std/per_image.csv", "standard")
 write(standard, "docs/results/table2_standard_per_image.csv")
 
 everything = baselines | alr
