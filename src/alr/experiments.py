@@ -33,9 +33,9 @@ import torch
 
 from . import __version__
 from .cli import _positive_floats, _positive_int, _positive_ints
+from .critic import pad_boundary
 from .data import add_noise
 from .fidelity import ClippedGaussian
-from .critic import pad_boundary
 from .images import data_root, list_images, pyplot, read_image
 from .metrics import LPIPS, psnr, ssim
 from .physics import Blur, Denoising, Downsampling, Inpainting, gaussian_kernel, random_mask
