@@ -279,25 +279,25 @@ def score_reference(model, x: torch.Tensor) -> float:
 
 def calibrate_lambda(model, task: str, x: torch.Tensor, sigmas: list[float], starts: list[float],
                      quick: bool = False, device=None, iters: list[int] | None = None,
-                     concavities: list[float] | None = None) -> tuple[list[float], list[int], list[float], list[dict]]:
+                     concavities: list[float] | None = None,
+                     score_ref: float = 0.0) -> tuple[list[float], list[int], list[float], list[dict]]:
     """Per noise level, the lambda maximising the mean PSNR of the model's default solver
     on the clean batch ``x`` (noise seed 1), by :func:`line_search` from ``starts``; with
     ``iters`` and/or ``concavities``, the search runs for each candidate (iterations,
-    concavity) pair and the best triple wins (shaping reference: :func:`score_reference`).
+    concavity) pair and the best triple wins (shaping reference ``score_ref``: :func:`score_reference`).
 
     Returns the best lambdas (3 significant digits), their iteration counts and concavities,
     and every evaluation as table rows.
     """
     base = alr_options(model, task, quick)
     physics = _cal_physics(task, tuple(x.shape[-2:]))
-    ref = score_reference(model, x) if concavities else 0.0
     best, best_iters, best_kappa, rows = [], [], [], []
     for sigma, lam0 in zip(sigmas, starts):
         y = add_noise(physics.A(x), sigma, seed=1)
         found: list[tuple[float, float, int, float]] = []  # (psnr, lambda, iterations, concavity)
         for it in iters or [base.get("iters")]:
             for kappa in concavities or [0.0]:
-                opts = {**base, "iters": it, "concavity": kappa, "score_ref": ref}
+                opts = {**base, "iters": it, "concavity": kappa, "score_ref": score_ref}
 
                 def f(lv: float) -> float:
                     xh, _ = restore(y, physics, model, lv, device=device, **opts)
@@ -328,19 +328,20 @@ def cmd_calibrate(args, out: Path) -> str:
     unknown = [t for t in tasks if t not in CAL_TASKS]
     if unknown:
         raise ValueError(f"unknown task {unknown[0]!r}; choose from {', '.join(CAL_TASKS)}")
+    ref = score_reference(model, x) if args.concavity else 0.0
     for task in tasks:
         sigmas, starts = CAL_TASKS[task]
         if args.sigmas and task == "denoise":
             sigmas = _sigmas(args, sigmas)
             starts = [denoise_start(v) for v in sigmas]
         best, its, kappas, rows = calibrate_lambda(model, task, x, sigmas, starts, args.quick, args.device,
-                                                   args.iters, args.concavity)
+                                                   args.iters, args.concavity, ref)
         for r in rows:
             tbl.add(**r)
         # with --iters / --concavity the table records the choices per noise level (solver_options uses them)
         lam[task] = {"sigma": sigmas, "lam": best, **({"iters": its} if args.iters else {})}
         if args.concavity:
-            lam[task].update(concavity=kappas, score_ref=score_reference(model, x))
+            lam[task].update(concavity=kappas, score_ref=ref)
     model.meta["lambda"] = lam
     how = "the model's solver" + "".join(
         f", the best of {v} {what} per noise level"
@@ -537,14 +538,15 @@ def cmd_table1(args, out: Path) -> str:
             Path(str(path) + ".ckpt").unlink(missing_ok=True)
             timings[f"train_{key}"] = time.perf_counter() - t0
         critic = load_file(path)
+        ref = score_reference(critic, cal)  # the shared table's shaping (if any) with this critic's reference
         lams = calibrate_lambda(critic, "denoise", cal, test_sigmas, [denoise_start(s) for s in test_sigmas],
                                 args.quick, args.device)[0] if args.calibrate_each else \
             [lam_for(shared, "denoise", s) for s in test_sigmas]
         for s, lam in zip(test_sigmas, lams):
             ys = [add_noise(x, s, seed=_seed(n, s, args.seed)) for n, x in test]
             opts = alr_options(critic if args.calibrate_each else shared, "denoise", args.quick, s)
-            if "score_ref" in opts and not args.calibrate_each:  # the shared shaping, this critic's reference
-                opts["score_ref"] = score_reference(critic, cal)
+            if "score_ref" in opts and not args.calibrate_each:
+                opts["score_ref"] = ref
             res = _alr_batched(ys, [Denoising()] * len(ys), critic, lam, args.device, opts)
             vals = [float(psnr(xh, x)) for (xh, _), (_, x) in zip(res, test)]
             tbl.add(trained_on=key, test_sigma=s, lam=lam, psnr=sum(vals) / len(vals))

@@ -118,7 +118,8 @@ class Regularizer:
                  max_memory: float | None = None, precision: str = "fp32",
                  boundary: str = "reflect", compile: bool = False,
                  concavity: float | torch.Tensor = 0.0, score_ref: float = 0.0) -> None:
-        shape_scores(torch.zeros(1), concavity, score_ref)  # validates the shaping
+        kappa = torch.as_tensor(concavity, dtype=torch.float64).flatten()
+        shape_scores(torch.zeros(1), kappa, score_ref)  # validates the shaping
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"unknown precision {precision!r}; use fp32 or bf16")
         self.pad = boundary_padding(model.receptive_field, boundary)  # validates the boundary name
@@ -127,7 +128,8 @@ class Regularizer:
         model.to(memory_format=torch.channels_last)
         self.model, self.per_channel, self.max_memory = model, per_channel, max_memory
         self.precision, self.boundary = precision, boundary
-        self.concavity, self.score_ref = concavity, score_ref
+        self.kappa = kappa if kappa.any() else None  # None: the paper's R, nothing to shape
+        self.score_ref = score_ref
         self.net = torch.compile(model) if compile else model
         self.s = model.receptive_field
 
@@ -165,8 +167,9 @@ class Regularizer:
             leaf = self._prepare(x).detach().requires_grad_(need_grad and p > 0)
             xb = pad_boundary(leaf, s, self.boundary)
         nb = xb.shape[0]
-        kappa = torch.as_tensor(self.concavity, dtype=xb.dtype, device=xb.device).flatten()
-        kappa = kappa.repeat_interleave(nb // kappa.numel()).view(-1, 1, 1, 1) if kappa.numel() > 1 else kappa
+        kappa = self.kappa
+        if kappa is not None:  # one value per image, repeated over its channels under per_channel
+            kappa = kappa.to(xb).repeat_interleave(nb // kappa.numel()).view(-1, 1, 1, 1)
         ho, wo = xb.shape[-2] - s + 1, xb.shape[-1] - s + 1
         tile = self.tile_size(x)
         total = xb.new_zeros(nb)
@@ -179,7 +182,9 @@ class Regularizer:
             with torch.enable_grad(), torch.autocast(sub.device.type, dtype=torch.bfloat16,
                                                      enabled=self.precision == "bf16"):
                 sub.requires_grad_(need_grad)
-                r = shape_scores(self.net(sub).to(xb.dtype), kappa, self.score_ref)
+                r = self.net(sub).to(xb.dtype)
+                if kappa is not None:
+                    r = shape_scores(r, kappa, self.score_ref)
                 score = r.sum(dim=(1, 2, 3)) / (ho * wo)
                 if need_grad:
                     (g,) = torch.autograd.grad(score.sum(), sub)
