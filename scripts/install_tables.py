@@ -2,10 +2,12 @@
 
     python scripts/install_tables.py runs/cal_gray_denoise runs/cal_gray_tasks \
         runs/cal_color_denoise runs/cal_color_tasks
+    python scripts/install_tables.py --into gray runs/cal_new_denoise runs/cal_new_tasks
 
 Each RUN folder holds the model copy that `alr bench calibrate -o RUN` wrote; the tasks it
-calibrated (its results.csv) replace those of the shipped model of the same name (a table
-calibrated with `--iters` carries the iteration count chosen at each noise level).
+calibrated (its results.csv) replace those of the shipped model of the same name, or of the
+shipped model named by `--into` (a table calibrated with `--iters` carries the iteration count
+chosen at each noise level).
 """
 import csv
 import sys
@@ -14,11 +16,15 @@ from pathlib import Path
 from alr.critic import load_file
 from alr.pretrained import MODEL_DIR
 
-for run in map(Path, sys.argv[1:]):
+args = sys.argv[1:]
+into = None
+if args[:1] == ["--into"]:
+    into, args = args[1], args[2:]
+for run in map(Path, args):
     (copy,) = run.glob("*.safetensors")
     tasks = {r["task"] for r in csv.DictReader(open(run / "results.csv"))}
     src = load_file(copy)
-    target = MODEL_DIR / copy.name
+    target = MODEL_DIR / (f"{into}.safetensors" if into else copy.name)
     m = load_file(target)
     m.meta["lambda"] = {**m.meta.get("lambda", {}), **{t: src.meta["lambda"][t] for t in tasks}}
     m.meta["lambda_calibration"] = src.meta["lambda_calibration"]

@@ -33,8 +33,8 @@ def write(rows: list[dict], path: str) -> None:
         print(k, len(v), *(round(sum(r[m] for r in v) / len(v), n) for m, n in (("psnr", 2), ("ssim", 3), ("seconds", 2))))
 
 
-# ALR rows: the shipped gray model (GPU run of scripts/gpu_eval.sh: runs/gpu4, and the CPU runs after the
-# per-sigma calibrations, see alr_rows); baselines: the CPU runs below.
+# ALR rows: the shipped models (GPU run of scripts/gpu_eval.sh: runs/gpu6); the previous release's rows
+# keep a suffix (_prev, _kappa0, _20iters); baselines: the CPU runs below.
 alr = {"alr"}
 # paper protocol: sigma 0.1 / 0.2 rows were saved from the running process (README), the rest are run folders
 paper = [r for r in json.load(open("runs/table2_paper_main/rows_sigma0.1.json"))[0]
@@ -46,22 +46,29 @@ paper += from_csv("runs/table2_paper_04/per_image.csv", {"input", "bm3d", "tv"})
 
 
 def alr_rows(gpu_run: str, iters_run: str, shaped_run: str, protocol: str) -> list[dict]:
-    """The shipped gray's rows: sigma 0.1 / 0.2 from the CPU run with the shaped patch scores (concavity
-    0.7 / 0.5, 8 / 12 iterations), sigma 0.4 (20 iterations, no shaping: unchanged) from the GPU run.
-    Earlier defaults stay beside them: ``alr_kappa0`` (the paper's R with the per-sigma iterations,
-    CPU) and ``alr_20iters`` (the paper's R, 20 iterations, the GPU run's sigma 0.1 / 0.2)."""
+    """The previous gray's rows (bsd400 only, method ``alr_prev``): sigma 0.1 / 0.2 from the CPU run with the
+    shaped patch scores, sigma 0.4 from the GPU run; earlier defaults beside them: ``alr_kappa0`` (the paper's
+    R with the per-sigma iterations, CPU) and ``alr_20iters`` (the paper's R, 20 iterations, GPU)."""
     gpu = from_csv(gpu_run, alr)
     unshaped = [r for r in from_csv(iters_run, alr) if r["protocol"] == protocol]
-    return ([r for r in gpu if r["sigma"] == 0.4] + from_csv(shaped_run, alr)
+    return ([{**r, "method": "alr_prev"} for r in gpu if r["sigma"] == 0.4]
+            + [{**r, "method": "alr_prev"} for r in from_csv(shaped_run, alr)]
             + [{**r, "method": "alr_kappa0"} for r in unshaped]
             + [{**r, "method": "alr_20iters"} for r in gpu if r["sigma"] < 0.4])
 
 
+def renamed(rows: list[dict], suffix: str) -> list[dict]:
+    return [{**r, "method": r["method"] + suffix} for r in rows]
+
+
+# the shipped models' ALR rows: one H100 run of scripts/gpu_eval.sh (runs/gpu6)
+NEW = "runs/gpu6/r"
+paper += from_csv(f"{NEW}/table2_paper/per_image.csv", {"alr", "alr-clipped"})
 paper += alr_rows("runs/gpu4/table2_paper/per_image.csv", "runs/table2_iters/per_image.csv",
                   "runs/table2_shape_paper/per_image.csv", "paper")
-# ALR with the censored data term (alr.fidelity.ClippedGaussian), CPU runs
-paper += from_csv("runs/table2_clipfid_hi/per_image.csv", {"alr-clipped"})  # sigma 0.4
-paper += from_csv("runs/table2_shape_clip/per_image.csv", {"alr-clipped"})  # sigma 0.1 and 0.2, shaped scores
+# the previous gray with the censored data term (alr.fidelity.ClippedGaussian), CPU runs
+paper += renamed(from_csv("runs/table2_clipfid_hi/per_image.csv", {"alr-clipped"}), "_prev")  # sigma 0.4
+paper += renamed(from_csv("runs/table2_shape_clip/per_image.csv", {"alr-clipped"}), "_prev")  # 0.1, 0.2
 paper += [{**r, "method": "alr-clipped_kappa0"}  # the same before the shaping
           for r in from_csv("runs/table2_clipfid_lo/per_image.csv", {"alr-clipped"})]
 write(paper, "docs/results/table2_paper_per_image.csv")
@@ -70,16 +77,21 @@ baselines = {"input", "bm3d", "epll", "tv"}
 standard = from_csv("runs/table2_standard/per_image.csv", baselines)  # sigma 0.1: input, bm3d, tv
 standard += from_csv("runs/table2_standard_epll/per_image.csv", {"epll"})  # sigma 0.1
 standard += from_csv("runs/table2_standard_hi/per_image.csv", baselines)  # sigma 0.2 and 0.4
+standard += from_csv(f"{NEW}/table2_standard/per_image.csv", alr)
 standard += alr_rows("runs/gpu4/table2_standard/per_image.csv", "runs/table2_iters/per_image.csv",
                      "runs/table2_shape_std/per_image.csv", "standard")
 write(standard, "docs/results/table2_standard_per_image.csv")
 
 everything = baselines | alr
-color = from_csv("runs/table2_color/per_image.csv", everything)  # sigma 0.1
-color += from_csv("runs/table2_color_hi/per_image.csv", everything)  # sigma 0.2 and 0.4
-color += from_csv("runs/table2_color_clip04/per_image.csv", {"alr-clipped"})
-color += from_csv("runs/table2_color_clip02/per_image.csv", {"alr-clipped"})
-color += from_csv("runs/table2_color_clip01/per_image.csv", {"alr-clipped"})
+base = everything - alr
+color = from_csv("runs/table2_color/per_image.csv", base)  # sigma 0.1
+color += from_csv("runs/table2_color_hi/per_image.csv", base)  # sigma 0.2 and 0.4
+color += from_csv(f"{NEW}/color_paper/per_image.csv", {"alr", "alr-clipped"})  # shaped color table
+# the previous color table (no shaping): CPU runs
+color += renamed(from_csv("runs/table2_color/per_image.csv", alr), "_prev")
+color += renamed(from_csv("runs/table2_color_hi/per_image.csv", alr), "_prev")
+for run in ("runs/table2_color_clip04", "runs/table2_color_clip02", "runs/table2_color_clip01"):
+    color += renamed(from_csv(f"{run}/per_image.csv", {"alr-clipped"}), "_prev")
 write(color, "docs/results/table2_color_paper_per_image.csv")
 
 # critics continued on the GPU (scripts/gpu_continue.sh, results folder runs/gpu3); method = the critic
@@ -87,16 +99,23 @@ continued = []
 for name in ("c01_b256", "c01_c", "c02_c", "c04_c", "gray_c"):
     for r in from_csv(f"runs/gpu3/t2_{name}/per_image.csv", alr):
         continued.append({**r, "method": name})
+# more data / larger patches (scripts/gpu_data_depth.sh, runs/gpu5): sigma 0.1 (t2a) and 0.2 (t2b)
+for name in ("g400_init", "g432_init", "g432_d6", "g432_d8"):
+    for run in ("t2a", "t2b"):
+        continued += [{**r, "method": name} for r in from_csv(f"runs/gpu5/r/{run}_{name}/per_image.csv", alr)]
 write(continued, "docs/results/table2_continued_critics_per_image.csv")
 
 # BSD68 deblurring: ALR and TV from the GPU run (runs/gpu4), BM3D and EPLL from CPU runs
-deblur = from_csv("runs/gpu4/deblur_bsd68/bsd68/per_image.csv", {"input", "alr", "tv"})
+deblur = from_csv("runs/gpu4/deblur_bsd68/bsd68/per_image.csv", {"input", "tv"})
+deblur += from_csv(f"{NEW}/deblur_bsd68/bsd68/per_image.csv", alr)
+deblur += renamed(from_csv("runs/gpu4/deblur_bsd68/bsd68/per_image.csv", alr), "_prev")
 deblur += from_csv("runs/deblur_bsd68_bm3d/bsd68/per_image.csv", {"bm3d"})
 deblur += from_csv("runs/deblur_bsd68_epll/bsd68/per_image.csv", {"epll"})
 write(deblur, "docs/results/deblur_bsd68_per_image.csv")
 
 # CBSD68 under the standard protocol: ALR and the baselines ran as two CPU jobs side by side
-color_std = from_csv("runs/table2_color_std_alr/per_image.csv", alr)  # sigma 0.1 and 0.2
-color_std += from_csv("runs/table2_color_std_alr04/per_image.csv", alr)  # sigma 0.4
+color_std = from_csv(f"{NEW}/color_standard/per_image.csv", alr)
+color_std += renamed(from_csv("runs/table2_color_std_alr/per_image.csv", alr), "_prev")  # sigma 0.1 and 0.2
+color_std += renamed(from_csv("runs/table2_color_std_alr04/per_image.csv", alr), "_prev")  # sigma 0.4
 color_std += from_csv("runs/table2_color_std_base/per_image.csv", everything - alr)
 write(color_std, "docs/results/table2_color_standard_per_image.csv")

@@ -163,6 +163,8 @@ def test_train_init_continues_a_model(tmp_path, sample_dir, capsys):
     assert cont.config() == gray.config() and "lambda" not in cont.meta and "lambda" in gray.meta
     assert cont.meta["continued_from"]["model"] == "gray"
     assert cont.meta["continued_from"]["training"] == gray.meta["training"]
+    assert cont.meta["continued_from"]["data"] == gray.meta["data"]  # the parent's data, not overwritten
+    assert cont.meta["data"]["clean"] == str(sample_dir)
     assert cont.meta["training"]["steps"] == 3
     with pytest.raises(KeyError, match="alr bench calibrate --model FILE --tasks denoise"):
         alr.lam_for(cont, "denoise", 0.1)

@@ -105,3 +105,20 @@ def test_model_used_for_restoration_can_be_trained_further(sample_dir):
     train_critic(critic, pairs.sample, TrainConfig(steps=3, batch_size=8, lr0=1e-3, device="cpu",
                                                    ckpt_every=10), progress=False)
     assert all(not torch.equal(a, b) for a, b in zip(before, weights))
+
+
+def test_color_folder_trains_a_gray_critic_on_luma(tmp_path):
+    """The shipped gray model's last stage read cbsd432's color JPEGs as gray (ITU-R 601 luma)."""
+    from PIL import Image
+    from skimage import data
+
+    from alr.images import read_image, to_channels
+    for i, im in enumerate([data.astronaut()[:96, :120], data.coffee()[:80, :90]]):
+        Image.fromarray(im).save(tmp_path / f"c{i}.png")
+    stack = ImageStack.from_folder(tmp_path, 1)
+    assert stack.channels == 1 and stack.sizes.tolist() == [[96, 120], [80, 90]]
+    luma = to_channels(read_image(tmp_path / "c0.png"), 1)[0]
+    assert torch.allclose(stack.data[0, :, :96, :120].float(), luma, atol=1e-6)
+    pairs = make_patch_pairs(tmp_path, 13, 1, degradation=Degradation(0.1, 0.1))
+    p, q = pairs.sample(8, torch.Generator().manual_seed(0))
+    assert p.shape == q.shape == (8, 1, 13, 13)

@@ -89,11 +89,13 @@ def continue_from(model: nn.Module, source: str) -> nn.Module:
     """Prepare a trained ``model`` (loaded from ``source``) for further training.
 
     Its lambda tables no longer hold once the weights change, so they are dropped;
-    the header records the model and the training it continued from
+    the header records the model, the data and the training it continued from
     (``meta["continued_from"]``, nested when a model is continued twice).
     """
     meta = dict(getattr(model, "meta", None) or {})
     prev = {"model": str(source), "training": meta.pop("training", {})}
+    if "data" in meta:
+        prev["data"] = meta.pop("data")
     if "continued_from" in meta:
         prev["continued_from"] = meta.pop("continued_from")
     meta.pop("lambda", None)
