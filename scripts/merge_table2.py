@@ -87,6 +87,8 @@ base = everything - alr
 color = from_csv("runs/table2_color/per_image.csv", base)  # sigma 0.1
 color += from_csv("runs/table2_color_hi/per_image.csv", base)  # sigma 0.2 and 0.4
 color += from_csv(f"{NEW}/color_paper/per_image.csv", {"alr", "alr-clipped"})  # shaped color table
+EPLL3 = "runs/gpu7/r/epll_{}_{}/per_image.csv"  # color EPLL: scripts/gpu_epll_color.sh
+color += [r for s in (0.1, 0.2, 0.4) for r in from_csv(EPLL3.format("paper", s), {"epll"})]
 # the previous color table (no shaping): CPU runs
 color += renamed(from_csv("runs/table2_color/per_image.csv", alr), "_prev")
 color += renamed(from_csv("runs/table2_color_hi/per_image.csv", alr), "_prev")
@@ -118,4 +120,5 @@ color_std = from_csv(f"{NEW}/color_standard/per_image.csv", alr)
 color_std += renamed(from_csv("runs/table2_color_std_alr/per_image.csv", alr), "_prev")  # sigma 0.1 and 0.2
 color_std += renamed(from_csv("runs/table2_color_std_alr04/per_image.csv", alr), "_prev")  # sigma 0.4
 color_std += from_csv("runs/table2_color_std_base/per_image.csv", everything - alr)
+color_std += [r for s in (0.1, 0.2, 0.4) for r in from_csv(EPLL3.format("standard", s), {"epll"})]
 write(color_std, "docs/results/table2_color_standard_per_image.csv")
