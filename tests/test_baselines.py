@@ -29,6 +29,15 @@ def test_epll_denoises_and_deblurs(camera, gmm):
         epll_restore(y.expand(-1, 3, -1, -1), None, 0.1, gmm)
 
 
+def test_shipped_color_gmm_denoises_a_color_image():
+    from skimage import data
+    gmm3 = GMM.load(MODEL_DIR / "epll_gmm_3ch.safetensors")
+    assert gmm3.dim == 192 and gmm3.patch == 8
+    x = torch.from_numpy(data.astronaut()[100:164, 180:244]).permute(2, 0, 1)[None].float() / 255
+    y = add_noise(x, 0.1, seed=0)
+    assert float(psnr(epll_restore(y, None, 0.1, gmm3), x)) > float(psnr(y, x)) + 5
+
+
 def test_tv_and_bm3d_denoise(camera):
     x = camera[..., 128:192, 192:256]
     y = add_noise(x, 0.1, seed=0)
