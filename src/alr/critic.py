@@ -154,11 +154,19 @@ def shape_scores(r: torch.Tensor, concavity: float | torch.Tensor = 0.0, score_r
     >>> [round(v, 3) for v in shape_scores(r, 0.5, 2.0).tolist()]
     [0.703, 2.0, 2.787]
     """
-    k = torch.as_tensor(concavity, dtype=r.dtype, device=r.device)
+    k = check_concavity(torch.as_tensor(concavity, dtype=r.dtype, device=r.device))
+    return shape_scores_unchecked(r, k, score_ref) if k.any() else r
+
+
+def check_concavity(k: torch.Tensor) -> torch.Tensor:
+    """``k`` itself if every concavity is finite and >= 0, else ValueError."""
     if not (torch.isfinite(k).all() and (k >= 0).all()):
-        raise ValueError(f"concavity must be finite and >= 0, got {concavity}")
-    if not k.any():
-        return r
+        raise ValueError(f"concavity must be finite and >= 0, got {k.tolist()}")
+    return k
+
+
+def shape_scores_unchecked(r: torch.Tensor, k: torch.Tensor, score_ref: float) -> torch.Tensor:
+    """:func:`shape_scores` without the checks (hot path: ``k`` validated once by the caller)."""
     safe = torch.where(k > 0, k, torch.ones_like(k))  # no 0/0, even in the unused branch of where
     return torch.where(k > 0, score_ref - torch.expm1(-safe * (r - score_ref)) / safe, r)
 

@@ -55,7 +55,7 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from .critic import PatchCritic, boundary_padding, pad_boundary, shape_scores
+from .critic import PatchCritic, boundary_padding, check_concavity, pad_boundary, shape_scores_unchecked
 from .fidelity import Gaussian
 from .physics import Denoising, LinearOperator
 
@@ -118,8 +118,7 @@ class Regularizer:
                  max_memory: float | None = None, precision: str = "fp32",
                  boundary: str = "reflect", compile: bool = False,
                  concavity: float | torch.Tensor = 0.0, score_ref: float = 0.0) -> None:
-        kappa = torch.as_tensor(concavity, dtype=torch.float64).flatten()
-        shape_scores(torch.zeros(1), kappa, score_ref)  # validates the shaping
+        kappa = check_concavity(torch.as_tensor(concavity, dtype=torch.float64).flatten())
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"unknown precision {precision!r}; use fp32 or bf16")
         self.pad = boundary_padding(model.receptive_field, boundary)  # validates the boundary name
@@ -184,7 +183,7 @@ class Regularizer:
                 sub.requires_grad_(need_grad)
                 r = self.net(sub).to(xb.dtype)
                 if kappa is not None:
-                    r = shape_scores(r, kappa, self.score_ref)
+                    r = shape_scores_unchecked(r, kappa, self.score_ref)
                 score = r.sum(dim=(1, 2, 3)) / (ho * wo)
                 if need_grad:
                     (g,) = torch.autograd.grad(score.sum(), sub)
