@@ -17,6 +17,9 @@ solves) on 8 centre crops 128x128 of set12, noise ``--sigma`` seeded 1 and clipp
   cbsd432, as ``alr bench calibrate``), noise ``--sigma`` seeded 1, at the model's lambda times 0.25,
   0.5 and 1: PSNR on unclipped inputs (Gaussian term), on clipped inputs with the Gaussian term and
   with the censored one (``alr.fidelity.ClippedGaussian``).
+* ``symmetric MODEL``: R averaged over the 8 flips / quarter turns (``alr restore --symmetric``). On
+  the 12 calibration crops of ``alr bench calibrate --cal-images 12`` (unclipped noise, seed 1), at
+  sigma 0.1 and 0.2, the model's solver and lambda times 0.7, 1 and 1.4: PSNR with R and with R_sym.
 * ``iters MODEL``: early stopping. For sigma 0.1 / 0.2 / 0.4, both protocols (clipped or not), the
   mean PSNR after 5, 8 and 20 L-BFGS iterations at the model's lambda times 0.7, 1 and 1.4.
 
@@ -33,6 +36,7 @@ The runs reported in the README (ALR_DATA set; T=docs/models/table1)::
         $T/critic_0.05.safetensors,$T/critic_0.1.safetensors,$T/critic_0.2.safetensors,$T/critic_range.safetensors
     python scripts/probe_critic.py iters gray
     python scripts/probe_critic.py clipped color --sigma 0.4
+    python scripts/probe_critic.py symmetric gray
 """
 import argparse
 import time
@@ -146,9 +150,22 @@ def clipped_grid(model, root, sigma: float) -> None:
               flush=True)
 
 
+def symmetric_grid(model, root) -> None:
+    """Print PSNR with R and with the symmetrised R over lambda, at sigma 0.1 and 0.2."""
+    x = calibration_crops(root / "set12", 1, False, images=12)
+    for sigma in (0.1, 0.2):
+        y = add_noise(x, sigma, seed=1)
+        opts = solver_options(model, "denoise", sigma)
+        for f in (0.7, 1.0, 1.4):
+            lam = f * alr.lam_for(model, "denoise", sigma)
+            vals = {sym: float(psnr(alr.restore(y, None, model, lam, symmetric=sym, **opts)[0], x).mean())
+                    for sym in (False, True)}
+            print(f"sigma {sigma} lambda {lam:.3g} (x{f}): R {vals[False]:.2f}, R_sym {vals[True]:.2f}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("probe", choices=["eval", "finetune", "ensemble", "iters", "clipped"])
+    ap.add_argument("probe", choices=["eval", "finetune", "ensemble", "iters", "clipped", "symmetric"])
     ap.add_argument("models", help="model name or file (comma-separated for ensemble)")
     ap.add_argument("--sigma", type=float, default=0.1)
     ap.add_argument("--lam", type=float, default=0.01, help="start of the lambda line search")
@@ -169,6 +186,8 @@ def main() -> None:
         return iteration_grid(models[0], root)
     if args.probe == "clipped":
         return clipped_grid(models[0], root, args.sigma)
+    if args.probe == "symmetric":
+        return symmetric_grid(models[0], root)
     if args.probe == "ensemble":
         model = ensemble(models)
     elif args.probe == "finetune":

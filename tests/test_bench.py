@@ -172,3 +172,35 @@ def test_calibrate_chooses_the_concavity_per_noise_level(tmp_path):
     with pytest.raises(SystemExit):
         main(["bench", "calibrate", "--concavity", "0,-1", "-o", str(tmp_path / "bad")])
     assert not (tmp_path / "bad").exists()
+
+
+def test_calibrate_clipped_table_serves_the_censored_data_term(tmp_path, monkeypatch):
+    """--tasks denoise-clipped: the line search restores clipped noisy crops with the censored data
+    term; the table lands under "denoise-clipped", which lam_for / solver_options use with
+    clipped=True (the Gaussian table otherwise, and as the fallback of a model without one)."""
+    import alr
+    from alr import experiments
+    from alr.fidelity import ClippedGaussian
+
+    seen = []
+
+    def spy(y, *a, **k):
+        seen.append((float(y.min()), float(y.max()), type(k["fidelity"])))
+        return real(y, *a, **k)
+
+    real = experiments.restore
+    monkeypatch.setattr(experiments, "restore", spy)
+    out = tmp_path / "cal"
+    assert main(["bench", "calibrate", "--quick", "--tasks", "denoise-clipped", "--sigmas", "0.2",
+                 "--iters", "3", "-o", str(out), "--data", str(data_dir())]) == 0
+    assert seen and all(lo >= 0 and hi <= 1 and f is ClippedGaussian for lo, hi, f in seen)
+    copy = alr.load(out / "gray.safetensors")
+    table = copy.meta["lambda"]["denoise-clipped"]
+    assert table["sigma"] == [0.2] and table["iters"] == [3]
+    assert copy.meta["lambda"]["denoise"] == alr.load("gray").meta["lambda"]["denoise"]  # untouched
+    assert alr.lam_for(copy, "denoise", 0.2, clipped=True) == pytest.approx(table["lam"][0])
+    assert alr.lam_for(copy, "denoise", 0.2) == alr.lam_for(alr.load("gray"), "denoise", 0.2)
+    assert alr.pretrained.solver_options(copy, "denoise", 0.2, clipped=True)["iters"] == 3
+    bare = alr.load(out / "gray.safetensors")
+    del bare.meta["lambda"]["denoise-clipped"]
+    assert alr.lam_for(bare, "denoise", 0.2, clipped=True) == alr.lam_for(bare, "denoise", 0.2)

@@ -114,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--lam", type=_positive_float, default=None, help="regularisation weight (default: model's table)")
     r.add_argument("--clipped", action="store_true",
                    help="the input was clipped to [0, 1] after the noise (saturated pixels): use the censored "
-                        "Gaussian data term of alr.fidelity (needs the noise level: --sigma, or estimated)")
+                        "Gaussian data term of alr.fidelity (needs the noise level: --sigma, or estimated) and the "
+                        "model's denoise-clipped lambda table where it has one")
     kern = r.add_mutually_exclusive_group()
     kern.add_argument("--kernel", help="blur kernel file (.npy or image), for --task deblur")
     kern.add_argument("--blur-sigma", type=_positive_float, help="Gaussian blur std, for --task deblur")
@@ -124,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--iters", type=int, default=None)
     r.add_argument("--concavity", type=_positive_float, default=None,
                    help="concave shaping of the patch scores (default: the model's table; 0: the paper's R)")
+    r.add_argument("--symmetric", action="store_true",
+                   help="average R over the 8 flips and quarter turns of the image (8x slower, about +0.1 dB)")
     r.add_argument("--boundary", default=None, choices=("reflect", "valid"),
                    help="R on the mirrored image (default) or on inner patches only (the paper's)")
     r.add_argument("--compile", action="store_true", help="compile the critic with torch.compile")
@@ -240,12 +243,12 @@ class _Job:
             if args.task == "denoise":
                 sigma = estimate_sigma(y)
                 say(f"{path.name}: estimated noise sigma = {sigma:.4f}")
-        self.lam = args.lam if args.lam is not None else lam_for(model, args.task, sigma)
+        self.lam = args.lam if args.lam is not None else lam_for(model, args.task, sigma, args.clipped)
         saturated = float(((y <= 0) | (y >= 1)).float().mean())
         if saturated > 0.01 and not args.clipped:
             say(f"{path.name}: {saturated:.0%} of the pixels are at 0 or 1; if the noise was clipped "
                 "(saturation), --clipped models it and restores them better")
-        kw = solver_options(model, args.task, sigma)
+        kw = solver_options(model, args.task, sigma, args.clipped)
         if args.method is not None and args.method != kw["method"]:  # keep what defines the energy
             kw = {"method": args.method, **{k: kw[k] for k in ("boundary", "concavity", "score_ref") if k in kw}}
         if args.concavity is not None:
@@ -257,6 +260,8 @@ class _Job:
             kw["iters"] = args.iters
         if args.boundary:
             kw["boundary"] = args.boundary
+        if args.symmetric:
+            kw["symmetric"] = True
         self.concavity = kw.pop("concavity", 0.0)  # per image, like lam: not a reason to split a batch
         self.path, self.out, self.y, self.model, self.kw, self.sigma = path, out, y, model, kw, sigma
 

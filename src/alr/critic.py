@@ -116,13 +116,18 @@ class PatchCritic(nn.Module):
         return self.net(x)
 
     def regularizer(self, x: torch.Tensor, boundary: str = "reflect", concavity: float = 0.0,
-                    score_ref: float = 0.0) -> torch.Tensor:
+                    score_ref: float = 0.0, symmetric: bool = False) -> torch.Tensor:
         """R(x): the mean (shaped) patch score of each image, shape (B,).
 
         ``boundary="valid"`` averages the patches inside the image (the paper's R);
         ``"reflect"`` those of the image mirrored by s - 1 pixels (see :func:`pad_boundary`).
         ``concavity`` and ``score_ref`` shape the scores first (:func:`shape_scores`).
+        ``symmetric``: ``R_sym(x) = 1/8 sum_g R(g x)`` over the 8 flips and quarter turns g
+        (:func:`dihedral`), a regulariser invariant to them.
         """
+        if symmetric:
+            return sum(self.regularizer(dihedral(x, k), boundary, concavity, score_ref)
+                       for k in range(DIHEDRAL)) / DIHEDRAL
         r = self(pad_boundary(x, self.receptive_field, boundary))
         return shape_scores(r, concavity, score_ref).mean(dim=(1, 2, 3))
 
@@ -156,6 +161,28 @@ def shape_scores(r: torch.Tensor, concavity: float | torch.Tensor = 0.0, score_r
     """
     k = check_concavity(torch.as_tensor(concavity, dtype=r.dtype, device=r.device))
     return shape_scores_unchecked(r, k, score_ref) if k.any() else r
+
+
+DIHEDRAL = 8  # the symmetries of the square: 4 quarter turns, each with or without a mirror
+
+
+def dihedral(x: torch.Tensor, k: int, inverse: bool = False) -> torch.Tensor:
+    """The k-th of the 8 flips / quarter turns of the pixel grid, ``g_k(x) = rot90^(k mod 4)(flip^(k >= 4)(x))``
+    (``inverse``: ``g_k^-1``). Each is a permutation of the pixels, so ``g_k^-1 = g_k^T`` and the
+    gradient of ``x -> f(g_k x)`` is ``g_k^-1`` of the gradient of ``f`` at ``g_k x``.
+
+    >>> import torch
+    >>> x = torch.arange(6.0).view(1, 1, 2, 3)
+    >>> all(torch.equal(dihedral(dihedral(x, k), k, inverse=True), x) for k in range(DIHEDRAL))
+    True
+    >>> dihedral(x, 1).shape
+    torch.Size([1, 1, 3, 2])
+    """
+    turns, mirror = k % 4, k >= 4
+    if inverse:
+        x = torch.rot90(x, -turns, (-2, -1))
+        return x.flip(-1) if mirror else x
+    return torch.rot90(x.flip(-1) if mirror else x, turns, (-2, -1))
 
 
 def check_concavity(k: torch.Tensor) -> torch.Tensor:

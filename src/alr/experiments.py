@@ -75,6 +75,8 @@ def add_bench_parser(sub) -> None:
                         f"(default {CAL_IMAGES}; more: a less noisy choice, proportionally slower)")
     b.add_argument("--calibrate-each", action="store_true",
                    help="table1: calibrate lambda for each critic (default: one shared table, as the paper)")
+    b.add_argument("--symmetric", action="store_true",
+                   help="table2 / deblur / inpaint / sr: ALR with R averaged over the 8 flips and quarter turns")
     b.add_argument("--max-images", type=int, default=None)
     b.add_argument("--sets", default="set12,bsd68", help="deblur: test sets to run")
     b.add_argument("--device", default=None)
@@ -123,9 +125,10 @@ def _seed(name: str, sigma: float, base: int) -> int:
     return (base * 1000003 + sum(ord(c) * 31 ** i for i, c in enumerate(name)) + int(sigma * 1e4)) % (2 ** 31)
 
 
-def alr_options(model, task: str, quick: bool, sigma: float | None = None) -> dict:
-    """The model's solver for ``task`` at noise ``sigma``; ``quick`` caps the iterations at 20."""
-    opts = solver_options(model, task, sigma)
+def alr_options(model, task: str, quick: bool, sigma: float | None = None, clipped: bool = False) -> dict:
+    """The model's solver for ``task`` at noise ``sigma`` (``clipped``: for clipped measurements and
+    the censored data term, :func:`alr.pretrained.solver_options`); ``quick`` caps the iterations at 20."""
+    opts = solver_options(model, task, sigma, clipped)
     if quick and "iters" in opts:
         opts["iters"] = min(opts["iters"], 20)
     return opts
@@ -222,7 +225,10 @@ def _figure(path: Path, panels: list[tuple[str, torch.Tensor]]) -> None:
 # ----------------------------------------------------------------------------- calibration
 CAL_CROP, CAL_IMAGES = 128, 4
 # task -> (noise levels, starting lambda of the line search at each level)
+# "denoise-clipped": noisy inputs clipped to [0, 1] (the paper's protocol) restored with the censored
+# data term, alr.fidelity.ClippedGaussian; its table serves `alr restore --clipped`
 CAL_TASKS = {"denoise": ([0.05, 0.1, 0.2, 0.4], [0.004, 0.01, 0.035, 0.14]),
+             "denoise-clipped": ([0.05, 0.1, 0.2, 0.4], [0.004, 0.01, 0.035, 0.14]),
              "deblur": ([0.01, 0.03], [2e-4, 6e-4]), "inpaint": ([0.01], [5e-4]), "sr": ([0.01], [2e-4])}
 
 
@@ -232,7 +238,7 @@ def denoise_start(sigma: float) -> float:
 
 
 def _cal_physics(task: str, shape: tuple[int, int]):
-    return {"denoise": Denoising, "deblur": lambda: Blur(gaussian_kernel(BLUR_STD)),
+    return {"denoise": Denoising, "denoise-clipped": Denoising, "deblur": lambda: Blur(gaussian_kernel(BLUR_STD)),
             "inpaint": lambda: Inpainting(random_mask(shape, 0.5, 1)), "sr": lambda: Downsampling(2)}[task]()
 
 
@@ -289,15 +295,17 @@ def calibrate_lambda(model, task: str, x: torch.Tensor, sigmas: list[float], sta
     Returns the best lambdas (3 significant digits), their iteration counts and concavities,
     and every evaluation as table rows.
     """
-    base = alr_options(model, task, quick)
+    clipped = task.endswith("-clipped")
+    base = alr_options(model, task.removesuffix("-clipped"), quick)
     physics = _cal_physics(task, tuple(x.shape[-2:]))
     best, best_iters, best_kappa, rows = [], [], [], []
     for sigma, lam0 in zip(sigmas, starts):
-        y = add_noise(physics.A(x), sigma, seed=1)
+        y = add_noise(physics.A(x), sigma, seed=1, clip=clipped)
         found: list[tuple[float, float, int, float]] = []  # (psnr, lambda, iterations, concavity)
         for it in iters or [base.get("iters")]:
             for kappa in concavities or [0.0]:
-                opts = {**base, "iters": it, "concavity": kappa, "score_ref": score_ref}
+                opts = {**base, "iters": it, "concavity": kappa, "score_ref": score_ref,
+                        "fidelity": ClippedGaussian(sigma) if clipped else None}
 
                 def f(lv: float) -> float:
                     xh, _ = restore(y, physics, model, lv, device=device, **opts)
@@ -331,7 +339,7 @@ def cmd_calibrate(args, out: Path) -> str:
     ref = score_reference(model, x) if args.concavity else 0.0
     for task in tasks:
         sigmas, starts = CAL_TASKS[task]
-        if args.sigmas and task == "denoise":
+        if args.sigmas and task.startswith("denoise"):
             sigmas = _sigmas(args, sigmas)
             starts = [denoise_start(v) for v in sigmas]
         best, its, kappas, rows = calibrate_lambda(model, task, x, sigmas, starts, args.quick, args.device,
@@ -409,7 +417,6 @@ def run_restoration_table(args, out: Path, task: str, folder: Path, sigmas: list
     rows, timings = [], {}
     for proto in protocols:
         for s in sigmas:
-            lam = lam_for(model, task, s)
             phys = [physics_for(x) for _, x in images]
             ys = [add_noise(p.A(x), s, seed=_seed(n, s, args.seed), clip=proto == "paper")
                   for p, (n, x) in zip(phys, images)]
@@ -418,9 +425,10 @@ def run_restoration_table(args, out: Path, task: str, folder: Path, sigmas: list
             results: dict[str, list[tuple[torch.Tensor, float]]] = {}
             for m in active:
                 if m in ("alr", "alr-clipped"):
-                    opts = {**alr_options(model, task, args.quick, s),
-                            "fidelity": ClippedGaussian(s) if m == "alr-clipped" else None}
-                    results[m] = _alr_batched(ys, phys, model, lam, ctx["device"], opts)
+                    clipped = m == "alr-clipped"
+                    opts = {**alr_options(model, task, args.quick, s, clipped),
+                            "fidelity": ClippedGaussian(s) if clipped else None, "symmetric": args.symmetric}
+                    results[m] = _alr_batched(ys, phys, model, lam_for(model, task, s, clipped), ctx["device"], opts)
                     continue
                 res = []
                 for p, y in zip(phys, ys):

@@ -7,7 +7,10 @@ table per task, ``{"denoise": {"sigma": [...], "lam": [...]}, ...}``,
 calibrated on training-side images (optionally with ``"iters"``, the solver
 iterations chosen at each sigma, and ``"concavity"`` / ``"score_ref"``, the shaping of
 the patch scores); :func:`lam_for` interpolates it
-log-linearly in sigma (clamped at the ends).
+log-linearly in sigma (clamped at the ends). A table named ``"TASK-clipped"`` (for
+example ``"denoise-clipped"``) is calibrated for measurements clipped to [0, 1] and the
+censored data term (:class:`alr.fidelity.ClippedGaussian`); ``clipped=True`` selects it,
+and falls back to the task's own table where the model has none.
 """
 from __future__ import annotations
 
@@ -48,8 +51,14 @@ def load(name_or_path: str | os.PathLike) -> PatchCritic | PointCritic:
     return load_file(resolve(name_or_path))
 
 
-def _table(model, task: str) -> dict | None:
-    return (getattr(model, "meta", None) or {}).get("lambda", {}).get(task)
+def table_name(task: str, clipped: bool = False) -> str:
+    """Key of the lambda table for ``task`` (``"TASK-clipped"`` for clipped measurements)."""
+    return f"{task}-clipped" if clipped else task
+
+
+def _table(model, task: str, clipped: bool = False) -> dict | None:
+    tables = (getattr(model, "meta", None) or {}).get("lambda", {})
+    return (clipped and tables.get(table_name(task, True))) or tables.get(task)
 
 
 def _interp_loglog(xs: list[float], ys: list[float], s: float, log_y: bool = True) -> float:
@@ -66,19 +75,20 @@ def _interp_loglog(xs: list[float], ys: list[float], s: float, log_y: bool = Tru
     return float(ys[-1])
 
 
-def lam_for(model: PatchCritic, task: str, sigma: float) -> float:
-    """Calibrated lam for ``task`` at noise level ``sigma`` from the model's table.
+def lam_for(model: PatchCritic, task: str, sigma: float, clipped: bool = False) -> float:
+    """Calibrated lam for ``task`` at noise level ``sigma`` from the model's table
+    (``clipped``: the table for clipped measurements and the censored data term, if any).
 
     Raises KeyError when the model has no table for the task: pass lam explicitly.
     """
-    table = _table(model, task)
+    table = _table(model, task, clipped)
     if not table:
         raise KeyError(f"model has no calibrated lambda for task {task!r}; pass --lam, or write one into "
                        f"a copy of the model with: alr bench calibrate --model FILE --tasks {task} -o DIR")
     return _interp_loglog(table["sigma"], table["lam"], sigma)
 
 
-def solver_options(model, task: str = "denoise", sigma: float | None = None) -> dict:
+def solver_options(model, task: str = "denoise", sigma: float | None = None, clipped: bool = False) -> dict:
     """The model's recommended solver settings for :func:`alr.restore` on ``task`` at noise ``sigma``.
 
     Models without a recommendation get :data:`DEFAULT_SOLVER`: L-BFGS with the reflect
@@ -86,12 +96,13 @@ def solver_options(model, task: str = "denoise", sigma: float | None = None) -> 
     (benchmarks/restore_speed.py). A lambda table calibrated with ``alr bench calibrate --iters``
     also holds the iteration count chosen at each of its noise levels (the solver stopped early
     where that restores better); given ``sigma``, that count is used (log-log interpolated).
+    ``clipped``: the settings of the table for clipped measurements, if any (:func:`lam_for`).
     """
     rec = (getattr(model, "meta", None) or {}).get("solver") or DEFAULT_SOLVER
     opts = {"method": rec["method"], **rec.get("options", {})}
     if "iters" not in opts and opts["method"] == "lbfgs":
         opts["iters"] = rec.get("iters", TASK_ITERS).get(task, max(TASK_ITERS.values()))
-    table = _table(model, task)
+    table = _table(model, task, clipped)
     if sigma is not None and table and "iters" in table:
         opts["iters"] = round(_interp_loglog(table["sigma"], table["iters"], sigma))
     if sigma is not None and table and "concavity" in table:

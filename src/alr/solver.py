@@ -55,7 +55,8 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from .critic import PatchCritic, boundary_padding, check_concavity, pad_boundary, shape_scores_unchecked
+from .critic import (DIHEDRAL, PatchCritic, boundary_padding, check_concavity, dihedral, pad_boundary,
+                     shape_scores_unchecked)
 from .fidelity import Gaussian
 from .physics import Denoising, LinearOperator
 
@@ -110,6 +111,8 @@ class Regularizer:
     concavity, score_ref : shape the patch scores before averaging,
         ``R(x) = mean_p psi(r(p))`` (:func:`alr.critic.shape_scores`; 0: the paper's R);
         ``concavity`` may hold one value per image.
+    symmetric : ``R_sym(x) = 1/8 sum_g R(g x)`` over the flips and quarter turns g of the
+        pixel grid (:func:`alr.critic.dihedral`); 8 times the cost of R.
 
     The critic runs in channels-last memory format (2x faster on CPU, same values).
     """
@@ -117,7 +120,8 @@ class Regularizer:
     def __init__(self, model: PatchCritic, per_channel: bool = False,
                  max_memory: float | None = None, precision: str = "fp32",
                  boundary: str = "reflect", compile: bool = False,
-                 concavity: float | torch.Tensor = 0.0, score_ref: float = 0.0) -> None:
+                 concavity: float | torch.Tensor = 0.0, score_ref: float = 0.0,
+                 symmetric: bool = False) -> None:
         kappa = check_concavity(torch.as_tensor(concavity, dtype=torch.float64).flatten())
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"unknown precision {precision!r}; use fp32 or bf16")
@@ -128,7 +132,7 @@ class Regularizer:
         self.model, self.per_channel, self.max_memory = model, per_channel, max_memory
         self.precision, self.boundary = precision, boundary
         self.kappa = kappa if kappa.any() else None  # None: the paper's R, nothing to shape
-        self.score_ref = score_ref
+        self.score_ref, self.symmetric = score_ref, symmetric
         self.net = torch.compile(model) if compile else model
         self.s = model.receptive_field
 
@@ -160,6 +164,18 @@ class Regularizer:
 
     def value_and_grad(self, x: torch.Tensor, need_grad: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
         """R(x) of shape (B,) and grad_x R(x) (or None), exact under tiling."""
+        if not self.symmetric:
+            return self._value_and_grad(x, need_grad)
+        r, grad = 0.0, None
+        for k in range(DIHEDRAL):  # grad R_sym(x) = 1/8 sum_g g^-1 grad R(g x)
+            rk, gk = self._value_and_grad(dihedral(x, k), need_grad)
+            r = r + rk
+            if need_grad:
+                gk = dihedral(gk, k, inverse=True)
+                grad = gk if grad is None else grad + gk
+        return r / DIHEDRAL, None if grad is None else grad / DIHEDRAL
+
+    def _value_and_grad(self, x: torch.Tensor, need_grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         b = x.shape[0]
         s, p = self.s, self.pad
         with torch.enable_grad():
@@ -234,7 +250,7 @@ def restore(y: torch.Tensor, physics: LinearOperator | None, model: PatchCritic,
             x0: torch.Tensor | None = None, per_channel: bool = False,
             max_memory: float | None = None, precision: str = "fp32", boundary: str = "reflect",
             compile: bool = False, concavity: float | torch.Tensor = 0.0, score_ref: float = 0.0,
-            clip: bool = True, fidelity=None,
+            symmetric: bool = False, clip: bool = True, fidelity=None,
             progress: bool = False, device: str | torch.device | None = None,
             callback: Callable[[int, torch.Tensor], None] | None = None) -> tuple[torch.Tensor, History]:
     """Minimise ``E(x) = 1/(2n) ||A x - y||^2 + lam R(x)``; see the module docstring.
@@ -258,6 +274,8 @@ def restore(y: torch.Tensor, physics: LinearOperator | None, model: PatchCritic,
     concavity, score_ref : concave shaping of the patch scores (:func:`alr.critic.shape_scores`);
         0 (default) is the paper's R. A calibrated model's table supplies both per noise level;
         ``concavity`` is a scalar or one value per image, like ``lam``.
+    symmetric : average R over the 8 flips and quarter turns of the image (:class:`Regularizer`):
+        8 times slower, about +0.1 dB at sigma 0.1 / 0.2 with the shipped ``gray`` and its table.
     clip : clip the result to [0, 1].
     fidelity : the data term (:mod:`alr.fidelity`); default the Gaussian ``1/2 ||Ax - y||^2``,
         ``ClippedGaussian(sigma)`` for measurements clipped to [0, 1].
@@ -286,7 +304,7 @@ def restore(y: torch.Tensor, physics: LinearOperator | None, model: PatchCritic,
     if not torch.isfinite(x).all():
         raise ValueError("starting point contains NaN or infinite values")
     prob = Problem(y, physics, Regularizer(model, per_channel, max_memory, precision, boundary, compile,
-                                         _per_image_weight(concavity, b, x, "concavity"), score_ref),
+                                         _per_image_weight(concavity, b, x, "concavity"), score_ref, symmetric),
                    _per_image_weight(lam, b, x), fidelity)
     iters = iters if iters is not None else (300 if method == "adam" else 100)
     hist = History(callback=callback)
