@@ -59,6 +59,29 @@ def test_clipped_data_term_runs_under_the_paper_protocol_only(tmp_path, capsys):
     assert not (tmp_path / "bad").exists()
 
 
+def test_table2_alr_rows_take_their_table_and_the_symmetric_option(tmp_path, monkeypatch):
+    """alr-clipped solves with the model's clipped-measurement table (lam_for(..., clipped=True)),
+    alr with the Gaussian one; --symmetric reaches both solves."""
+    import torch
+
+    import alr
+    from alr import experiments
+
+    seen = []
+
+    def spy(y, physics, model, lam, **k):
+        seen.append((k["fidelity"] is None, round(float(torch.as_tensor(lam).flatten()[0]), 6), k["symmetric"]))
+        return real(y, physics, model, lam, **{**k, "iters": 1})
+
+    real = experiments.restore
+    monkeypatch.setattr(experiments, "restore", spy)
+    assert main(["bench", "table2", "--quick", "-o", str(tmp_path / "t2"), "--data", str(data_dir()),
+                 "--methods", "alr,alr-clipped", "--protocol", "paper", "--sigmas", "0.2", "--symmetric"]) == 0
+    gray = alr.load("gray")
+    assert set(seen) == {(True, round(alr.lam_for(gray, "denoise", 0.2), 6), True),
+                         (False, round(alr.lam_for(gray, "denoise", 0.2, clipped=True), 6), True)}
+
+
 def test_sigmas_option_selects_the_noise_levels(tmp_path, capsys):
     import csv
     out = tmp_path / "db"

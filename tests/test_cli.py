@@ -98,6 +98,9 @@ def test_restore_clipped_input_with_the_censored_data_term(tmp_path, camera, cap
         assert main(["restore", str(noisy), "-o", str(tmp_path / name), "--sigma", "0.3"] + extra) == 0
     err = capsys.readouterr().err
     assert "of the pixels are at 0 or 1" in err and "clipped-noise data term" in err
+    gray = alr.load("gray")  # --clipped takes lambda from the table for clipped inputs (if the model has one)
+    assert f"lam {alr.lam_for(gray, 'denoise', 0.3, clipped=True):.4g}, lbfgs, clipped" in err
+    assert f"lam {alr.lam_for(gray, 'denoise', 0.3):.4g}, lbfgs, " in err
     x = read_image(clean)
     assert float(psnr(read_image(tmp_path / "clipped.png"), x)) > float(psnr(read_image(tmp_path / "plain.png"), x)) + 0.5
 
