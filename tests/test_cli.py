@@ -176,6 +176,10 @@ def test_train_cli_and_resume(tmp_path, sample_dir):
     assert main(args) == 0 and out.exists() and (tmp_path / "m.csv").exists()
     args[args.index("--steps") + 1] = "20"
     assert main(args + ["--resume"]) == 0
+    assert "augment" not in alr.load(out).meta["data"]
+    aug = tmp_path / "a.safetensors"
+    assert main(args[:-1] + [str(aug), "--augment"]) == 0
+    assert alr.load(aug).meta["data"]["augment"] == "random flips / quarter turns"  # recorded in the model
     assert main(["train", "--clean", str(tmp_path / "nope"), "--sigma", "0.1", "-o", str(out)]) == 2
 
 

@@ -22,6 +22,27 @@ def test_patch_sampler_is_seeded_and_in_range(sample_dir):
     assert 0 <= float(p1.min()) and float(p1.max()) <= 1
 
 
+def test_augmented_patches_are_turned_copies_of_the_plain_ones(sample_dir):
+    """augment=True: the same draws as without, each patch then by one of the 8 flips / quarter
+    turns, all of them used; seeded like the rest."""
+    from alr.critic import dihedral
+
+    plain = make_patch_pairs(sample_dir, 13, 1, degradation=Degradation(0.1, 0.1), seed=0)
+    aug = make_patch_pairs(sample_dir, 13, 1, degradation=Degradation(0.1, 0.1), seed=0, augment=True)
+    assert aug.describe()["augment"] and "augment" not in plain.describe()
+    ps, qs = plain.sample(64, torch.Generator().manual_seed(2))
+    pa, qa = aug.sample(64, torch.Generator().manual_seed(2))
+    used = set()
+    for a, b in ((pa, ps), (qa, qs)):
+        for i in range(64):
+            ks = [k for k in range(8) if torch.equal(dihedral(b[i:i + 1], k), a[i:i + 1])]
+            assert ks
+            used.add(ks[0])
+    assert len(used) == 8
+    pa2, _ = aug.sample(64, torch.Generator().manual_seed(2))
+    assert torch.equal(pa, pa2)
+
+
 def test_stack_handles_mixed_sizes():
     st = ImageStack([torch.rand(1, 20, 30), torch.rand(1, 40, 15)])
     p = st.sample(100, 14, torch.Generator().manual_seed(0))

@@ -98,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--ckpt-every", type=int, default=1000)
     t.add_argument("--max-seconds", type=float, default=None, help="stop (and save) after this wall time")
     t.add_argument("--max-images", type=int, default=None, help="use only the first N images of each folder")
+    t.add_argument("--augment", action="store_true",
+                   help="turn each training patch by a random flip / quarter turn (8x the patch variety)")
     t.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
     t.add_argument("--resume", action="store_true", help="continue from MODEL.ckpt")
     t.add_argument("--log", default=None, help="CSV log (default: MODEL with .csv)")
@@ -357,7 +359,7 @@ def cmd_train(args) -> None:
     elif args.blur:
         raise ValueError("--blur applies to synthetic noise (--sigma / --sigma-range), not --degraded")
     pairs = make_patch_pairs(args.clean, critic.receptive_field, args.channels, args.degraded, deg,
-                             seed=args.seed, max_images=args.max_images)
+                             seed=args.seed, max_images=args.max_images, augment=args.augment)
     desc = pairs.describe()
     critic.meta.update({"data": {"clean": str(args.clean), "degraded": str(args.degraded) if args.degraded else None,
                                  **desc},

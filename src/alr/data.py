@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .critic import DIHEDRAL, dihedral
 from .images import list_images, read_image
 from .physics import gaussian_kernel
 
@@ -156,13 +157,16 @@ class PatchPairs:
         disjoint set when ``degradation`` is given, else real degraded images.
     degradation : synthetic degradation, or None for real degraded images.
     size : patch side (the critic's receptive field).
+    augment : turn each patch by one of the 8 flips / quarter turns drawn at random
+        (:func:`random_dihedral`), so the critic sees 8 times the patch variety.
     """
 
     def __init__(self, clean: ImageStack, degraded_source: ImageStack, size: int,
-                 degradation: Degradation | None = None) -> None:
+                 degradation: Degradation | None = None, augment: bool = False) -> None:
         if clean.channels != degraded_source.channels:
             raise ValueError("clean and degraded images must have the same channel count")
         self.clean, self.source, self.size, self.degradation = clean, degraded_source, size, degradation
+        self.augment = augment
 
     def sample(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """One batch: (clean patches, degraded patches), each (n, C, s, s)."""
@@ -172,33 +176,48 @@ class PatchPairs:
         else:
             m = self.degradation.margin
             q = self.degradation(self.source.sample(n, self.size + 2 * m, generator), generator)
+        if self.augment:
+            p, q = random_dihedral(p, generator), random_dihedral(q, generator)
         return p, q
 
     def describe(self) -> dict:
         return {"clean_images": len(self.clean), "degraded_images": len(self.source),
                 "degradation": self.degradation.describe() if self.degradation else "real degraded images",
-                "patch_size": self.size}
+                "patch_size": self.size, **({"augment": "random flips / quarter turns"} if self.augment else {})}
+
+
+def random_dihedral(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Each square patch of ``x`` (n, C, s, s) turned by one of the 8 flips / quarter turns
+    (:func:`alr.critic.dihedral`), drawn uniformly and independently."""
+    k = torch.randint(DIHEDRAL, (x.shape[0],), generator=generator)
+    out = torch.empty_like(x)
+    for j in range(DIHEDRAL):
+        idx = (k == j).nonzero().flatten()
+        out[idx] = dihedral(x[idx], j)
+    return out
 
 
 def make_patch_pairs(clean_dir: str | os.PathLike, size: int, channels: int,
                      degraded_dir: str | os.PathLike | None = None,
                      degradation: Degradation | None = None, seed: int = 0,
-                     max_images: int | None = None) -> PatchPairs:
+                     max_images: int | None = None, augment: bool = False) -> PatchPairs:
     """Build the unpaired patch stream from folders.
 
     With ``degraded_dir`` its images are the degraded source and all of
     ``clean_dir`` is clean. Otherwise ``clean_dir`` is split in two disjoint
     halves: one stays clean, the other is degraded by ``degradation``.
+    ``augment``: random flips / quarter turns of the patches (:class:`PatchPairs`).
     """
     if (degraded_dir is None) == (degradation is None):
         raise ValueError("give exactly one of a degraded folder or a synthetic degradation")
     files = list_images(clean_dir)[: max_images or None]
     if degraded_dir is not None:
         return PatchPairs(ImageStack.from_folder(clean_dir, channels, files),
-                          ImageStack.from_folder(degraded_dir, channels, max_images=max_images), size)
+                          ImageStack.from_folder(degraded_dir, channels, max_images=max_images), size,
+                          augment=augment)
     stack = ImageStack.from_folder(clean_dir, channels, files)
     ci, di = split_unpaired(len(stack), seed)
-    return PatchPairs(stack.subset(ci), stack.subset(di), size, degradation)
+    return PatchPairs(stack.subset(ci), stack.subset(di), size, degradation, augment)
 
 
 def add_noise(x: torch.Tensor, sigma: float, seed: int | None = None, clip: bool = False) -> torch.Tensor:

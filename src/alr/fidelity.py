@@ -10,7 +10,8 @@ measurement to the sensor range, ``y = clip(A x + n, 0, 1)``: a pixel read as 0 
                       = -log Phi((u_i - 1) / sigma)      if y_i >= 1
 
 with ``u = A x`` and Phi the standard normal CDF. :class:`ClippedGaussian` is sigma^2 times it, so
-it equals :class:`Gaussian` on unclipped pixels and the same lambda serves both. It is convex in
+it equals :class:`Gaussian` on unclipped pixels and the Gaussian lambda table is a sensible start;
+a model may also hold a table calibrated for it (``denoise-clipped``, ``alr.lam_for(..., clipped=True)``). It is convex in
 ``u`` (Phi is log-concave); at a clipped pixel it pulls ``u`` only towards the clipped side, and
 less and less once ``u`` is past the bound, instead of pulling it back to the bound as the
 Gaussian term does. Values are per image and divided by the number of pixels ``n`` (the solver's
