@@ -227,3 +227,20 @@ def test_calibrate_clipped_table_serves_the_censored_data_term(tmp_path, monkeyp
     bare = alr.load(out / "gray.safetensors")
     del bare.meta["lambda"]["denoise-clipped"]
     assert alr.lam_for(bare, "denoise", 0.2, clipped=True) == alr.lam_for(bare, "denoise", 0.2)
+
+
+def test_calibrate_clipped_table_inherits_the_solver_of_the_gaussian_one(tmp_path):
+    """Without --iters / --concavity a clipped table searches lambda only, at each sigma with the
+    iterations and shaping that the model's Gaussian table gives there, and records them."""
+    import alr
+
+    out = tmp_path / "cal"
+    assert main(["bench", "calibrate", "--quick", "--tasks", "denoise-clipped", "--sigmas", "0.1,0.3",
+                 "-o", str(out), "--data", str(data_dir())]) == 0
+    gray, copy = alr.load("gray"), alr.load(out / "gray.safetensors")
+    table = copy.meta["lambda"]["denoise-clipped"]
+    assert table["score_ref"] == gray.meta["lambda"]["denoise"]["score_ref"]
+    for sigma, it, kappa in zip(table["sigma"], table["iters"], table["concavity"]):
+        want = alr.pretrained.solver_options(gray, "denoise", sigma)
+        assert (it, kappa) == (want["iters"], pytest.approx(want["concavity"]))
+        assert alr.pretrained.solver_options(copy, "denoise", sigma, clipped=True)["iters"] == it

@@ -292,19 +292,25 @@ def calibrate_lambda(model, task: str, x: torch.Tensor, sigmas: list[float], sta
     ``iters`` and/or ``concavities``, the search runs for each candidate (iterations,
     concavity) pair and the best triple wins (shaping reference ``score_ref``: :func:`score_reference`).
 
+    A ``"TASK-clipped"`` task restores clipped noisy crops with the censored data term; without
+    candidates it keeps, at each sigma, the iterations and shaping of the model's TASK table
+    (the censored term changes the data term, not the critic), so that only lambda is searched.
+
     Returns the best lambdas (3 significant digits), their iteration counts and concavities,
     and every evaluation as table rows.
     """
     clipped = task.endswith("-clipped")
-    base = alr_options(model, task.removesuffix("-clipped"), quick)
+    inherit = clipped and not (iters or concavities)
     physics = _cal_physics(task, tuple(x.shape[-2:]))
     best, best_iters, best_kappa, rows = [], [], [], []
     for sigma, lam0 in zip(sigmas, starts):
+        base = alr_options(model, task.removesuffix("-clipped"), quick, sigma if inherit else None)
+        ref = base.get("score_ref", 0.0) if inherit else score_ref
         y = add_noise(physics.A(x), sigma, seed=1, clip=clipped)
         found: list[tuple[float, float, int, float]] = []  # (psnr, lambda, iterations, concavity)
         for it in iters or [base.get("iters")]:
-            for kappa in concavities or [0.0]:
-                opts = {**base, "iters": it, "concavity": kappa, "score_ref": score_ref,
+            for kappa in concavities or [base.get("concavity", 0.0) if inherit else 0.0]:
+                opts = {**base, "iters": it, "concavity": kappa, "score_ref": ref,
                         "fidelity": ClippedGaussian(sigma) if clipped else None}
 
                 def f(lv: float) -> float:
@@ -346,11 +352,14 @@ def cmd_calibrate(args, out: Path) -> str:
                                                    args.iters, args.concavity, ref)
         for r in rows:
             tbl.add(**r)
-        # with --iters / --concavity the table records the choices per noise level (solver_options uses them)
-        lam[task] = {"sigma": sigmas, "lam": best, **({"iters": its} if args.iters else {})}
-        if args.concavity:
-            lam[task].update(concavity=kappas, score_ref=ref)
-    model.meta["lambda"] = lam
+        # with --iters / --concavity (or inherited by a clipped table) the table records the choices
+        # per noise level (solver_options uses them)
+        inherited = {} if args.iters or args.concavity or not task.endswith("-clipped") else \
+            lam.get(task.removesuffix("-clipped"), {})
+        lam[task] = {"sigma": sigmas, "lam": best, **({"iters": its} if args.iters or "iters" in inherited else {})}
+        if args.concavity or "concavity" in inherited:
+            lam[task].update(concavity=kappas, score_ref=ref if args.concavity else inherited["score_ref"])
+        model.meta["lambda"] = lam  # a clipped table calibrated next inherits from this one
     how = "the model's solver" + "".join(
         f", the best of {v} {what} per noise level"
         for v, what in ((args.iters, "iterations"), (args.concavity, "concavities")) if v)
