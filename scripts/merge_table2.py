@@ -63,7 +63,15 @@ def renamed(rows: list[dict], suffix: str) -> list[dict]:
 
 # the shipped models' ALR rows: one H100 run of scripts/gpu_eval.sh (runs/gpu6)
 NEW = "runs/gpu6/r"
-paper += from_csv(f"{NEW}/table2_paper/per_image.csv", {"alr", "alr-clipped"})
+paper += from_csv(f"{NEW}/table2_paper/per_image.csv", {"alr"})
+# alr-clipped with gray's clipped-input table (model card): it moved lambda at sigma 0.2 only, rerun on the
+# CPU; at 0.1 / 0.4 the settings are the Gaussian table's, so the GPU rows stand. The GPU row at 0.2 (the
+# Gaussian table) and the first, full-grid clipped table (CPU, sigma 0.1 / 0.2) keep a suffix.
+gpu_clipped = from_csv(f"{NEW}/table2_paper/per_image.csv", {"alr-clipped"})
+paper += [r for r in gpu_clipped if r["sigma"] != 0.2]
+paper += from_csv("runs/table2_clipped_lam/per_image.csv", {"alr-clipped"})
+paper += renamed([r for r in gpu_clipped if r["sigma"] == 0.2], "_gausstable")
+paper += renamed(from_csv("runs/table2_clipped_table/per_image.csv", {"alr-clipped"}), "_fullgrid")
 paper += alr_rows("runs/gpu4/table2_paper/per_image.csv", "runs/table2_iters/per_image.csv",
                   "runs/table2_shape_paper/per_image.csv", "paper")
 # the previous gray with the censored data term (alr.fidelity.ClippedGaussian), CPU runs
@@ -86,7 +94,13 @@ everything = baselines | alr
 base = everything - alr
 color = from_csv("runs/table2_color/per_image.csv", base)  # sigma 0.1
 color += from_csv("runs/table2_color_hi/per_image.csv", base)  # sigma 0.2 and 0.4
-color += from_csv(f"{NEW}/color_paper/per_image.csv", {"alr", "alr-clipped"})  # shaped color table
+color += from_csv(f"{NEW}/color_paper/per_image.csv", {"alr"})  # shaped color table
+# alr-clipped with color's clipped-input table: lambda moved at sigma 0.2 and 0.4, rerun on the CPU; the
+# GPU rows there (the Gaussian table) keep a suffix
+color_clipped = from_csv(f"{NEW}/color_paper/per_image.csv", {"alr-clipped"})
+color += [r for r in color_clipped if r["sigma"] == 0.1]
+color += [r for s in ("02", "04") for r in from_csv(f"runs/color_clipped_lam{s}/per_image.csv", {"alr-clipped"})]
+color += renamed([r for r in color_clipped if r["sigma"] != 0.1], "_gausstable")
 EPLL3 = "runs/gpu7/r/epll_{}_{}/per_image.csv"  # color EPLL: scripts/gpu_epll_color.sh
 color += [r for s in (0.1, 0.2, 0.4) for r in from_csv(EPLL3.format("paper", s), {"epll"})]
 # the previous color table (no shaping): CPU runs
