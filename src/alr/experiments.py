@@ -39,7 +39,7 @@ from .fidelity import ClippedGaussian
 from .images import data_root, list_images, pyplot, read_image
 from .metrics import LPIPS, psnr, ssim
 from .physics import Blur, Denoising, Downsampling, Inpainting, gaussian_kernel, random_mask
-from .pretrained import lam_for, load, solver_options
+from .pretrained import lam_for, load, solver_options, split_table_name, table_name
 from .solver import restore
 from .train import default_device
 
@@ -228,7 +228,7 @@ CAL_CROP, CAL_IMAGES = 128, 4
 # "denoise-clipped": noisy inputs clipped to [0, 1] (the paper's protocol) restored with the censored
 # data term, alr.fidelity.ClippedGaussian; its table serves `alr restore --clipped`
 CAL_TASKS = {"denoise": ([0.05, 0.1, 0.2, 0.4], [0.004, 0.01, 0.035, 0.14]),
-             "denoise-clipped": ([0.05, 0.1, 0.2, 0.4], [0.004, 0.01, 0.035, 0.14]),
+             table_name("denoise", clipped=True): ([0.05, 0.1, 0.2, 0.4], [0.004, 0.01, 0.035, 0.14]),
              "deblur": ([0.01, 0.03], [2e-4, 6e-4]), "inpaint": ([0.01], [5e-4]), "sr": ([0.01], [2e-4])}
 
 
@@ -238,7 +238,7 @@ def denoise_start(sigma: float) -> float:
 
 
 def _cal_physics(task: str, shape: tuple[int, int]):
-    return {"denoise": Denoising, "denoise-clipped": Denoising, "deblur": lambda: Blur(gaussian_kernel(BLUR_STD)),
+    return {"denoise": Denoising, "deblur": lambda: Blur(gaussian_kernel(BLUR_STD)),
             "inpaint": lambda: Inpainting(random_mask(shape, 0.5, 1)), "sr": lambda: Downsampling(2)}[task]()
 
 
@@ -285,26 +285,25 @@ def score_reference(model, x: torch.Tensor) -> float:
 
 def calibrate_lambda(model, task: str, x: torch.Tensor, sigmas: list[float], starts: list[float],
                      quick: bool = False, device=None, iters: list[int] | None = None,
-                     concavities: list[float] | None = None,
-                     score_ref: float = 0.0) -> tuple[list[float], list[int], list[float], list[dict]]:
+                     concavities: list[float] | None = None, score_ref: float = 0.0,
+                     inherit: bool = False) -> tuple[list[float], list[int], list[float], list[dict]]:
     """Per noise level, the lambda maximising the mean PSNR of the model's default solver
     on the clean batch ``x`` (noise seed 1), by :func:`line_search` from ``starts``; with
     ``iters`` and/or ``concavities``, the search runs for each candidate (iterations,
     concavity) pair and the best triple wins (shaping reference ``score_ref``: :func:`score_reference`).
 
-    A ``"TASK-clipped"`` task restores clipped noisy crops with the censored data term; without
-    candidates it keeps, at each sigma, the iterations and shaping of the model's TASK table
+    A ``"TASK-clipped"`` task restores clipped noisy crops with the censored data term. ``inherit``
+    (without candidates): keep, at each sigma, the iterations and shaping of the model's TASK table
     (the censored term changes the data term, not the critic), so that only lambda is searched.
 
     Returns the best lambdas (3 significant digits), their iteration counts and concavities,
     and every evaluation as table rows.
     """
-    clipped = task.endswith("-clipped")
-    inherit = clipped and not (iters or concavities)
-    physics = _cal_physics(task, tuple(x.shape[-2:]))
+    plain, clipped = split_table_name(task)
+    physics = _cal_physics(plain, tuple(x.shape[-2:]))
     best, best_iters, best_kappa, rows = [], [], [], []
     for sigma, lam0 in zip(sigmas, starts):
-        base = alr_options(model, task.removesuffix("-clipped"), quick, sigma if inherit else None)
+        base = alr_options(model, plain, quick, sigma if inherit else None)
         ref = base.get("score_ref", 0.0) if inherit else score_ref
         y = add_noise(physics.A(x), sigma, seed=1, clip=clipped)
         found: list[tuple[float, float, int, float]] = []  # (psnr, lambda, iterations, concavity)
@@ -345,17 +344,19 @@ def cmd_calibrate(args, out: Path) -> str:
     ref = score_reference(model, x) if args.concavity else 0.0
     for task in tasks:
         sigmas, starts = CAL_TASKS[task]
-        if args.sigmas and task.startswith("denoise"):
+        plain, clipped = split_table_name(task)
+        if args.sigmas and plain == "denoise":
             sigmas = _sigmas(args, sigmas)
             starts = [denoise_start(v) for v in sigmas]
+        # a clipped table without candidates inherits the solver of the plain one (calibrate_lambda)
+        inherit = clipped and not (args.iters or args.concavity)
+        inherited = lam.get(plain, {}) if inherit else {}
         best, its, kappas, rows = calibrate_lambda(model, task, x, sigmas, starts, args.quick, args.device,
-                                                   args.iters, args.concavity, ref)
+                                                   args.iters, args.concavity, ref, inherit)
         for r in rows:
             tbl.add(**r)
-        # with --iters / --concavity (or inherited by a clipped table) the table records the choices
-        # per noise level (solver_options uses them)
-        inherited = {} if args.iters or args.concavity or not task.endswith("-clipped") else \
-            lam.get(task.removesuffix("-clipped"), {})
+        # with --iters / --concavity (or inherited) the table records the choices per noise level
+        # (solver_options uses them)
         lam[task] = {"sigma": sigmas, "lam": best, **({"iters": its} if args.iters or "iters" in inherited else {})}
         if args.concavity or "concavity" in inherited:
             lam[task].update(concavity=kappas, score_ref=ref if args.concavity else inherited["score_ref"])

@@ -51,9 +51,17 @@ def load(name_or_path: str | os.PathLike) -> PatchCritic | PointCritic:
     return load_file(resolve(name_or_path))
 
 
+CLIPPED_SUFFIX = "-clipped"
+
+
 def table_name(task: str, clipped: bool = False) -> str:
     """Key of the lambda table for ``task`` (``"TASK-clipped"`` for clipped measurements)."""
-    return f"{task}-clipped" if clipped else task
+    return task + CLIPPED_SUFFIX if clipped else task
+
+
+def split_table_name(name: str) -> tuple[str, bool]:
+    """``(task, clipped)`` of a table key: the inverse of :func:`table_name`."""
+    return name.removesuffix(CLIPPED_SUFFIX), name.endswith(CLIPPED_SUFFIX)
 
 
 def _table(model, task: str, clipped: bool = False) -> dict | None:
