@@ -2,10 +2,9 @@
 # GPU recipe 4: every ALR row of the README's tables for the shipped models (gray and color, Table 2
 # both protocols with the clipped data term, deblurring, inpainting, SR), in parallel processes (one
 # process is latency-bound; the GPU runs several at once). Baseline rows (BM3D, EPLL, TV) come from the
-# CPU runs on the same seeded inputs.
+# CPU runs on the same seeded inputs. Seventeen processes share the GPU (one per table and noise level).
 # Usage (device machine): ALR_DATA=DIR OUT=DIR bash scripts/gpu_eval.sh
-# Each benchmark is bounded by EVAL_SECONDS and writes its tables after every noise level; six
-# processes solve at once (one batches 16 BSD68 images: up to about 15 GB of GPU memory). A bench that
+# Each benchmark is bounded by EVAL_SECONDS and writes its tables after every noise level. A bench that
 # failed for another reason than its time box is run once more at the end, alone.
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1 PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
 E=${EVAL_SECONDS:-240}
@@ -19,15 +18,24 @@ bench() {  # run-folder bench-arguments...
   local rc=$?
   echo "$name: exit $rc at $(( $(date +%s) - start )) s"
   [ $rc -eq 0 ] || [ $rc -eq 124 ] || echo "$*" > $R/$name.retry
+  pack
 }
-bench table2_paper table2 --protocol paper --sigmas 0.1,0.2,0.4 --methods alr,alr-clipped & P1=$!
-bench table2_standard table2 --protocol standard --sigmas 0.1,0.2,0.4 --methods alr & P2=$!
-bench color_paper table2 --color --protocol paper --sigmas 0.1,0.2,0.4 --methods alr,alr-clipped & P3=$!
-bench color_standard table2 --color --protocol standard --sigmas 0.1,0.2,0.4 --methods alr & P4=$!
-( bench deblur_set12 deblur --sets set12 --methods alr; bench inpaint inpaint --methods alr
-  bench sr sr --methods alr ) & P5=$!
-bench deblur_bsd68 deblur --sets bsd68 --methods alr & P6=$!
-wait $P1 $P2 $P3 $P4 $P5 $P6  # named: a bare wait would also wait for tee
+pack() {  # what has finished so far, in case the lease ends first
+  ( flock 9; tar -czf $OUT/partial.tgz -C $OUT r && mv $OUT/partial.tgz $OUT/results.tar.gz ) 9>/tmp/gpu_eval.lock
+}
+P=""
+for S in 0.1 0.2 0.4; do  # one process per noise level and table
+  bench table2_paper_$S table2 --protocol paper --sigmas $S --methods alr,alr-clipped & P="$P $!"
+  bench table2_standard_$S table2 --protocol standard --sigmas $S --methods alr & P="$P $!"
+  bench color_paper_$S table2 --color --protocol paper --sigmas $S --methods alr,alr-clipped & P="$P $!"
+  bench color_standard_$S table2 --color --protocol standard --sigmas $S --methods alr & P="$P $!"
+done
+bench deblur_set12 deblur --sets set12 --methods alr & P="$P $!"
+bench inpaint inpaint --methods alr & P="$P $!"
+bench sr sr --methods alr & P="$P $!"
+bench deblur_bsd68_0.01 deblur --sets bsd68 --sigmas 0.01 --methods alr & P="$P $!"
+bench deblur_bsd68_0.03 deblur --sets bsd68 --sigmas 0.03 --methods alr & P="$P $!"
+wait $P  # named: a bare wait would also wait for tee
 for f in $R/*.retry; do [ -e "$f" ] && bench $(basename $f .retry)_again $(cat $f); done
 for f in $R/*/results.md $R/*/*/results.md; do [ -e "$f" ] && { echo "== $f"; grep -E "^\| " $f | head -20; }; done
-tar -czf $OUT/results.tar.gz -C $OUT r; echo "all done at $(( $(date +%s) - start )) s"
+pack; echo "all done at $(( $(date +%s) - start )) s"

@@ -119,6 +119,9 @@ for name in ("c01_b256", "c01_c", "c02_c", "c04_c", "gray_c"):
 for name in ("g400_init", "g432_init", "g432_d6", "g432_d8"):
     for run in ("t2a", "t2b"):
         continued += [{**r, "method": name} for r in from_csv(f"runs/gpu5/r/{run}_{name}/per_image.csv", alr)]
+# smooth activations and augmentation (scripts/gpu_smooth.sh, runs/gpu_smooth): sigma 0.1
+for name in ("r_init", "r_init_aug", "s_init", "r_new", "s_new", "s_new_aug"):
+    continued += [{**r, "method": name} for r in from_csv(f"runs/gpu_smooth/r/t2_{name}/per_image.csv", alr)]
 write(continued, "docs/results/table2_continued_critics_per_image.csv")
 
 # BSD68 deblurring: ALR and TV from the GPU run (runs/gpu4), BM3D and EPLL from CPU runs
@@ -136,3 +139,9 @@ color_std += renamed(from_csv("runs/table2_color_std_alr04/per_image.csv", alr),
 color_std += from_csv("runs/table2_color_std_base/per_image.csv", everything - alr)
 color_std += [r for s in (0.1, 0.2, 0.4) for r in from_csv(EPLL3.format("standard", s), {"epll"})]
 write(color_std, "docs/results/table2_color_standard_per_image.csv")
+
+# the symmetrised R (--symmetric) on the H100, one process per protocol and sigma (runs/gpu6sym, the
+# previous tables and the L-BFGS of that time, batches of 16 as in runs/gpu6): methods suffixed _sym
+symmetric = [{**r, "method": r["method"] + "_sym"} for p in ("paper", "std") for s in (0.1, 0.2, 0.4)
+             for r in from_csv(f"runs/gpu6sym/r/sym_{p}_{s}/per_image.csv", alr | {"alr-clipped"})]
+write(symmetric, "docs/results/table2_symmetric_per_image.csv")

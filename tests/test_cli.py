@@ -202,6 +202,11 @@ def test_train_init_continues_a_model(tmp_path, sample_dir, capsys):
     again = tmp_path / "m2.safetensors"
     assert main(base + ["--init", str(out), "-o", str(again)]) == 0
     assert alr.load(again).meta["continued_from"]["continued_from"]["model"] == "gray"
+    smooth = tmp_path / "s.safetensors"  # the same weights under a smooth activation
+    assert main(base + ["--init", "gray", "--activation", "silu", "--steps", "0", "-o", str(smooth)]) == 0
+    s = alr.load(smooth)
+    assert s.activation == "silu" and s.meta["activation_from"] == "relu"
+    assert all(torch.equal(a, b) for a, b in zip(s.parameters(), gray.parameters()))
     capsys.readouterr()
     assert main(base + ["--init", "gray", "--width", "32", "-o", str(tmp_path / "x.safetensors")]) == 2
     assert "width=32 (model: 64)" in capsys.readouterr().err
@@ -221,9 +226,10 @@ def test_image_formats(tmp_path):
     assert read_image(tmp_path / "a.png", channels=1).shape == (1, 1, 20, 30)
 
 
-def test_folder_batches_match_single_image_solves(tmp_path, clean_png, capsys):
-    """Images of one size are solved as a batch; with Adam (independent per image) the
-    outputs equal those of one-image solves, and each image keeps its own estimated lambda."""
+@pytest.mark.parametrize("method", ["adam", "lbfgs"])
+def test_folder_batches_match_single_image_solves(tmp_path, clean_png, capsys, method):
+    """Images of one size are solved as a batch; the outputs equal those of one-image solves
+    (the images are independent problems), and each image keeps its own estimated lambda."""
     from alr.images import read_image
     src = tmp_path / "in"
     src.mkdir()
@@ -232,7 +238,7 @@ def test_folder_batches_match_single_image_solves(tmp_path, clean_png, capsys):
     outs = {}
     for bs in (1, 3):
         dst = tmp_path / f"out{bs}"
-        assert main(["restore", str(src), "-o", str(dst), "--method", "adam", "--iters", "3",
+        assert main(["restore", str(src), "-o", str(dst), "--method", method, "--iters", "3",
                      "--batch-size", str(bs)]) == 0
         outs[bs] = [read_image(dst / f"im{i}.png") for i in range(3)]
     err = capsys.readouterr().err

@@ -65,6 +65,29 @@ def test_per_image_concavity_equals_single_solves(gray, camera):
         alr.restore(y, None, gray, 0.01, concavity=torch.tensor([0.1, 0.2, 0.3]))
 
 
+@pytest.mark.parametrize("case", ["denoise", "clipped", "inpaint"])
+def test_lbfgs_solves_each_image_of_a_batch_as_alone(gray, camera, case):
+    """L-BFGS on a batch gives each image exactly its batch-of-one result: no image's line search
+    or curvature depends on the others (per-image lambda, shaping, noise level and mask)."""
+    from alr.fidelity import ClippedGaussian
+    x = torch.cat([camera[..., 100:148, 100:148], camera[..., 300:348, 200:248], camera[..., 0:48, 0:48]])
+    lam, kappa = torch.tensor([0.005, 0.01, 0.02]), torch.tensor([0.0, 0.7, 0.5])
+    mask = torch.stack([random_mask((48, 48), 0.5, seed=i) for i in range(3)]).unsqueeze(1)
+    sigmas = torch.tensor([0.05, 0.1, 0.2])
+    phys = Inpainting(mask) if case == "inpaint" else Denoising()
+    y = add_noise(phys.A(x), 0.1, seed=5, clip=case == "clipped")
+    fid = ClippedGaussian(sigmas) if case == "clipped" else None
+    opts = dict(method="lbfgs", iters=8, score_ref=3.0)
+    both, hist = alr.restore(y, phys, gray, lam, concavity=kappa, fidelity=fid, **opts)
+    ones = []
+    for i in range(3):
+        one, h = alr.restore(y[i:i + 1], phys.select(i), gray, lam[i], concavity=kappa[i],
+                             fidelity=fid.select(i) if fid else None, **opts)
+        assert torch.allclose(both[i], one[0], atol=1e-6)
+        ones.append(h.objective)
+    assert hist.iterations == 8 and hist.objective == pytest.approx([sum(v) / 3 for v in zip(*ones)])
+
+
 def test_per_channel_and_errors(gray):
     y = torch.rand(1, 3, 32, 32)
     with pytest.raises(ValueError, match="per_channel"):

@@ -88,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--channels", type=int, choices=(1, 3), default=None, help="default 1, or the --init model's")
     t.add_argument("--depth", type=int, default=None, help="convolution layers (default 6)")
     t.add_argument("--width", type=int, default=None, help="hidden channels (default 64)")
-    t.add_argument("--activation", default=None, choices=sorted(ACTIVATIONS), help="default relu")
+    t.add_argument("--activation", default=None, choices=sorted(ACTIVATIONS),
+                   help="default relu, or the --init model's (another one keeps its weights)")
     t.add_argument("--steps", type=int, default=20000)
     t.add_argument("--batch-size", type=int, default=128)
     t.add_argument("--lr0", type=float, default=1e-4)
@@ -338,10 +339,17 @@ def _training_critic(args):
         if not isinstance(critic, PatchCritic):
             raise ValueError(f"--init needs a patch critic, {args.init} is a {type(critic).__name__}")
         have = critic.config()
-        clash = [f"{k}={v} (model: {have[k]})" for k, v in arch.items() if v is not None and v != have[k]]
+        clash = [f"{k}={v} (model: {have[k]})" for k, v in arch.items()
+                 if k != "activation" and v is not None and v != have[k]]
         if clash:
             raise ValueError(f"--init model {args.init} does not match " + ", ".join(clash))
         continue_from(critic, args.init)
+        if args.activation is not None and args.activation != have["activation"]:
+            # the activations hold no weights: the same weights, a new nonlinearity
+            swapped = PatchCritic(**{k: have[k] for k in arch if k != "activation"}, activation=args.activation)
+            swapped.load_state_dict(critic.state_dict())
+            swapped.meta = {**critic.meta, "activation_from": have["activation"]}
+            critic = swapped
     args.channels = critic.in_channels
     return critic
 

@@ -44,6 +44,10 @@ class Gaussian:
         res = u - y
         return 0.5 * res.flatten(1).pow(2).sum(1) / res[0].numel(), res
 
+    def select(self, i: int) -> "Gaussian":
+        """The data term of image ``i`` of a batch."""
+        return self
+
 
 class ClippedGaussian:
     """Censored Gaussian likelihood of ``y = clip(u + n, low, high)``, times sigma^2 (module docstring).
@@ -63,6 +67,10 @@ class ClippedGaussian:
         if not low < high:
             raise ValueError(f"low ({low}) must be below high ({high})")
         self.sigma, self.low, self.high = sigma, float(low), float(high)
+
+    def select(self, i: int) -> "ClippedGaussian":
+        """The data term of image ``i`` of a batch."""
+        return self if self.sigma.numel() == 1 else ClippedGaussian(self.sigma[i:i + 1], self.low, self.high)
 
     def __call__(self, u: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.sigma.numel() not in (1, u.shape[0]):

@@ -108,6 +108,10 @@ class LinearOperator:
         """An upper bound of ||A^T A|| (operator norm), used to pick gradient steps."""
         return 1.0
 
+    def select(self, i: int) -> "LinearOperator":
+        """The operator of image ``i`` of a batch (the same one unless it holds one per image)."""
+        return self
+
 
 class Denoising(LinearOperator):
     """A = I: y = x + n."""
@@ -189,6 +193,9 @@ class Inpainting(LinearOperator):
 
     def lipschitz(self) -> float:
         return float(self.mask.abs().max()) ** 2
+
+    def select(self, i: int) -> "Inpainting":
+        return self if self.mask.shape[0] == 1 else Inpainting(self.mask[i:i + 1])
 
 
 def random_mask(shape: tuple[int, int], missing: float, seed: int = 0) -> torch.Tensor:

@@ -48,6 +48,7 @@ exactly the full-image gradient.
 """
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 from typing import Callable
@@ -162,6 +163,13 @@ class Regularizer:
             return None
         return max(side, 16)
 
+    def select(self, i: int) -> "Regularizer":
+        """The regulariser of image ``i`` of a batch (its own shaping)."""
+        out = copy.copy(self)
+        if self.kappa is not None and self.kappa.numel() > 1:
+            out.kappa = self.kappa[i:i + 1]
+        return out
+
     def value_and_grad(self, x: torch.Tensor, need_grad: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
         """R(x) of shape (B,) and grad_x R(x) (or None), exact under tiling."""
         if not self.symmetric:
@@ -221,6 +229,11 @@ class Problem:
         self.y, self.physics, self.reg, self.lam = y, physics, reg, lam
         self.fidelity = fidelity or Gaussian()
 
+    def select(self, i: int) -> "Problem":
+        """The energy of image ``i`` alone (the images of a batch are independent)."""
+        return Problem(self.y[i:i + 1], self.physics.select(i), self.reg.select(i), self.lam[i:i + 1],
+                       self.fidelity.select(i))
+
     def energy(self, x: torch.Tensor, need_grad: bool = True) -> Energy:
         n = x[0].numel()
         data, g = self.fidelity(self.physics.A(x), self.y)
@@ -279,7 +292,8 @@ def restore(y: torch.Tensor, physics: LinearOperator | None, model: PatchCritic,
     clip : clip the result to [0, 1].
     fidelity : the data term (:mod:`alr.fidelity`); default the Gaussian ``1/2 ||Ax - y||^2``,
         ``ClippedGaussian(sigma)`` for measurements clipped to [0, 1].
-    callback : called as ``callback(k, x_k)`` with the point evaluated at each iteration.
+    callback : called as ``callback(k, x_k)`` with the point evaluated at each iteration (L-BFGS
+        solves the images of a batch one after another, so there ``x_k`` is one image's iterate).
 
     Returns the restored image (B, C, H, W) and the :class:`History`.
 
@@ -309,7 +323,7 @@ def restore(y: torch.Tensor, physics: LinearOperator | None, model: PatchCritic,
     iters = iters if iters is not None else (300 if method == "adam" else 100)
     hist = History(callback=callback)
     lbfgs = method == "lbfgs"  # counts energy evaluations: up to 1.25 per iteration (line search)
-    bar = tqdm(total=int(iters * 1.25) + 1 if lbfgs else iters, disable=not progress, desc=f"restore ({method})",
+    bar = tqdm(total=b * (int(iters * 1.25) + 1) if lbfgs else iters, disable=not progress, desc=f"restore ({method})",
                unit="eval" if lbfgs else "it", dynamic_ncols=True, leave=False)
     solver = {"adam": _adam, "gd": _gd, "agd": _agd, "lbfgs": _lbfgs}[method]
     with torch.no_grad():
@@ -421,7 +435,29 @@ def _agd(prob: Problem, x, iters, hist, bar, tol, step, **_) -> torch.Tensor:
 
 
 def _lbfgs(prob: Problem, x, iters, hist, bar, tol, **_) -> torch.Tensor:
-    """torch.optim.LBFGS on the sum of the images' energies (they are independent).
+    """L-BFGS on each image of the batch in turn (:func:`_lbfgs_one`).
+
+    One L-BFGS on the sum of the energies would couple the images through its shared line
+    search and curvature pairs, so that an image's result would depend on the rest of its
+    batch; here each image is solved alone, exactly as in a batch of one. The history holds,
+    per evaluation, the mean over the images.
+    """
+    if x.shape[0] == 1:
+        return _lbfgs_one(prob, x, iters, hist, bar)
+    out, traces = [], []
+    for i in range(x.shape[0]):
+        h = History(callback=hist.callback)
+        out.append(_lbfgs_one(prob.select(i), x[i:i + 1], iters, h, bar))
+        traces.append(h)
+    hist.iterations = min(h.iterations for h in traces)
+    for name in ("objective", "data", "reg", "grad_norm"):
+        setattr(hist, name, [sum(getattr(h, name)[k] for h in traces) / len(traces)
+                             for k in range(hist.iterations)])
+    return torch.cat(out)
+
+
+def _lbfgs_one(prob: Problem, x, iters, hist, bar) -> torch.Tensor:
+    """torch.optim.LBFGS on the energy of one image.
 
     torch's L-BFGS makes its first step of unit L1 length, which is tiny for images; we
     optimise ``u`` with ``x = x0 + c u`` where ``c = 0.5 ||n grad E(x0)||_1``, so that the first

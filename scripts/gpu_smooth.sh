@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# GPU recipe 6: does a smooth activation or patch augmentation make a better gray critic?
+#   r_init      the shipped gray trained further on cbsd432 read as gray (control: more steps)
+#   r_init_aug  the same with --augment (random flips / quarter turns of the patches)
+#   s_init      the shipped gray's weights under SiLU, trained further the same way
+#   r_new / s_new / s_new_aug  new critics on cbsd432: ReLU (control), SiLU, SiLU with --augment
+# Six trainings share the GPU for TRAIN_SECONDS; then each candidate gets lambda, the iterations
+# (8 / 20) and the shaping (kappa 0 / 0.7) at sigma 0.1 on the 12 set12 crops and is measured on
+# BSD68 at sigma 0.1 (paper protocol). Results (models included): $OUT/results.tar.gz, $OUT/log.txt.
+# Usage (device machine): ALR_DATA=DIR OUT=DIR bash scripts/gpu_smooth.sh
+export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
+T=${TRAIN_SECONDS:-320}; E=${EVAL_SECONDS:-190}; B=${BATCH:-2048}; N=${CAL_IMAGES:-12}
+R=$OUT/r; M=$R/models; mkdir -p $M
+exec > >(tee $OUT/log.txt) 2>&1
+pack() { tar -czf $OUT/results.tar.gz -C $OUT r; }
+nvidia-smi -L; python3 -c "import torch; print(torch.__version__, torch.cuda.is_available())"
+start=$(date +%s)
+say() { echo "$* at $(( $(date +%s) - start )) s"; }
+train() {  # name args...
+  local name=$1; shift
+  python3 -m alr train --clean $ALR_DATA/cbsd432 --channels 1 --sigma-range 0 0.4 --steps 10000000 \
+    --batch-size $B --lr1 1e-5 --max-seconds $T --ckpt-every 100000000 -q -o $M/$name.safetensors "$@" \
+    > $R/train_$name.log 2>&1
+  rm -f $M/$name.safetensors.ckpt
+}
+G=src/alr/models/gray.safetensors
+NAMES="r_init r_init_aug s_init r_new s_new s_new_aug"
+train r_init --init $G --lr0 3e-4 & P="$!"
+train r_init_aug --init $G --lr0 3e-4 --augment & P="$P $!"
+train s_init --init $G --lr0 3e-4 --activation silu & P="$P $!"
+train r_new --lr0 1e-3 & P="$P $!"
+train s_new --lr0 1e-3 --activation silu & P="$P $!"
+train s_new_aug --lr0 1e-3 --activation silu --augment & P="$P $!"
+sleep ${CHECK_AFTER:-45}
+for p in $P; do kill -0 $p 2>/dev/null || { echo "a training ended early:"; tail -n 3 $R/train_*.log; }; done
+say "checked"; tail -qn 1 $M/*.csv
+wait $P; say "training done"; tail -qn 1 $M/*.csv; pack
+
+evaluate() {  # name
+  local n=$1
+  timeout $E bash -c "
+    python3 -m alr bench calibrate --model $M/$n.safetensors --tasks denoise --sigmas 0.1 --cal-images $N \
+      --iters 8,20 --concavity 0,0.7 ${CAL_ARGS} -o $R/cal_$n &&
+    python3 -m alr bench table2 --model $R/cal_$n/$n.safetensors --protocol paper --sigmas 0.1 --methods alr \
+      ${TABLE2_ARGS} -o $R/t2_$n" > $R/eval_$n.log 2>&1
+  say "eval $n: exit $?"
+}
+W=""; for n in $NAMES; do evaluate $n & W="$W $!"; done
+wait $W
+for f in $R/cal_*/results.md $R/t2_*/results.md; do [ -e "$f" ] && { echo "== $f"; grep -E "^\| " $f | tail -n +3; }; done
+pack; say "all done"
