@@ -9,15 +9,9 @@
 # measured on BSD68 (paper protocol). Every bench writes its tables as it goes; all results land in
 # $OUT/results.tar.gz (models included) and $OUT/log.txt.
 # Usage (device machine): ALR_DATA=DIR OUT=DIR bash scripts/gpu_data_depth.sh
-export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
 T=${TRAIN_SECONDS:-280}; E=${EVAL_SECONDS:-170}; T1=${TABLE1_SECONDS:-470}; B=${BATCH:-2048}
 N=${CAL_IMAGES:-12}
-R=$OUT/r; M=$R/models; mkdir -p $M
-exec > >(tee $OUT/log.txt) 2>&1
-pack() { tar -czf $OUT/results.tar.gz -C $OUT r; }
-nvidia-smi -L; python3 -c "import torch; print(torch.__version__, torch.cuda.is_available())"
-start=$(date +%s)
-say() { echo "$* at $(( $(date +%s) - start )) s"; }
+source scripts/gpu_common.sh
 train() {  # name clean-folder args...
   local name=$1 clean=$2; shift 2
   python3 -m alr train --clean $ALR_DATA/$clean --sigma-range 0 0.4 --steps 10000000 --batch-size $B \

@@ -8,14 +8,8 @@
 # (8 / 20) and the shaping (kappa 0 / 0.7) at sigma 0.1 on the 12 set12 crops and is measured on
 # BSD68 at sigma 0.1 (paper protocol). Results (models included): $OUT/results.tar.gz, $OUT/log.txt.
 # Usage (device machine): ALR_DATA=DIR OUT=DIR bash scripts/gpu_smooth.sh
-export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
 T=${TRAIN_SECONDS:-320}; E=${EVAL_SECONDS:-190}; B=${BATCH:-2048}; N=${CAL_IMAGES:-12}
-R=$OUT/r; M=$R/models; mkdir -p $M
-exec > >(tee $OUT/log.txt) 2>&1
-pack() { tar -czf $OUT/results.tar.gz -C $OUT r; }
-nvidia-smi -L; python3 -c "import torch; print(torch.__version__, torch.cuda.is_available())"
-start=$(date +%s)
-say() { echo "$* at $(( $(date +%s) - start )) s"; }
+source scripts/gpu_common.sh
 train() {  # name args...
   local name=$1; shift
   python3 -m alr train --clean $ALR_DATA/cbsd432 --channels 1 --sigma-range 0 0.4 --steps 10000000 \

@@ -33,8 +33,8 @@ def write(rows: list[dict], path: str) -> None:
         print(k, len(v), *(round(sum(r[m] for r in v) / len(v), n) for m, n in (("psnr", 2), ("ssim", 3), ("seconds", 2))))
 
 
-# ALR rows: the shipped models (GPU run of scripts/gpu_eval.sh: runs/gpu6); the previous release's rows
-# keep a suffix (_prev, _kappa0, _20iters); baselines: the CPU runs below.
+# ALR rows: the shipped models (GPU run of scripts/gpu_eval.sh: runs/gpu8, and CPU runs); the previous
+# releases' rows keep a suffix (_prefix, _prev, _kappa0, _20iters); baselines: the CPU runs below.
 alr = {"alr"}
 # paper protocol: sigma 0.1 / 0.2 rows were saved from the running process (README), the rest are run folders
 paper = [r for r in json.load(open("runs/table2_paper_main/rows_sigma0.1.json"))[0]
@@ -61,15 +61,20 @@ def renamed(rows: list[dict], suffix: str) -> list[dict]:
     return [{**r, "method": r["method"] + suffix} for r in rows]
 
 
-# the shipped models' ALR rows: one H100 run of scripts/gpu_eval.sh (runs/gpu6)
-NEW = "runs/gpu6/r"
-paper += from_csv(f"{NEW}/table2_paper/per_image.csv", {"alr"})
-# alr-clipped with gray's clipped-input table (model card): it moved lambda at sigma 0.2 only, rerun on the
-# CPU; at 0.1 / 0.4 the settings are the Gaussian table's, so the GPU rows stand. The GPU row at 0.2 (the
-# Gaussian table) and the first, full-grid clipped table (CPU, sigma 0.1 / 0.2) keep a suffix.
-gpu_clipped = from_csv(f"{NEW}/table2_paper/per_image.csv", {"alr-clipped"})
-paper += [r for r in gpu_clipped if r["sigma"] != 0.2]
-paper += from_csv("runs/table2_clipped_lam/per_image.csv", {"alr-clipped"})
+# the shipped models' ALR rows after the batch fix of L-BFGS (each image solved alone) and the
+# recalibrated tables: one H200 run of scripts/gpu_eval.sh (runs/gpu8: both protocols at sigma 0.1,
+# the standard protocol at 0.2 / 0.4, CBSD68 likewise) and CPU runs of the paper protocol at 0.2 / 0.4
+NEW = "runs/gpu8/r"
+paper += from_csv(f"{NEW}/table2_paper_0.1/per_image.csv", {"alr", "alr-clipped"})
+paper += [r for s in (0.2, 0.4) for m in ("alr", "alr-clipped") for r in from_csv(f"runs/t2cpu_{s}_{m}/per_image.csv", {m})]
+# before the fix (suffix _prefix): the H100 run runs/gpu6 (batches of 16 solved as one coupled L-BFGS, the
+# previous tables); alr-clipped at sigma 0.2 with the previous clipped table, rerun on the CPU. The GPU row
+# at 0.2 (the Gaussian table) and the first, full-grid clipped table (CPU, sigma 0.1 / 0.2) keep their suffix.
+OLD = "runs/gpu6/r"
+paper += renamed(from_csv(f"{OLD}/table2_paper/per_image.csv", {"alr"}), "_prefix")
+gpu_clipped = from_csv(f"{OLD}/table2_paper/per_image.csv", {"alr-clipped"})
+paper += renamed([r for r in gpu_clipped if r["sigma"] != 0.2], "_prefix")
+paper += renamed(from_csv("runs/table2_clipped_lam/per_image.csv", {"alr-clipped"}), "_prefix")
 paper += renamed([r for r in gpu_clipped if r["sigma"] == 0.2], "_gausstable")
 paper += renamed(from_csv("runs/table2_clipped_table/per_image.csv", {"alr-clipped"}), "_fullgrid")
 paper += alr_rows("runs/gpu4/table2_paper/per_image.csv", "runs/table2_iters/per_image.csv",
@@ -85,7 +90,8 @@ baselines = {"input", "bm3d", "epll", "tv"}
 standard = from_csv("runs/table2_standard/per_image.csv", baselines)  # sigma 0.1: input, bm3d, tv
 standard += from_csv("runs/table2_standard_epll/per_image.csv", {"epll"})  # sigma 0.1
 standard += from_csv("runs/table2_standard_hi/per_image.csv", baselines)  # sigma 0.2 and 0.4
-standard += from_csv(f"{NEW}/table2_standard/per_image.csv", alr)
+standard += [r for s in (0.1, 0.2, 0.4) for r in from_csv(f"{NEW}/table2_standard_{s}/per_image.csv", alr)]
+standard += renamed(from_csv(f"{OLD}/table2_standard/per_image.csv", alr), "_prefix")
 standard += alr_rows("runs/gpu4/table2_standard/per_image.csv", "runs/table2_iters/per_image.csv",
                      "runs/table2_shape_std/per_image.csv", "standard")
 write(standard, "docs/results/table2_standard_per_image.csv")
@@ -94,12 +100,14 @@ everything = baselines | alr
 base = everything - alr
 color = from_csv("runs/table2_color/per_image.csv", base)  # sigma 0.1
 color += from_csv("runs/table2_color_hi/per_image.csv", base)  # sigma 0.2 and 0.4
-color += from_csv(f"{NEW}/color_paper/per_image.csv", {"alr"})  # shaped color table
-# alr-clipped with color's clipped-input table: lambda moved at sigma 0.2 and 0.4, rerun on the CPU; the
-# GPU rows there (the Gaussian table) keep a suffix
-color_clipped = from_csv(f"{NEW}/color_paper/per_image.csv", {"alr-clipped"})
-color += [r for r in color_clipped if r["sigma"] == 0.1]
-color += [r for s in ("02", "04") for r in from_csv(f"runs/color_clipped_lam{s}/per_image.csv", {"alr-clipped"})]
+# after the batch fix: sigma 0.1 (runs/gpu8); before it (suffix _prefix): runs/gpu6, and alr-clipped at 0.2 / 0.4
+# with the previous clipped table on the CPU (the GPU rows there, the Gaussian table, keep _gausstable)
+color += from_csv(f"{NEW}/color_paper_0.1/per_image.csv", {"alr", "alr-clipped"})
+color += renamed(from_csv(f"{OLD}/color_paper/per_image.csv", {"alr"}), "_prefix")
+color_clipped = from_csv(f"{OLD}/color_paper/per_image.csv", {"alr-clipped"})
+color += renamed([r for r in color_clipped if r["sigma"] == 0.1], "_prefix")
+color += renamed([r for s in ("02", "04") for r in from_csv(f"runs/color_clipped_lam{s}/per_image.csv", {"alr-clipped"})],
+                 "_prefix")
 color += renamed([r for r in color_clipped if r["sigma"] != 0.1], "_gausstable")
 EPLL3 = "runs/gpu7/r/epll_{}_{}/per_image.csv"  # color EPLL: scripts/gpu_epll_color.sh
 color += [r for s in (0.1, 0.2, 0.4) for r in from_csv(EPLL3.format("paper", s), {"epll"})]
@@ -126,14 +134,15 @@ write(continued, "docs/results/table2_continued_critics_per_image.csv")
 
 # BSD68 deblurring: ALR and TV from the GPU run (runs/gpu4), BM3D and EPLL from CPU runs
 deblur = from_csv("runs/gpu4/deblur_bsd68/bsd68/per_image.csv", {"input", "tv"})
-deblur += from_csv(f"{NEW}/deblur_bsd68/bsd68/per_image.csv", alr)
+deblur += renamed(from_csv(f"{OLD}/deblur_bsd68/bsd68/per_image.csv", alr), "_prefix")  # not rerun after the fix
 deblur += renamed(from_csv("runs/gpu4/deblur_bsd68/bsd68/per_image.csv", alr), "_prev")
 deblur += from_csv("runs/deblur_bsd68_bm3d/bsd68/per_image.csv", {"bm3d"})
 deblur += from_csv("runs/deblur_bsd68_epll/bsd68/per_image.csv", {"epll"})
 write(deblur, "docs/results/deblur_bsd68_per_image.csv")
 
 # CBSD68 under the standard protocol: ALR and the baselines ran as two CPU jobs side by side
-color_std = from_csv(f"{NEW}/color_standard/per_image.csv", alr)
+color_std = [r for s in (0.1, 0.2, 0.4) for r in from_csv(f"{NEW}/color_standard_{s}/per_image.csv", alr)]
+color_std += renamed(from_csv(f"{OLD}/color_standard/per_image.csv", alr), "_prefix")
 color_std += renamed(from_csv("runs/table2_color_std_alr/per_image.csv", alr), "_prev")  # sigma 0.1 and 0.2
 color_std += renamed(from_csv("runs/table2_color_std_alr04/per_image.csv", alr), "_prev")  # sigma 0.4
 color_std += from_csv("runs/table2_color_std_base/per_image.csv", everything - alr)
