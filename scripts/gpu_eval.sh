@@ -6,21 +6,18 @@
 # Usage (device machine): ALR_DATA=DIR OUT=DIR bash scripts/gpu_eval.sh
 # Each benchmark is bounded by EVAL_SECONDS and writes its tables after every noise level. A bench that
 # failed for another reason than its time box is run once more at the end, alone.
-export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1 PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
+export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
 E=${EVAL_SECONDS:-240}
-R=$OUT/r; mkdir -p $R
-exec > >(tee $OUT/log.txt) 2>&1
-nvidia-smi -L; python3 -c "import torch; print(torch.__version__, torch.cuda.get_device_name())"
-start=$(date +%s)
+source scripts/gpu_common.sh
 bench() {  # run-folder bench-arguments...
   local name=$1; shift
   timeout $E python3 -m alr bench "$@" ${BENCH_ARGS} -o $R/$name > $R/$name.log 2>&1
   local rc=$?
-  echo "$name: exit $rc at $(( $(date +%s) - start )) s"
+  say "$name: exit $rc"
   [ $rc -eq 0 ] || [ $rc -eq 124 ] || echo "$*" > $R/$name.retry
   pack
 }
-pack() {  # what has finished so far, in case the lease ends first
+pack() {  # what has finished so far, in case the lease ends first (replaces gpu_common's)
   ( flock 9; tar -czf $OUT/partial.tgz -C $OUT r && mv $OUT/partial.tgz $OUT/results.tar.gz ) 9>/tmp/gpu_eval.lock
 }
 P=""
@@ -38,4 +35,4 @@ bench deblur_bsd68_0.03 deblur --sets bsd68 --sigmas 0.03 --methods alr & P="$P 
 wait $P  # named: a bare wait would also wait for tee
 for f in $R/*.retry; do [ -e "$f" ] && bench $(basename $f .retry)_again $(cat $f); done
 for f in $R/*/results.md $R/*/*/results.md; do [ -e "$f" ] && { echo "== $f"; grep -E "^\| " $f | head -20; }; done
-pack; echo "all done at $(( $(date +%s) - start )) s"
+pack; say "all done"

@@ -442,8 +442,6 @@ def _lbfgs(prob: Problem, x, iters, hist, bar, tol, **_) -> torch.Tensor:
     batch; here each image is solved alone, exactly as in a batch of one. The history holds,
     per evaluation, the mean over the images.
     """
-    if x.shape[0] == 1:
-        return _lbfgs_one(prob, x, iters, hist, bar)
     out, traces = [], []
     for i in range(x.shape[0]):
         h = History(callback=hist.callback)
