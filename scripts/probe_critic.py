@@ -20,6 +20,10 @@ solves) on 8 centre crops 128x128 of set12, noise ``--sigma`` seeded 1 and clipp
 * ``symmetric MODEL``: R averaged over the 8 flips / quarter turns (``alr restore --symmetric``). On
   the 12 calibration crops of ``alr bench calibrate --cal-images 12`` (unclipped noise, seed 1), at
   sigma 0.1 and 0.2, the model's solver and lambda times 0.7, 1 and 1.4: PSNR with R and with R_sym.
+* ``solver MODEL``: the restoration schedule of the authors' released code
+  (github.com/jprost76/LocalReg, ``denoising.py``: Adam, 50 iterations, learning rate 0.1 -> 0.01,
+  from the noisy image, the paper's R) against the model's default solver at its table's lambda, on
+  the crops of ``eval`` (noise ``--sigma``, clipped); Adam's lambda by the same line search.
 * ``iters MODEL``: early stopping. For sigma 0.1 / 0.2 / 0.4, both protocols (clipped or not), the
   mean PSNR after 5, 8 and 20 L-BFGS iterations at the model's lambda times 0.7, 1 and 1.4.
 
@@ -35,6 +39,8 @@ The runs reported in the README (ALR_DATA set; T=docs/models/table1)::
     python scripts/probe_critic.py ensemble \
         $T/critic_0.05.safetensors,$T/critic_0.1.safetensors,$T/critic_0.2.safetensors,$T/critic_range.safetensors
     python scripts/probe_critic.py iters gray
+    python scripts/probe_critic.py solver gray --sigma 0.1
+    python scripts/probe_critic.py solver gray --sigma 0.2
     python scripts/probe_critic.py clipped color --sigma 0.4
     python scripts/probe_critic.py symmetric gray
 """
@@ -56,15 +62,29 @@ from alr.train import TrainConfig, continue_from, train_critic
 CROP, IMAGES = 128, 8
 
 
-def score(model, root, sigma: float, lam0: float) -> tuple[float, float]:
-    """(best lambda, best mean PSNR) on the validation crops."""
+def score(model, root, sigma: float, lam0: float, opts: dict | None = None, evals: int = 6) -> tuple[float, float]:
+    """(best lambda, best mean PSNR) on the validation crops, with solver options ``opts``
+    (default: the model's default solver)."""
     x = calibration_crops(root / "set12", 1, False, images=IMAGES, crop=CROP)
     y = add_noise(x, sigma, seed=1, clip=True)
-    opts = solver_options(model)
-    best, evals = line_search(lambda lam: float(psnr(alr.restore(y, None, model, lam, **opts)[0], x).mean()),
-                              lam0, 6)
-    print("  lambda -> PSNR:", ", ".join(f"{k:.3g}: {v:.2f}" for k, v in sorted(evals.items())))
-    return best, evals[best]
+    opts = solver_options(model) if opts is None else opts
+    best, seen = line_search(lambda lam: float(psnr(alr.restore(y, None, model, lam, **opts)[0], x).mean()),
+                             lam0, evals)
+    print("  lambda -> PSNR:", ", ".join(f"{k:.3g}: {v:.3f}" for k, v in sorted(seen.items())), flush=True)
+    return best, seen[best]
+
+
+def solver_grid(model, root, sigma: float) -> None:
+    """Print the default solver's PSNR at the table's lambda and the authors' Adam schedule's best."""
+    lam = alr.lam_for(model, "denoise", sigma)
+    default = solver_options(model, "denoise", sigma)
+    x = calibration_crops(root / "set12", 1, False, images=IMAGES, crop=CROP)
+    y = add_noise(x, sigma, seed=1, clip=True)
+    print(f"sigma {sigma}, default solver {default}, lambda {lam:.3g}: "
+          f"{float(psnr(alr.restore(y, None, model, lam, **default)[0], x).mean()):.3f} dB", flush=True)
+    theirs = {**default, "method": "adam", "iters": 50, "lr0": 0.1, "lr1": 0.01, "concavity": 0.0}
+    best, value = score(model, root, sigma, lam, theirs, evals=7)
+    print(f"sigma {sigma}, Adam 50 iterations, lr 0.1 -> 0.01, paper's R: {value:.3f} dB at lambda {best:.3g}")
 
 
 def ensemble(models: list[PatchCritic]) -> PatchCritic:
@@ -165,7 +185,7 @@ def symmetric_grid(model, root) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("probe", choices=["eval", "finetune", "ensemble", "iters", "clipped", "symmetric"])
+    ap.add_argument("probe", choices=["eval", "finetune", "ensemble", "iters", "clipped", "symmetric", "solver"])
     ap.add_argument("models", help="model name or file (comma-separated for ensemble)")
     ap.add_argument("--sigma", type=float, default=0.1)
     ap.add_argument("--lam", type=float, default=0.01, help="start of the lambda line search")
@@ -188,6 +208,8 @@ def main() -> None:
         return clipped_grid(models[0], root, args.sigma)
     if args.probe == "symmetric":
         return symmetric_grid(models[0], root)
+    if args.probe == "solver":
+        return solver_grid(models[0], root, args.sigma)
     if args.probe == "ensemble":
         model = ensemble(models)
     elif args.probe == "finetune":

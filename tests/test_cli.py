@@ -180,6 +180,12 @@ def test_train_cli_and_resume(tmp_path, sample_dir):
     aug = tmp_path / "a.safetensors"
     assert main(args[:-1] + [str(aug), "--augment"]) == 0
     assert alr.load(aug).meta["data"]["augment"] == "random flips / quarter turns"  # recorded in the model
+    theirs = tmp_path / "t.safetensors"  # the authors' released recipe: Adam's default betas, mu = 5
+    assert main(args[:-1] + [str(theirs), "--betas", "0.9", "0.999", "--mu", "5"]) == 0
+    assert alr.load(theirs).meta["training"]["betas"] == [0.9, 0.999]
+    assert alr.load(theirs).meta["training"]["mu"] == 5.0
+    bad = tmp_path / "b.safetensors"
+    assert main(args[:-1] + [str(bad), "--betas", "0.9", "1.5"]) == 2 and not bad.exists()
     assert main(["train", "--clean", str(tmp_path / "nope"), "--sigma", "0.1", "-o", str(out)]) == 2
 
 

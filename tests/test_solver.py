@@ -67,8 +67,10 @@ def test_per_image_concavity_equals_single_solves(gray, camera):
 
 @pytest.mark.parametrize("case", ["denoise", "clipped", "inpaint"])
 def test_lbfgs_solves_each_image_of_a_batch_as_alone(gray, camera, case):
-    """L-BFGS on a batch gives each image exactly its batch-of-one result: no image's line search
-    or curvature depends on the others (per-image lambda, shaping, noise level and mask)."""
+    """L-BFGS on a batch gives each image its batch-of-one result: no image's line search or
+    curvature depends on the others (per-image lambda, shaping, noise level and mask). The batched
+    critic sums in another order (gradients differ by 1e-7), which the line search can amplify to
+    a few 1e-4 on a pixel; the coupled solve of before moved whole images by 0.4 dB."""
     from alr.fidelity import ClippedGaussian
     x = torch.cat([camera[..., 100:148, 100:148], camera[..., 300:348, 200:248], camera[..., 0:48, 0:48]])
     lam, kappa = torch.tensor([0.005, 0.01, 0.02]), torch.tensor([0.0, 0.7, 0.5])
@@ -81,11 +83,29 @@ def test_lbfgs_solves_each_image_of_a_batch_as_alone(gray, camera, case):
     both, hist = alr.restore(y, phys, gray, lam, concavity=kappa, fidelity=fid, **opts)
     ones = []
     for i in range(3):
-        one, h = alr.restore(y[i:i + 1], phys.select(i), gray, lam[i], concavity=kappa[i],
-                             fidelity=fid.select(i) if fid else None, **opts)
-        assert torch.allclose(both[i], one[0], atol=1e-6)
+        one, h = alr.restore(y[i:i + 1], phys.select([i]), gray, lam[i], concavity=kappa[i],
+                             fidelity=fid.select([i]) if fid else None, **opts)
+        assert float((both[i] - one[0]).abs().max()) < 2e-3
+        assert float(psnr(both[i:i + 1], x[i:i + 1])) == pytest.approx(float(psnr(one, x[i:i + 1])), abs=0.01)
         ones.append(h.objective)
-    assert hist.iterations == 8 and hist.objective == pytest.approx([sum(v) / 3 for v in zip(*ones)])
+    assert hist.iterations == 8 and hist.objective == pytest.approx([sum(v) / 3 for v in zip(*ones)], rel=1e-4)
+
+
+def test_lbfgs_batch_stops_cleanly_on_an_error(gray, camera):
+    """An exception raised during a batched L-BFGS (here by the callback) stops every image's
+    solver and reaches the caller; nothing is left waiting."""
+    import threading
+    y = add_noise(torch.cat([camera[..., :32, :32], camera[..., 32:64, :32]]), 0.1, seed=0)
+
+    def fail(k, x):
+        assert x.shape == y.shape
+        if k == 2:
+            raise RuntimeError("stop here")
+
+    before = threading.active_count()
+    with pytest.raises(RuntimeError, match="stop here"):
+        alr.restore(y, None, gray, 0.01, method="lbfgs", iters=5, callback=fail)
+    assert threading.active_count() == before
 
 
 def test_per_channel_and_errors(gray):

@@ -95,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr0", type=float, default=1e-4)
     t.add_argument("--lr1", type=float, default=1e-5)
     t.add_argument("--mu", type=float, default=10.0, help="gradient penalty weight")
+    t.add_argument("--betas", type=float, nargs=2, default=(0.5, 0.9), metavar=("B1", "B2"),
+                   help="Adam betas of the critic's optimiser (default 0.5 0.9, the WGAN-GP choice)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--ckpt-every", type=int, default=1000)
     t.add_argument("--max-seconds", type=float, default=None, help="stop (and save) after this wall time")
@@ -373,7 +375,7 @@ def cmd_train(args) -> None:
                                  **desc},
                         "noise_range": ([deg.sigma_min, deg.sigma_max] if deg else None)})
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr0=args.lr0, lr1=args.lr1, mu=args.mu,
-                      seed=args.seed, ckpt_every=args.ckpt_every, device=args.device,
+                      betas=tuple(args.betas), seed=args.seed, ckpt_every=args.ckpt_every, device=args.device,
                       max_seconds=args.max_seconds)
     out = Path(args.output)
     log = args.log or out.with_suffix(".csv")

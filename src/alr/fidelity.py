@@ -44,8 +44,8 @@ class Gaussian:
         res = u - y
         return 0.5 * res.flatten(1).pow(2).sum(1) / res[0].numel(), res
 
-    def select(self, i: int) -> "Gaussian":
-        """The data term of image ``i`` of a batch."""
+    def select(self, idx: list[int]) -> "Gaussian":
+        """The data term of the images ``idx`` of a batch."""
         return self
 
 
@@ -68,9 +68,9 @@ class ClippedGaussian:
             raise ValueError(f"low ({low}) must be below high ({high})")
         self.sigma, self.low, self.high = sigma, float(low), float(high)
 
-    def select(self, i: int) -> "ClippedGaussian":
-        """The data term of image ``i`` of a batch."""
-        return self if self.sigma.numel() == 1 else ClippedGaussian(self.sigma[i:i + 1], self.low, self.high)
+    def select(self, idx: list[int]) -> "ClippedGaussian":
+        """The data term of the images ``idx`` of a batch."""
+        return self if self.sigma.numel() == 1 else ClippedGaussian(self.sigma[idx], self.low, self.high)
 
     def __call__(self, u: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.sigma.numel() not in (1, u.shape[0]):

@@ -108,8 +108,8 @@ class LinearOperator:
         """An upper bound of ||A^T A|| (operator norm), used to pick gradient steps."""
         return 1.0
 
-    def select(self, i: int) -> "LinearOperator":
-        """The operator of image ``i`` of a batch (the same one unless it holds one per image)."""
+    def select(self, idx: list[int]) -> "LinearOperator":
+        """The operator of the images ``idx`` of a batch (the same one unless it holds one per image)."""
         return self
 
 
@@ -194,8 +194,8 @@ class Inpainting(LinearOperator):
     def lipschitz(self) -> float:
         return float(self.mask.abs().max()) ** 2
 
-    def select(self, i: int) -> "Inpainting":
-        return self if self.mask.shape[0] == 1 else Inpainting(self.mask[i:i + 1])
+    def select(self, idx: list[int]) -> "Inpainting":
+        return self if self.mask.shape[0] == 1 else Inpainting(self.mask[idx])
 
 
 def random_mask(shape: tuple[int, int], missing: float, seed: int = 0) -> torch.Tensor:

@@ -100,8 +100,8 @@ def solver_options(model, task: str = "denoise", sigma: float | None = None, cli
     """The model's recommended solver settings for :func:`alr.restore` on ``task`` at noise ``sigma``.
 
     Models without a recommendation get :data:`DEFAULT_SOLVER`: L-BFGS with the reflect
-    boundary and :data:`TASK_ITERS` iterations, which reaches the paper's Adam-300 PSNR
-    (benchmarks/restore_speed.py). A lambda table calibrated with ``alr bench calibrate --iters``
+    boundary and :data:`TASK_ITERS` iterations, which reaches the PSNR of 300 Adam
+    iterations (benchmarks/restore_speed.py). A lambda table calibrated with ``alr bench calibrate --iters``
     also holds the iteration count chosen at each of its noise levels (the solver stopped early
     where that restores better); given ``sigma``, that count is used (log-log interpolated).
     ``clipped``: the settings of the table for clipped measurements, if any (:func:`lam_for`).

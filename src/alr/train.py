@@ -57,6 +57,12 @@ class TrainConfig:
     device: str | None = None
     extra: dict = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"Adam betas must be two numbers in [0, 1), got {self.betas}")
+        if self.mu < 0:
+            raise ValueError(f"the gradient penalty weight mu must be >= 0, got {self.mu}")
+
     def lr(self, step: int, elapsed: float = 0.0) -> float:
         """lr0 (lr1/lr0)^f, f the fraction done: of the steps, or of max_seconds if further."""
         f = step / max(1, self.steps)
