@@ -29,6 +29,7 @@ bench: install
 	$(BIN)/python benchmarks/restore_folder.py
 	$(BIN)/python benchmarks/restore_scale.py
 	$(BIN)/python benchmarks/train_speed.py
+	$(BIN)/python benchmarks/batched_energy.py
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache src/*.egg-info

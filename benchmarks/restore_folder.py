@@ -44,8 +44,8 @@ def main() -> None:
         for i, (name, x) in enumerate(clean.items()):
             write_image(src / f"{name}.tif", add_noise(x, 0.1, seed=i))  # float TIFF: no quantisation
         shapes = sorted({tuple(x.shape[-2:]) for x in clean.values()})
-        for bs in (int(b) for b in args.batch_sizes.split(",")):
-            dst = Path(tmp) / f"out{bs}"
+        for run, bs in enumerate(int(b) for b in args.batch_sizes.split(",")):
+            dst = Path(tmp) / f"out{run}"  # a fresh folder per run: the command skips finished outputs
             cmd = ["restore", str(src), "-o", str(dst), "--sigma", "0.1", "--batch-size", str(bs), "-q"]
             t0 = time.perf_counter()
             if alr_main(cmd + (["--device", args.device] if args.device else [])) != 0:

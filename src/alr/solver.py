@@ -66,6 +66,10 @@ from .fidelity import Gaussian
 from .physics import Denoising, LinearOperator
 
 METHODS = ("adam", "gd", "agd", "lbfgs")
+#: Device types on which the L-BFGS of a batch solves its images one after another instead of
+#: evaluating their energies together (:func:`_lbfgs`): on the CPU a batched critic call is no
+#: faster per image (benchmarks/batched_energy.py).
+SEQUENTIAL_DEVICES = ("cpu",)
 
 
 @dataclass
@@ -301,7 +305,7 @@ def restore(y: torch.Tensor, physics: LinearOperator | None, model: PatchCritic,
     fidelity : the data term (:mod:`alr.fidelity`); default the Gaussian ``1/2 ||Ax - y||^2``,
         ``ClippedGaussian(sigma)`` for measurements clipped to [0, 1].
     callback : called as ``callback(k, x_k)`` with the point evaluated at each iteration (for
-        L-BFGS, at each round of energy evaluations; an image that has finished shows its result).
+        L-BFGS, at each round of energy evaluations, see ``_lbfgs``).
 
     Returns the restored image (B, C, H, W) and the :class:`History`.
 
@@ -443,28 +447,37 @@ def _agd(prob: Problem, x, iters, hist, bar, tol, step, **_) -> torch.Tensor:
 
 
 def _lbfgs(prob: Problem, x, iters, hist, bar, tol, **_) -> torch.Tensor:
-    """L-BFGS on each image of the batch as if it were alone, the energies evaluated together.
+    """L-BFGS on each image of the batch as if it were alone (on accelerators, in lockstep).
 
     One L-BFGS on the sum of the energies would couple the images through its shared line
     search and curvature pairs, so that an image's result would depend on the rest of its
-    batch. Here each image runs its own :func:`_lbfgs_one`, and :class:`_Lockstep` evaluates the
-    energies they ask for in one batched call: each image follows exactly the iterates of a
-    batch of one, and the batch keeps the speed of batched critic evaluations. The history
-    holds, per evaluation, the mean over the images; ``hist.callback`` sees the whole batch at
-    each round of evaluations (an image that has finished shows its result).
+    batch. Here each image runs its own :func:`_lbfgs_one`. On an accelerator,
+    :class:`_Lockstep` evaluates the energies they ask for in one batched call: each image
+    follows the iterates of a batch of one (up to the rounding of the batched convolutions),
+    and the batch keeps the speed of batched critic evaluations. On the CPU a batched critic
+    call is no faster per image (benchmarks/batched_energy.py), so there the images are solved
+    one after another. The history holds, per evaluation, the mean over the images;
+    ``hist.callback(k, x)`` sees the whole batch at each round k of evaluations, counted per
+    group solved together (the batch, or each image in turn on the CPU); an image outside the
+    round shows its start or the last point it evaluated.
     """
     b = x.shape[0]
     traces = [History() for _ in range(b)]
     current = x.clone()
 
-    def on_round(k: int, idx: list[int], z: torch.Tensor, e: Energy) -> None:
-        current[idx] = z
-        if hist.callback is not None:
-            hist.callback(k, current)
-        bar.update(len(idx))
-        bar.set_postfix(E=f"{float(e.value.mean()):.5g}")
+    def solve(group: list[int]) -> list[torch.Tensor]:
+        def on_round(k: int, idx: list[int], z: torch.Tensor, e: Energy) -> None:
+            current[[group[j] for j in idx]] = z
+            if hist.callback is not None:
+                hist.callback(k, current)
+            bar.update(len(idx))
+            bar.set_postfix(E=f"{float(e.value.mean()):.5g}")
 
-    out = _Lockstep(prob, b).run(lambda i, energy: _lbfgs_one(energy, x[i:i + 1], iters, traces[i]), on_round)
+        return _Lockstep(prob.select(group), len(group)).run(
+            lambda j, energy: _lbfgs_one(energy, x[group[j]:group[j] + 1], iters, traces[group[j]]), on_round)
+
+    groups = [[i] for i in range(b)] if x.device.type in SEQUENTIAL_DEVICES else [list(range(b))]
+    out = [xi for group in groups for xi in solve(group)]
     hist.iterations = min(h.iterations for h in traces)
     for name in ("objective", "data", "reg", "grad_norm"):
         setattr(hist, name, [sum(getattr(h, name)[k] for h in traces) / b for k in range(hist.iterations)])
