@@ -25,21 +25,5 @@ train s_init --init $G --lr0 3e-4 --activation silu & P="$P $!"
 train r_new --lr0 1e-3 & P="$P $!"
 train s_new --lr0 1e-3 --activation silu & P="$P $!"
 train s_new_aug --lr0 1e-3 --activation silu --augment & P="$P $!"
-sleep ${CHECK_AFTER:-45}
-for p in $P; do kill -0 $p 2>/dev/null || { echo "a training ended early:"; tail -n 3 $R/train_*.log; }; done
-say "checked"; tail -qn 1 $M/*.csv
-wait $P; say "training done"; tail -qn 1 $M/*.csv; pack
-
-evaluate() {  # name
-  local n=$1
-  timeout $E bash -c "
-    python3 -m alr bench calibrate --model $M/$n.safetensors --tasks denoise --sigmas 0.1 --cal-images $N \
-      --iters 8,20 --concavity 0,0.7 ${CAL_ARGS} -o $R/cal_$n &&
-    python3 -m alr bench table2 --model $R/cal_$n/$n.safetensors --protocol paper --sigmas 0.1 --methods alr \
-      ${TABLE2_ARGS} -o $R/t2_$n" > $R/eval_$n.log 2>&1
-  say "eval $n: exit $?"
-}
-W=""; for n in $NAMES; do evaluate $n & W="$W $!"; done
-wait $W
-for f in $R/cal_*/results.md $R/t2_*/results.md; do [ -e "$f" ] && { echo "== $f"; grep -E "^\| " $f | tail -n +3; }; done
-pack; say "all done"
+await_trainings "$P"
+evaluate_candidates $NAMES
