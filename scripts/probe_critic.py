@@ -62,11 +62,15 @@ from alr.train import TrainConfig, continue_from, train_critic
 CROP, IMAGES = 128, 8
 
 
-def score(model, root, sigma: float, lam0: float, opts: dict | None = None, evals: int = 6) -> tuple[float, float]:
-    """(best lambda, best mean PSNR) on the validation crops, with solver options ``opts``
-    (default: the model's default solver)."""
+def probe_crops(root, sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The validation crops and their noisy versions (noise ``sigma``, seed 1, clipped to [0, 1])."""
     x = calibration_crops(root / "set12", 1, False, images=IMAGES, crop=CROP)
-    y = add_noise(x, sigma, seed=1, clip=True)
+    return x, add_noise(x, sigma, seed=1, clip=True)
+
+
+def score(model, x, y, lam0: float, opts: dict | None = None, evals: int = 6) -> tuple[float, float]:
+    """(best lambda, best mean PSNR) on the crops ``x`` restored from ``y``, with solver options
+    ``opts`` (default: the model's default solver)."""
     opts = solver_options(model) if opts is None else opts
     best, seen = line_search(lambda lam: float(psnr(alr.restore(y, None, model, lam, **opts)[0], x).mean()),
                              lam0, evals)
@@ -78,12 +82,11 @@ def solver_grid(model, root, sigma: float) -> None:
     """Print the default solver's PSNR at the table's lambda and the authors' Adam schedule's best."""
     lam = alr.lam_for(model, "denoise", sigma)
     default = solver_options(model, "denoise", sigma)
-    x = calibration_crops(root / "set12", 1, False, images=IMAGES, crop=CROP)
-    y = add_noise(x, sigma, seed=1, clip=True)
+    x, y = probe_crops(root, sigma)
     print(f"sigma {sigma}, default solver {default}, lambda {lam:.3g}: "
           f"{float(psnr(alr.restore(y, None, model, lam, **default)[0], x).mean()):.3f} dB", flush=True)
     theirs = {**default, "method": "adam", "iters": 50, "lr0": 0.1, "lr1": 0.01, "concavity": 0.0}
-    best, value = score(model, root, sigma, lam, theirs, evals=7)
+    best, value = score(model, x, y, lam, theirs, evals=7)
     print(f"sigma {sigma}, Adam 50 iterations, lr 0.1 -> 0.01, paper's R: {value:.3f} dB at lambda {best:.3g}")
 
 
@@ -216,7 +219,7 @@ def main() -> None:
         model = finetune(models[0], root, args)
     else:
         model = models[0]
-    lam, value = score(model, root, args.sigma, args.lam)
+    lam, value = score(model, *probe_crops(root, args.sigma), args.lam)
     print(f"{args.probe} {args.models}: {value:.2f} dB at lambda {lam:.3g} (sigma {args.sigma}), "
           f"{time.perf_counter() - t0:.0f} s")
 

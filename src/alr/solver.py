@@ -543,7 +543,8 @@ class _Lockstep:
                     asked, self.asked = self.asked, {}
                 idx = sorted(asked)
                 z = torch.cat([asked[i] for i in idx])
-                e = self.prob.select(idx).energy(z)
+                prob = self.prob if len(idx) == self.b else self.prob.select(idx)
+                e = prob.energy(z)
                 with self.cond:
                     self.answers.update((i, e.select(j)) for j, i in enumerate(idx))
                     self.cond.notify_all()
