@@ -5,7 +5,13 @@ Every probe reports the best mean PSNR over lambda (log line search from ``--lam
 solves) on 8 centre crops 128x128 of set12, noise ``--sigma`` seeded 1 and clipped to [0, 1]
 (the paper protocol), with the model's default solver. Probes:
 
-* ``eval MODEL``: the score of a model as it is (the baseline of the others).
+* ``eval MODEL``: the score of a model as it is (the baseline of the others). MODEL may also be a
+  training checkpoint (``alr train`` writes ``OUT.ckpt`` every ``--ckpt-every`` steps; give its
+  ``--activation`` if not ReLU); ``--iters N --concavity 0`` fixes the solver (a checkpoint has no
+  table).
+* ``lambda MODEL``: how much a per-image lambda could gain. On the 12 calibration crops (noise
+  ``--sigma`` seeded 1, clipped), the model's solver at its table's lambda times 0.35 ... 2.8: the
+  best mean PSNR of one lambda for all crops against the mean of each crop's own best (an oracle).
 * ``finetune MODEL -o OUT``: more WGAN-GP steps (lr ``--lr0`` -> 1e-5, batch 256) on bsd400 with the
   training's unpaired split, fixed noise ``--sigma``; ``--clip`` clips the noisy patches to [0, 1]
   as the paper protocol does with its inputs; ``--restored-fraction F`` replaces a fraction F of
@@ -43,6 +49,8 @@ The runs reported in the README (ALR_DATA set; T=docs/models/table1)::
     python scripts/probe_critic.py solver gray --sigma 0.2
     python scripts/probe_critic.py clipped color --sigma 0.4
     python scripts/probe_critic.py symmetric gray
+    python scripts/probe_critic.py lambda gray --sigma 0.1
+    python scripts/probe_critic.py eval runs/cpu_recipe/lr_new.safetensors.ckpt --iters 8 --concavity 0
 """
 import argparse
 import time
@@ -76,6 +84,33 @@ def score(model, x, y, lam0: float, opts: dict | None = None, evals: int = 6) ->
                              lam0, evals)
     print("  lambda -> PSNR:", ", ".join(f"{k:.3g}: {v:.3f}" for k, v in sorted(seen.items())), flush=True)
     return best, seen[best]
+
+
+def lambda_grid(model, root, sigma: float) -> None:
+    """Print the mean PSNR per lambda factor, and the global best against the per-crop oracle."""
+    x = calibration_crops(root / "set12", 1, False, images=12, crop=CROP)
+    y = add_noise(x, sigma, seed=1, clip=True)
+    lam, opts = alr.lam_for(model, "denoise", sigma), solver_options(model, "denoise", sigma)
+    factors = (0.35, 0.5, 0.7, 1.0, 1.4, 2.0, 2.8)
+    table = torch.stack([psnr(alr.restore(y, None, model, f * lam, **opts)[0], x) for f in factors])
+    for f, row in zip(factors, table):
+        print(f"lambda {f * lam:.3g} (x{f}): {float(row.mean()):.3f} dB", flush=True)
+    best = [factors[i] for i in table.argmax(0).tolist()]
+    print(f"sigma {sigma}: one lambda {float(table.mean(1).max()):.3f} dB, each crop its own "
+          f"{float(table.max(0).values.mean()):.3f} dB (factors {best})")
+
+
+def load_probe_model(name: str, activation: str) -> PatchCritic:
+    """A model file or shipped name, or a training checkpoint of a :class:`PatchCritic` (depth, width
+    and channels read from its weights; the activation is not stored there)."""
+    if not name.endswith(".ckpt"):
+        return alr.load(name)
+    state = torch.load(name, map_location="cpu", weights_only=True)
+    weights = [v for k, v in state["model"].items() if k.endswith("weight")]
+    model = PatchCritic(weights[0].shape[1], len(weights), weights[0].shape[0], activation)
+    model.load_state_dict(state["model"])
+    print(f"{name}: checkpoint at step {state['step']}")
+    return model.eval().requires_grad_(False)
 
 
 def solver_grid(model, root, sigma: float) -> None:
@@ -188,7 +223,8 @@ def symmetric_grid(model, root) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("probe", choices=["eval", "finetune", "ensemble", "iters", "clipped", "symmetric", "solver"])
+    ap.add_argument("probe", choices=["eval", "finetune", "ensemble", "iters", "clipped", "symmetric", "solver",
+                                       "lambda"])
     ap.add_argument("models", help="model name or file (comma-separated for ensemble)")
     ap.add_argument("--sigma", type=float, default=0.1)
     ap.add_argument("--lam", type=float, default=0.01, help="start of the lambda line search")
@@ -197,11 +233,14 @@ def main() -> None:
     ap.add_argument("--clip", action="store_true")
     ap.add_argument("--restored-fraction", type=float, default=0.0)
     ap.add_argument("--restored-crops", type=int, default=128)
+    ap.add_argument("--activation", default="relu", help="activation of a checkpoint's critic (eval)")
+    ap.add_argument("--iters", type=int, help="L-BFGS iterations (eval; default: the model's solver)")
+    ap.add_argument("--concavity", type=float, help="score shaping (eval; default: the model's solver)")
     ap.add_argument("-o", "--output")
     ap.add_argument("--data")
     args = ap.parse_args()
     root = data_root(args.data)
-    models = [alr.load(m) for m in args.models.split(",")]
+    models = [load_probe_model(m, args.activation) for m in args.models.split(",")]
     if args.probe == "finetune" and not args.output:
         ap.error("finetune needs -o OUT.safetensors")
     t0 = time.perf_counter()
@@ -213,13 +252,17 @@ def main() -> None:
         return symmetric_grid(models[0], root)
     if args.probe == "solver":
         return solver_grid(models[0], root, args.sigma)
+    if args.probe == "lambda":
+        return lambda_grid(models[0], root, args.sigma)
     if args.probe == "ensemble":
         model = ensemble(models)
     elif args.probe == "finetune":
         model = finetune(models[0], root, args)
     else:
         model = models[0]
-    lam, value = score(model, *probe_crops(root, args.sigma), args.lam)
+    opts = solver_options(model)
+    opts.update({k: v for k, v in (("iters", args.iters), ("concavity", args.concavity)) if v is not None})
+    lam, value = score(model, *probe_crops(root, args.sigma), args.lam, opts)
     print(f"{args.probe} {args.models}: {value:.2f} dB at lambda {lam:.3g} (sigma {args.sigma}), "
           f"{time.perf_counter() - t0:.0f} s")
 
