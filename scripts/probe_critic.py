@@ -8,7 +8,7 @@ solves) on 8 centre crops 128x128 of set12, noise ``--sigma`` seeded 1 and clipp
 * ``eval MODEL``: the score of a model as it is (the baseline of the others). MODEL may also be a
   training checkpoint (``alr train`` writes ``OUT.ckpt`` every ``--ckpt-every`` steps; give its
   ``--activation`` if not ReLU); ``--iters N --concavity 0`` fixes the solver (a checkpoint has no
-  table).
+  table; also for ``ensemble`` and ``finetune``).
 * ``lambda MODEL``: how much a per-image lambda could gain. On the 12 calibration crops (noise
   ``--sigma`` seeded 1, clipped), the model's solver at its table's lambda times 0.35 ... 2.8: the
   best mean PSNR of one lambda for all crops against the mean of each crop's own best (an oracle).
@@ -70,16 +70,14 @@ from alr.train import TrainConfig, continue_from, train_critic
 CROP, IMAGES = 128, 8
 
 
-def probe_crops(root, sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
+def probe_crops(root, sigma: float, images: int = IMAGES) -> tuple[torch.Tensor, torch.Tensor]:
     """The validation crops and their noisy versions (noise ``sigma``, seed 1, clipped to [0, 1])."""
-    x = calibration_crops(root / "set12", 1, False, images=IMAGES, crop=CROP)
+    x = calibration_crops(root / "set12", 1, False, images=images, crop=CROP)
     return x, add_noise(x, sigma, seed=1, clip=True)
 
 
-def score(model, x, y, lam0: float, opts: dict | None = None, evals: int = 6) -> tuple[float, float]:
-    """(best lambda, best mean PSNR) on the crops ``x`` restored from ``y``, with solver options
-    ``opts`` (default: the model's default solver)."""
-    opts = solver_options(model) if opts is None else opts
+def score(model, x, y, lam0: float, opts: dict, evals: int = 6) -> tuple[float, float]:
+    """(best lambda, best mean PSNR) on the crops ``x`` restored from ``y`` with solver options ``opts``."""
     best, seen = line_search(lambda lam: float(psnr(alr.restore(y, None, model, lam, **opts)[0], x).mean()),
                              lam0, evals)
     print("  lambda -> PSNR:", ", ".join(f"{k:.3g}: {v:.3f}" for k, v in sorted(seen.items())), flush=True)
@@ -88,8 +86,7 @@ def score(model, x, y, lam0: float, opts: dict | None = None, evals: int = 6) ->
 
 def lambda_grid(model, root, sigma: float) -> None:
     """Print the mean PSNR per lambda factor, and the global best against the per-crop oracle."""
-    x = calibration_crops(root / "set12", 1, False, images=12, crop=CROP)
-    y = add_noise(x, sigma, seed=1, clip=True)
+    x, y = probe_crops(root, sigma, images=12)
     lam, opts = alr.lam_for(model, "denoise", sigma), solver_options(model, "denoise", sigma)
     factors = (0.35, 0.5, 0.7, 1.0, 1.4, 2.0, 2.8)
     table = torch.stack([psnr(alr.restore(y, None, model, f * lam, **opts)[0], x) for f in factors])
@@ -234,8 +231,8 @@ def main() -> None:
     ap.add_argument("--restored-fraction", type=float, default=0.0)
     ap.add_argument("--restored-crops", type=int, default=128)
     ap.add_argument("--activation", default="relu", help="activation of a checkpoint's critic (eval)")
-    ap.add_argument("--iters", type=int, help="L-BFGS iterations (eval; default: the model's solver)")
-    ap.add_argument("--concavity", type=float, help="score shaping (eval; default: the model's solver)")
+    ap.add_argument("--iters", type=int, help="L-BFGS iterations (eval, ensemble, finetune; default: the model's solver)")
+    ap.add_argument("--concavity", type=float, help="score shaping (eval, ensemble, finetune; default: the model's solver)")
     ap.add_argument("-o", "--output")
     ap.add_argument("--data")
     args = ap.parse_args()
