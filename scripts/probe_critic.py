@@ -7,7 +7,7 @@ solves) on 8 centre crops 128x128 of set12, noise ``--sigma`` seeded 1 and clipp
 
 * ``eval MODEL``: the score of a model as it is (the baseline of the others). MODEL may also be a
   training checkpoint (``alr train`` writes ``OUT.ckpt`` every ``--ckpt-every`` steps; give its
-  ``--activation`` if not ReLU); ``--iters N --concavity 0`` fixes the solver (a checkpoint has no
+  ``--activation`` if not ReLU, ``--criterion w2`` for a w2 critic); ``--iters N --concavity 0`` fixes the solver (a checkpoint has no
   table; also for ``ensemble`` and ``finetune``).
 * ``lambda MODEL``: how much a per-image lambda could gain. On the 12 calibration crops (noise
   ``--sigma`` seeded 1, clipped), the model's solver at its table's lambda times 0.35 ... 2.8: the
@@ -58,7 +58,7 @@ import time
 import torch
 
 import alr
-from alr.critic import PatchCritic
+from alr.critic import CRITERIA, PatchCritic
 from alr.data import Degradation, ImageStack, add_noise, split_unpaired
 from alr.experiments import calibration_crops, line_search
 from alr.fidelity import ClippedGaussian
@@ -97,14 +97,14 @@ def lambda_grid(model, root, sigma: float) -> None:
           f"{float(table.max(0).values.mean()):.3f} dB (factors {best})")
 
 
-def load_probe_model(name: str, activation: str) -> PatchCritic:
+def load_probe_model(name: str, activation: str, criterion: str) -> PatchCritic:
     """A model file or shipped name, or a training checkpoint of a :class:`PatchCritic` (depth, width
-    and channels read from its weights; the activation is not stored there)."""
+    and channels read from its weights; the activation and criterion are not stored there)."""
     if not name.endswith(".ckpt"):
         return alr.load(name)
     state = torch.load(name, map_location="cpu", weights_only=True)
     weights = [v for k, v in state["model"].items() if k.endswith("weight")]
-    model = PatchCritic(weights[0].shape[1], len(weights), weights[0].shape[0], activation)
+    model = PatchCritic(weights[0].shape[1], len(weights), weights[0].shape[0], activation, criterion)
     model.load_state_dict(state["model"])
     print(f"{name}: checkpoint at step {state['step']}")
     return model.eval().requires_grad_(False)
@@ -123,8 +123,10 @@ def solver_grid(model, root, sigma: float) -> None:
 
 
 def ensemble(models: list[PatchCritic]) -> PatchCritic:
-    """One critic whose R is the mean of the models' R (same depth and width)."""
+    """One critic whose R is the mean of the models' R (same depth and width, w1 critics: R linear in u)."""
     k, m0 = len(models), models[0]
+    if any(m.criterion != "w1" for m in models):
+        raise ValueError("ensemble needs w1 critics (the mean of u^2 / 2 is not one critic's score)")
     out = PatchCritic(m0.in_channels, m0.depth, m0.width * k, m0.activation)
     convs = [[c for c in m.net if isinstance(c, torch.nn.Conv2d)] for m in models]
     w = m0.width
@@ -231,13 +233,14 @@ def main() -> None:
     ap.add_argument("--restored-fraction", type=float, default=0.0)
     ap.add_argument("--restored-crops", type=int, default=128)
     ap.add_argument("--activation", default="relu", help="activation of a checkpoint's critic (eval)")
+    ap.add_argument("--criterion", default="w1", choices=CRITERIA, help="criterion of a checkpoint's critic (eval)")
     ap.add_argument("--iters", type=int, help="L-BFGS iterations (eval, ensemble, finetune; default: the model's solver)")
     ap.add_argument("--concavity", type=float, help="score shaping (eval, ensemble, finetune; default: the model's solver)")
     ap.add_argument("-o", "--output")
     ap.add_argument("--data")
     args = ap.parse_args()
     root = data_root(args.data)
-    models = [load_probe_model(m, args.activation) for m in args.models.split(",")]
+    models = [load_probe_model(m, args.activation, args.criterion) for m in args.models.split(",")]
     if args.probe == "finetune" and not args.output:
         ap.error("finetune needs -o OUT.safetensors")
     t0 = time.perf_counter()

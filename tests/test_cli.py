@@ -213,6 +213,12 @@ def test_train_init_continues_a_model(tmp_path, sample_dir, capsys):
     s = alr.load(smooth)
     assert s.activation == "silu" and s.meta["activation_from"] == "relu"
     assert all(torch.equal(a, b) for a, b in zip(s.parameters(), gray.parameters()))
+    sq = tmp_path / "w2.safetensors"  # the same weights scored as half a squared distance
+    assert main(base + ["--init", "gray", "--criterion", "w2", "--anchor", "50", "--steps", "0", "-o", str(sq)]) == 0
+    w2 = alr.load(sq)
+    assert w2.criterion == "w2" and w2.meta["criterion_from"] == "w1" and w2.meta["training"]["anchor"] == 50
+    x = torch.rand(1, 1, 20, 20)
+    assert torch.allclose(w2(x), gray(x) ** 2 / 2)
     capsys.readouterr()
     assert main(base + ["--init", "gray", "--width", "32", "-o", str(tmp_path / "x.safetensors")]) == 2
     assert "width=32 (model: 64)" in capsys.readouterr().err

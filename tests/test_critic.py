@@ -156,3 +156,17 @@ def test_symmetric_R_is_invariant_and_its_gradient_exact():
     xs, _ = alr.restore(y, None, c.float(), 0.01, iters=3, method="gd", symmetric=True)
     xt, _ = alr.restore(dihedral(y, 3), None, c.float(), 0.01, iters=3, method="gd", symmetric=True)
     assert torch.allclose(dihedral(xs, 3), xt, atol=1e-5)  # the restoration commutes with the symmetries
+
+
+def test_w2_critic_scores_half_the_square_of_its_potential(tmp_path):
+    c = PatchCritic(depth=3, width=8, criterion="w2")
+    x = torch.rand(2, 1, 12, 12)
+    u = c.potential(x)
+    assert torch.allclose(c(x), u * u / 2)
+    c.save(tmp_path / "w2.safetensors")
+    back = alr.load(tmp_path / "w2.safetensors")
+    assert back.criterion == "w2" and torch.allclose(back(x), c(x))
+    w1 = PatchCritic(depth=3, width=8)
+    assert torch.equal(w1(x), w1.potential(x))  # the paper's critic: r = u
+    with pytest.raises(ValueError, match="unknown criterion"):
+        PatchCritic(criterion="w3")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from .critic import ACTIVATIONS
+from .critic import ACTIVATIONS, CRITERIA
 
 TASKS = ("denoise", "deblur", "inpaint", "sr")
 
@@ -90,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--width", type=int, default=None, help="hidden channels (default 64)")
     t.add_argument("--activation", default=None, choices=sorted(ACTIVATIONS),
                    help="default relu, or the --init model's (another one keeps its weights)")
+    t.add_argument("--criterion", default=None, choices=CRITERIA,
+                   help="w1: the paper's critic, R grows like the distance to clean patches; w2: R = half its "
+                        "square, the variant the paper proposes for high noise (default w1, or the --init model's; "
+                        "another one keeps its weights)")
+    t.add_argument("--anchor", type=_positive_float, default=100.0,
+                   help="w2 only: weight that pins the critic to 0 on clean patches (default 100)")
     t.add_argument("--steps", type=int, default=20000)
     t.add_argument("--batch-size", type=int, default=128)
     t.add_argument("--lr0", type=float, default=1e-4)
@@ -166,6 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     y.add_argument("--sigma", type=float, default=0.2)
     y.add_argument("--steps", type=int, default=3000)
     y.add_argument("--seed", type=int, default=0)
+    y.add_argument("--criterion", default="w1", choices=CRITERIA,
+                   help="w1: the paper's critic (r ~ distance); w2: r ~ half the squared distance")
 
     m = sub.add_parser("demo", help="restore a sample image with the shipped model")
     m.add_argument("-o", "--output", default="demo_out")
@@ -329,9 +337,11 @@ def _training_critic(args):
     from .pretrained import load
     from .train import continue_from
 
-    arch = {"in_channels": args.channels, "depth": args.depth, "width": args.width, "activation": args.activation}
+    arch = {"in_channels": args.channels, "depth": args.depth, "width": args.width, "activation": args.activation,
+            "criterion": args.criterion}
+    weightless = ("activation", "criterion")  # hold no weights: a model trains on with another one
     if args.init is None:
-        defaults = {"in_channels": 1, "depth": 6, "width": 64, "activation": "relu"}
+        defaults = {"in_channels": 1, "depth": 6, "width": 64, "activation": "relu", "criterion": "w1"}
         critic = PatchCritic(**{k: defaults[k] if v is None else v for k, v in arch.items()})
         critic.meta = {}
     else:
@@ -342,15 +352,15 @@ def _training_critic(args):
             raise ValueError(f"--init needs a patch critic, {args.init} is a {type(critic).__name__}")
         have = critic.config()
         clash = [f"{k}={v} (model: {have[k]})" for k, v in arch.items()
-                 if k != "activation" and v is not None and v != have[k]]
+                 if k not in weightless and v is not None and v != have[k]]
         if clash:
             raise ValueError(f"--init model {args.init} does not match " + ", ".join(clash))
         continue_from(critic, args.init)
-        if args.activation is not None and args.activation != have["activation"]:
-            # the activations hold no weights: the same weights, a new nonlinearity
-            swapped = PatchCritic(**{k: have[k] for k in arch if k != "activation"}, activation=args.activation)
+        swap = {k: arch[k] for k in weightless if arch[k] is not None and arch[k] != have[k]}
+        if swap:  # the same weights under a new nonlinearity or criterion
+            swapped = PatchCritic(**{**{k: have[k] for k in arch}, **swap})
             swapped.load_state_dict(critic.state_dict())
-            swapped.meta = {**critic.meta, "activation_from": have["activation"]}
+            swapped.meta = {**critic.meta, **{f"{k}_from": have[k] for k in swap}}
             critic = swapped
     args.channels = critic.in_channels
     return critic
@@ -375,8 +385,8 @@ def cmd_train(args) -> None:
                                  **desc},
                         "noise_range": ([deg.sigma_min, deg.sigma_max] if deg else None)})
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr0=args.lr0, lr1=args.lr1, mu=args.mu,
-                      betas=tuple(args.betas), seed=args.seed, ckpt_every=args.ckpt_every, device=args.device,
-                      max_seconds=args.max_seconds)
+                      anchor=args.anchor, betas=tuple(args.betas), seed=args.seed, ckpt_every=args.ckpt_every,
+                      device=args.device, max_seconds=args.max_seconds)
     out = Path(args.output)
     log = args.log or out.with_suffix(".csv")
     t0 = time.perf_counter()
@@ -450,9 +460,10 @@ def cmd_info(args) -> None:
 
 def cmd_toy(args) -> None:
     from .toy import run_toy
-    res = run_toy(args.output, sigma=args.sigma, steps=args.steps, seed=args.seed)
-    print(f"correlation of r with the distance to the circle: {res['corr_grid']:.3f} on the grid "
-          f"({res['grid']}), {res['corr_band']:.3f} in the band {res['band']}; figure {args.output}/toy.png")
+    res = run_toy(args.output, sigma=args.sigma, steps=args.steps, seed=args.seed, criterion=args.criterion)
+    stem = "toy" if args.criterion == "w1" else f"toy_{args.criterion}"
+    print(f"correlation of r with {res['target']} (d: distance to the circle): {res['corr_grid']:.3f} on the grid "
+          f"({res['grid']}), {res['corr_band']:.3f} in the band {res['band']}; figure {args.output}/{stem}.png")
 
 
 def cmd_demo(args) -> None:

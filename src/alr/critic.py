@@ -8,7 +8,12 @@ no padding, so its receptive field is one ``s x s`` patch with
 
     R(x) = 1 / |P(x)| * sum_{p in P(x)} r_theta(p)
 
-It is low on clean images and high on degraded ones. An optional concave shaping of
+It is low on clean images and high on degraded ones. The paper's critic (criterion
+``"w1"``) is a WGAN-GP critic, ``r_theta = u_theta`` with ``u_theta`` about 1-Lipschitz, so
+r grows like the distance to the clean patches. Criterion ``"w2"``, the squared-distance
+variant the authors suggest, scores ``r_theta = u_theta^2 / 2`` with the same 1-Lipschitz
+``u_theta`` (:func:`patch_scores`), trained so that ``u_theta`` vanishes on clean patches:
+then r grows like half the squared distance. An optional concave shaping of
 the scores, ``R_kappa(x) = mean_p psi_kappa(r_theta(p))`` (:func:`shape_scores`), weights
 the patches' gradients by ``exp(-kappa (r_theta(p) - c))``; ``kappa = 0`` is the paper's R.
 Model files are a single
@@ -50,6 +55,29 @@ ACTIVATIONS = {
 }
 
 
+CRITERIA = ("w1", "w2")
+
+
+def check_criterion(criterion: str) -> str:
+    """``criterion`` itself if it is one of :data:`CRITERIA`, else ValueError."""
+    if criterion not in CRITERIA:
+        raise ValueError(f"unknown criterion {criterion!r}; choose one of {', '.join(CRITERIA)}")
+    return criterion
+
+
+def patch_scores(u: torch.Tensor, criterion: str) -> torch.Tensor:
+    """Scores r from the critic's 1-Lipschitz potential u: ``r = u`` ("w1") or ``u^2 / 2`` ("w2").
+
+    With u the distance d to the clean patches (what training approximates), "w1" gives
+    ``r = d`` and "w2" ``r = d^2 / 2``, whose gradient ``d grad d`` fades near clean patches.
+
+    >>> import torch
+    >>> patch_scores(torch.tensor([-2.0, 1.0]), "w2").tolist()
+    [2.0, 0.5]
+    """
+    return 0.5 * u * u if criterion == "w2" else u
+
+
 def _activation(name: str) -> nn.Module:
     try:
         return ACTIVATIONS[name]()
@@ -68,13 +96,15 @@ class PatchCritic(nn.Module):
     activation : ``"relu"`` (paper), or a smooth one (``"softplus"``, ``"silu"``,
         ``"elu"``) that makes R differentiable everywhere, as the convergence
         argument of eq. (5) wants.
+    criterion : ``"w1"`` (paper, ``r = u``) or ``"w2"`` (``r = u^2 / 2``), see :func:`patch_scores`.
     """
 
     kind = "patch"
 
     def __init__(self, in_channels: int = 1, depth: int = 6, width: int = 64,
-                 activation: str = "relu") -> None:
+                 activation: str = "relu", criterion: str = "w1") -> None:
         super().__init__()
+        self.criterion = check_criterion(criterion)
         if in_channels not in (1, 3):
             raise ValueError(f"in_channels must be 1 or 3, got {in_channels}")
         if depth < 1 or width < 1:
@@ -98,7 +128,7 @@ class PatchCritic(nn.Module):
 
     def config(self) -> dict[str, Any]:
         return {"kind": self.kind, "in_channels": self.in_channels, "depth": self.depth,
-                "width": self.width, "activation": self.activation}
+                "width": self.width, "activation": self.activation, "criterion": self.criterion}
 
     def _check(self, x: torch.Tensor) -> None:
         if x.dim() != 4:
@@ -110,10 +140,14 @@ class PatchCritic(nn.Module):
             raise ValueError(f"image {tuple(x.shape[-2:])} is smaller than the critic's "
                              f"{s}x{s} receptive field")
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Score map r_theta(p) of every patch: (B, 1, H - s + 1, W - s + 1)."""
+    def potential(self, x: torch.Tensor) -> torch.Tensor:
+        """Map of the 1-Lipschitz potential u_theta(p) (the network's output), same shape as forward's."""
         self._check(x)
         return self.net(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Score map r_theta(p) of every patch: (B, 1, H - s + 1, W - s + 1)."""
+        return patch_scores(self.potential(x), self.criterion)
 
     def regularizer(self, x: torch.Tensor, boundary: str = "reflect", concavity: float = 0.0,
                     score_ref: float = 0.0, symmetric: bool = False) -> torch.Tensor:
@@ -225,8 +259,9 @@ class PointCritic(nn.Module):
     kind = "mlp"
 
     def __init__(self, in_features: int = 2, width: int = 64, depth: int = 3,
-                 activation: str = "relu") -> None:
+                 activation: str = "relu", criterion: str = "w1") -> None:
         super().__init__()
+        self.criterion = check_criterion(criterion)
         self.in_features, self.width, self.depth, self.activation = in_features, width, depth, activation
         layers: list[nn.Module] = []
         d = in_features
@@ -239,10 +274,15 @@ class PointCritic(nn.Module):
 
     def config(self) -> dict[str, Any]:
         return {"kind": self.kind, "in_features": self.in_features, "depth": self.depth,
-                "width": self.width, "activation": self.activation}
+                "width": self.width, "activation": self.activation, "criterion": self.criterion}
+
+    def potential(self, x: torch.Tensor) -> torch.Tensor:
+        """The 1-Lipschitz potential u(x), one value per point."""
+        return self.net(x).squeeze(-1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x).squeeze(-1)
+        """Score r(x) of each point (see :func:`patch_scores`)."""
+        return patch_scores(self.potential(x), self.criterion)
 
     def save(self, path: str | os.PathLike) -> None:
         save_model(self, path)

@@ -630,10 +630,12 @@ def cmd_histogram(args, out: Path) -> str:
 
 def cmd_toy_bench(args, out: Path) -> str:
     from .toy import run_toy
-    res = run_toy(out, steps=200 if args.quick else 3000, seed=args.seed, progress=False)
     tbl = Table()
-    tbl.add(**res)
-    text = tbl.write(out, "Toy circle: correlation of the critic with the distance to the circle")
+    for criterion in ("w1", "w2"):
+        tbl.add(**run_toy(out, steps=200 if args.quick else 3000, seed=args.seed, criterion=criterion,
+                          progress=False))
+    text = tbl.write(out, "Toy circle: correlation of the critic with the distance d to the circle (w1) "
+                          "or d^2 / 2 (w2)")
     _run_json(out, args, {})
     return text
 

@@ -7,6 +7,8 @@ distance to the clean set ``d(x) = | ||x|| - 1 |`` up to a constant, so we
 report the Pearson correlation between ``r`` and ``d`` on a grid covering the
 region the degraded points reach (``d <= 2 sigma``), and plot the level lines
 of ``r`` with its (negative) gradient field, which points toward the circle.
+A ``"w2"`` critic (:func:`alr.critic.patch_scores`) should instead score ``d^2 / 2``:
+its correlation is taken with that, and its mean absolute error to it is reported.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from .critic import PointCritic
+from .critic import PointCritic, patch_scores
 from .images import pyplot
 from .train import TrainConfig, train_critic
 
@@ -34,21 +36,26 @@ def circle_sampler(sigma: float):
 
 
 def distance_correlation(critic: PointCritic, sigma: float, n: int = 121, extent: float = 1.6) -> dict:
-    """Correlation of r with the distance to the circle on a grid (near band and full grid)."""
+    """Correlation of r with its target on a grid (near band and full grid): the distance d to the
+    circle for a "w1" critic, ``d^2 / 2`` for a "w2" one, whose mean absolute error to it is added."""
     t = torch.linspace(-extent, extent, n)
     xx, yy = torch.meshgrid(t, t, indexing="xy")
     pts = torch.stack([xx.flatten(), yy.flatten()], 1)
     with torch.no_grad():
         r = critic(pts)
-    d = (pts.norm(dim=1) - 1).abs()
-    band = d <= 2 * sigma
+    target = patch_scores((pts.norm(dim=1) - 1).abs(), critic.criterion)
+    band = (pts.norm(dim=1) - 1).abs() <= 2 * sigma
 
     def corr(a, b):
         a, b = a - a.mean(), b - b.mean()
         return float((a * b).sum() / (a.norm() * b.norm()))
 
-    return {"corr_band": corr(r[band], d[band]), "corr_grid": corr(r, d), "band": f"d <= {2 * sigma:g}",
-            "grid": f"{n}x{n} on [-{extent}, {extent}]^2"}
+    res = {"criterion": critic.criterion, "target": "d^2 / 2" if critic.criterion == "w2" else "d",
+           "corr_band": corr(r[band], target[band]), "corr_grid": corr(r, target), "band": f"d <= {2 * sigma:g}",
+           "grid": f"{n}x{n} on [-{extent}, {extent}]^2"}
+    if critic.criterion == "w2":  # its level is fixed too (zero on the circle), not only its shape
+        res["mae_band"] = float((r[band] - target[band]).abs().mean())
+    return res
 
 
 def plot(critic: PointCritic, sigma: float, path: str | os.PathLike, extent: float = 1.6) -> None:
@@ -77,25 +84,28 @@ def plot(critic: PointCritic, sigma: float, path: str | os.PathLike, extent: flo
     ax.set_xlim(-extent, extent)
     ax.set_ylim(-extent, extent)
     ax.legend(loc="upper right", fontsize=8)
-    ax.set_title("Learned critic r and -grad r (paper Fig. 1)")
+    ax.set_title("Learned critic r and -grad r (paper Fig. 1)" if critic.criterion == "w1" else
+                 "w2 critic r = u^2 / 2 and -grad r")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
 def run_toy(out_dir: str | os.PathLike, sigma: float = 0.2, steps: int = 3000, seed: int = 0,
-            progress: bool = True) -> dict:
-    """Train the toy critic, write ``toy.png``, ``toy_critic.safetensors`` and ``toy.json``."""
+            criterion: str = "w1", progress: bool = True) -> dict:
+    """Train the toy critic, write ``toy.png``, ``toy_critic.safetensors`` and ``toy.json``
+    (``toy_w2.png`` ... for ``criterion="w2"``)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    stem = "toy" if criterion == "w1" else f"toy_{criterion}"
     torch.manual_seed(seed)
-    critic = PointCritic(2, width=64, depth=3)  # lr 1e-2: smaller rates stall on the linear part
+    critic = PointCritic(2, width=64, depth=3, criterion=criterion)  # lr 1e-2: smaller rates stall on the linear part
     cfg = TrainConfig(steps=steps, batch_size=1024, lr0=1e-2, lr1=1e-4, seed=seed, device="cpu",
                       ckpt_every=steps, log_every=50)
-    train_critic(critic, circle_sampler(sigma), cfg, out=out / "toy_critic.safetensors",
-                 log_csv=out / "toy_log.csv", progress=progress)
+    model = out / f"{stem}_critic.safetensors"
+    train_critic(critic, circle_sampler(sigma), cfg, out=model, log_csv=out / f"{stem}_log.csv", progress=progress)
     res = {"sigma": sigma, "steps": steps, **distance_correlation(critic, sigma)}
-    plot(critic, sigma, out / "toy.png")
-    (out / "toy_critic.safetensors.ckpt").unlink(missing_ok=True)
-    (out / "toy.json").write_text(json.dumps(res, indent=2))
+    plot(critic, sigma, out / f"{stem}.png")
+    Path(f"{model}.ckpt").unlink(missing_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(res, indent=2))
     return res

@@ -10,6 +10,13 @@ so ``r`` is low on clean patches, high on degraded ones and close to
 1-Lipschitz: ``-L`` without the penalty estimates the Wasserstein-1 distance
 ``W = E_q[r] - E_p[r]`` between the two patch distributions.
 
+A critic of criterion ``"w2"`` scores ``r = u^2 / 2`` (:func:`alr.critic.patch_scores`); the
+penalty holds its potential ``u`` 1-Lipschitz, ``(||grad_z u(z)||_2 - 1)^2``, and the loss
+gains an anchor ``anchor / 2 * E_p[u(p)^2]`` that pins u to 0 on clean patches, so u
+approximates the distance to the clean patches and r half its square: a regularizer growing
+with the squared distance, as the paper proposes for high noise. (Without the anchor the
+squared loss ``E_p[r] - E_q[r]`` has no minimum: a constant added to u lowers it without end.)
+
 The learning rate decays exponentially, ``lr_k = lr0 (lr1 / lr0)^(k / steps)``.
 Every ``ckpt_every`` steps a checkpoint (weights, Adam state, sampler RNG,
 step) is written atomically; ``resume=True`` continues from it and reproduces
@@ -32,7 +39,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .critic import atomic_write
+from .critic import atomic_write, patch_scores
 
 Sampler = Callable[[int, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
 
@@ -49,6 +56,7 @@ class TrainConfig:
     lr0: float = 1e-4
     lr1: float = 1e-5
     mu: float = 10.0
+    anchor: float = 100.0
     betas: tuple[float, float] = (0.5, 0.9)
     seed: int = 0
     ckpt_every: int = 1000
@@ -62,6 +70,8 @@ class TrainConfig:
             raise ValueError(f"Adam betas must be two numbers in [0, 1), got {self.betas}")
         if self.mu < 0:
             raise ValueError(f"the gradient penalty weight mu must be >= 0, got {self.mu}")
+        if self.anchor <= 0:
+            raise ValueError(f"the anchor weight of w2 critics must be > 0, got {self.anchor}")
 
     def lr(self, step: int, elapsed: float = 0.0) -> float:
         """lr0 (lr1/lr0)^f, f the fraction done: of the steps, or of max_seconds if further."""
@@ -111,20 +121,28 @@ def continue_from(model: nn.Module, source: str) -> nn.Module:
 
 
 def wgan_gp_loss(critic: nn.Module, p: torch.Tensor, q: torch.Tensor, t: torch.Tensor,
-                 mu: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                 mu: float, anchor: float = 100.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """WGAN-GP critic loss on clean ``p``, degraded ``q`` and mixing weights ``t``.
 
-    Returns the loss and detached statistics (Wasserstein estimate, penalty,
-    norms of grad_z r at the interpolates).
+    ``"w1"`` critics (r = u): ``E_p[u(p)] - E_q[u(q)] + mu * GP``. ``"w2"`` critics (r = u^2 / 2)
+    add ``anchor / 2 * E_p[u(p)^2]``, which pins u to 0 on the clean patches (within about
+    1 / anchor) while the rest raises it on degraded ones as far as a 1-Lipschitz function
+    can: u tends to the distance to the clean patches. GP is the penalty
+    ``E_z[(||grad_z u(z)||_2 - 1)^2]`` on the potential u (:meth:`PatchCritic.potential`).
+
+    Returns the loss and detached statistics (``E_q[r] - E_p[r]``, the Wasserstein estimate
+    for "w1"; penalty; norms of grad_z u at the interpolates).
     """
     t = t.view(-1, *([1] * (p.dim() - 1)))
     z = (t * p + (1 - t) * q).requires_grad_(True)
-    rz = critic(z)
-    (g,) = torch.autograd.grad(rz.sum(), z, create_graph=True)
+    (g,) = torch.autograd.grad(critic.potential(z).sum(), z, create_graph=True)
     gnorm = g.flatten(1).norm(dim=1)
     gp = ((gnorm - 1) ** 2).mean()
-    w = critic(q).mean() - critic(p).mean()
-    loss = -w + mu * gp
+    up, uq = critic.potential(p), critic.potential(q)
+    criterion = critic.criterion
+    fit = up.mean() - uq.mean() + (0.5 * anchor * (up * up).mean() if criterion == "w2" else 0)
+    w = (patch_scores(uq, criterion) - patch_scores(up, criterion)).mean()
+    loss = fit + mu * gp
     return loss, {"wasserstein": w.detach(), "gradient_penalty": gp.detach(),
                   "grad_norm_mean": gnorm.mean().detach(), "grad_norm_min": gnorm.min().detach(),
                   "grad_norm_max": gnorm.max().detach()}
@@ -186,7 +204,7 @@ def train_critic(critic: nn.Module, sampler: Sampler, config: TrainConfig,
             p, q = sampler(config.batch_size, gen)
             t = torch.rand(config.batch_size, generator=gen)
             p, q, t = (v[lo:hi].to(device, non_blocking=True) for v in (p, q, t))
-            loss, stats = wgan_gp_loss(critic, p, q, t, config.mu)
+            loss, stats = wgan_gp_loss(critic, p, q, t, config.mu, config.anchor)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if world > 1:
