@@ -30,6 +30,12 @@ solves) on 8 centre crops 128x128 of set12, noise ``--sigma`` seeded 1 and clipp
   (github.com/jprost76/LocalReg, ``denoising.py``: Adam, 50 iterations, learning rate 0.1 -> 0.01,
   from the noisy image, the paper's R) against the model's default solver at its table's lambda, on
   the crops of ``eval`` (noise ``--sigma``, clipped); Adam's lambda by the same line search.
+* ``semidual MODEL -o OUT``: the quadratic-cost (W2) Kantorovich potential phi in place of the W1
+  critic, trained from MODEL's weights (``new``: from scratch) by the minibatch semi-dual
+  ``max E_q[phi(q)] + E_p[min_j (||p - q_j||^2 / 2 - phi(q_j))]`` (the c-transform over the batch's
+  degraded patches q_j; no Lipschitz penalty) for ``--seconds`` on cbsd432 read as gray, sigma ~
+  U[0, 0.4], batch ``--batch``, Adam (0.9, 0.999), lr ``--lr0`` -> ``--lr1``; then scored like
+  ``eval`` with R = mean_p phi(p), whose gradient at a degraded patch is its transport displacement.
 * ``iters MODEL``: early stopping. For sigma 0.1 / 0.2 / 0.4, both protocols (clipped or not), the
   mean PSNR after 5, 8 and 20 L-BFGS iterations at the model's lambda times 0.7, 1 and 1.4.
 
@@ -51,6 +57,8 @@ The runs reported in the README (ALR_DATA set; T=docs/models/table1)::
     python scripts/probe_critic.py symmetric gray
     python scripts/probe_critic.py lambda gray --sigma 0.1
     python scripts/probe_critic.py eval runs/cpu_recipe/lr_new.safetensors.ckpt --iters 8 --concavity 0
+    python scripts/probe_critic.py semidual new --lr0 1e-3 --lr1 1e-4 --iters 20 --concavity 0 --lam 0.005 \
+        -o runs/semidual_new.safetensors
 """
 import argparse
 import time
@@ -59,7 +67,7 @@ import torch
 
 import alr
 from alr.critic import CRITERIA, PatchCritic
-from alr.data import Degradation, ImageStack, add_noise, split_unpaired
+from alr.data import Degradation, ImageStack, add_noise, make_patch_pairs, split_unpaired
 from alr.experiments import calibration_crops, line_search
 from alr.fidelity import ClippedGaussian
 from alr.images import data_root
@@ -176,6 +184,34 @@ def finetune(model, root, args) -> PatchCritic:
     return train_critic(model, sampler, cfg, out=args.output, progress=False)
 
 
+def semidual(model, root, args) -> PatchCritic:
+    """Train ``model`` as a quadratic-cost Kantorovich potential (minibatch semi-dual, see the docstring)."""
+    pairs = make_patch_pairs(root / "cbsd432", model.receptive_field, 1, None, Degradation(0.0, 0.4), seed=0)
+    g = torch.Generator().manual_seed(0)
+    model.requires_grad_(True).train()
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr0, betas=(0.9, 0.999))
+    t0, step = time.perf_counter(), 0
+    while (elapsed := time.perf_counter() - t0) < args.seconds:
+        for grp in opt.param_groups:
+            grp["lr"] = args.lr0 * (args.lr1 / args.lr0) ** (elapsed / args.seconds)
+        p, q = pairs.sample(args.batch, g)
+        phi = model(q).flatten()
+        cost = 0.5 * torch.cdist(p.flatten(1), q.flatten(1)) ** 2
+        dual = phi.mean() + (cost - phi[None, :]).min(dim=1).values.mean()
+        opt.zero_grad(set_to_none=True)
+        (-dual).backward()
+        opt.step()
+        step += 1
+        if step % 1000 == 0:
+            print(f"step {step}, {elapsed:.0f} s: semi-dual {float(dual.detach()):.4f}", flush=True)
+    if model.meta:
+        continue_from(model, args.models)
+    model.meta["semidual"] = {"steps": step, "seconds": args.seconds, "batch": args.batch,
+                              "lr": [args.lr0, args.lr1]}
+    model.eval().requires_grad_(False).save(args.output)
+    return model
+
+
 def iteration_grid(model, root) -> None:
     """Print the PSNR grid (iterations x lambda) per protocol and noise level."""
     x = calibration_crops(root / "set12", 1, False, images=IMAGES, crop=CROP)
@@ -223,12 +259,15 @@ def symmetric_grid(model, root) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("probe", choices=["eval", "finetune", "ensemble", "iters", "clipped", "symmetric", "solver",
-                                       "lambda"])
+                                       "lambda", "semidual"])
     ap.add_argument("models", help="model name or file (comma-separated for ensemble)")
     ap.add_argument("--sigma", type=float, default=0.1)
     ap.add_argument("--lam", type=float, default=0.01, help="start of the lambda line search")
     ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--lr0", type=float, default=1e-4)
+    ap.add_argument("--lr1", type=float, default=1e-5, help="final learning rate (semidual)")
+    ap.add_argument("--seconds", type=float, default=1800.0, help="training time (semidual)")
+    ap.add_argument("--batch", type=int, default=128, help="batch size (semidual)")
     ap.add_argument("--clip", action="store_true")
     ap.add_argument("--restored-fraction", type=float, default=0.0)
     ap.add_argument("--restored-crops", type=int, default=128)
@@ -240,9 +279,10 @@ def main() -> None:
     ap.add_argument("--data")
     args = ap.parse_args()
     root = data_root(args.data)
-    models = [load_probe_model(m, args.activation, args.criterion) for m in args.models.split(",")]
-    if args.probe == "finetune" and not args.output:
-        ap.error("finetune needs -o OUT.safetensors")
+    models = [PatchCritic(1) if m == "new" else load_probe_model(m, args.activation, args.criterion)
+              for m in args.models.split(",")]
+    if args.probe in ("finetune", "semidual") and not args.output:
+        ap.error(f"{args.probe} needs -o OUT.safetensors")
     t0 = time.perf_counter()
     if args.probe == "iters":
         return iteration_grid(models[0], root)
@@ -258,6 +298,8 @@ def main() -> None:
         model = ensemble(models)
     elif args.probe == "finetune":
         model = finetune(models[0], root, args)
+    elif args.probe == "semidual":
+        model = semidual(models[0], root, args)
     else:
         model = models[0]
     opts = solver_options(model)
