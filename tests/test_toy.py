@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 
 import alr
@@ -19,10 +20,21 @@ def test_w2_critic_learns_half_the_squared_distance_to_circle(tmp_path):
     res = run_toy(tmp_path, steps=800, criterion="w2", progress=False)
     assert res["target"] == "d^2 / 2" and res["corr_band"] >= 0.95, res
     assert res["mae_band"] < 0.01, res  # the band's d^2 / 2 reaches 0.08
-    assert (tmp_path / "toy_w2.png").is_file() and not (tmp_path / "toy.png").exists()
+    assert res["figure"] == "toy_w2.png" and (tmp_path / "toy_w2.png").is_file()
+    assert not (tmp_path / "toy.png").exists()
     critic = alr.load(tmp_path / "toy_w2_critic.safetensors")
     a = torch.linspace(0, 2 * math.pi, 64)
     with torch.no_grad():
         for rho in (0.7, 1.0, 1.2, 1.4):
             r = float(critic(rho * torch.stack([a.cos(), a.sin()], 1)).mean())
             assert abs(r - (rho - 1) ** 2 / 2) < 0.25 * (rho - 1) ** 2 / 2 + 2e-3, (rho, r)
+
+
+def test_toy_cli_names_its_figure(tmp_path, capsys):
+    from alr.cli import main
+
+    assert main(["toy", "-o", str(tmp_path), "--steps", "20", "--criterion", "w2"]) == 0
+    assert f"figure {tmp_path}/toy_w2.png" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:  # an unknown criterion is a usage error
+        main(["toy", "-o", str(tmp_path / "x"), "--criterion", "w3"])
+    assert e.value.code == 2 and not (tmp_path / "x").exists()

@@ -92,8 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default relu, or the --init model's (another one keeps its weights)")
     t.add_argument("--criterion", default=None, choices=CRITERIA,
                    help="w1: the paper's critic, R grows like the distance to clean patches; w2: R = half its "
-                        "square, the variant the paper proposes for high noise (default w1, or the --init model's; "
-                        "another one keeps its weights)")
+                        "square, the variant the paper proposes for high noise, measured worse on images (README; "
+                        "default w1, or the --init model's; another one keeps its weights)")
     t.add_argument("--anchor", type=_positive_float, default=100.0,
                    help="w2 only: weight that pins the critic to 0 on clean patches (default 100)")
     t.add_argument("--steps", type=int, default=20000)
@@ -461,9 +461,8 @@ def cmd_info(args) -> None:
 def cmd_toy(args) -> None:
     from .toy import run_toy
     res = run_toy(args.output, sigma=args.sigma, steps=args.steps, seed=args.seed, criterion=args.criterion)
-    stem = "toy" if args.criterion == "w1" else f"toy_{args.criterion}"
     print(f"correlation of r with {res['target']} (d: distance to the circle): {res['corr_grid']:.3f} on the grid "
-          f"({res['grid']}), {res['corr_band']:.3f} in the band {res['band']}; figure {args.output}/{stem}.png")
+          f"({res['grid']}), {res['corr_band']:.3f} in the band {res['band']}; figure {args.output}/{res['figure']}")
 
 
 def cmd_demo(args) -> None:

@@ -104,7 +104,7 @@ def run_toy(out_dir: str | os.PathLike, sigma: float = 0.2, steps: int = 3000, s
                       ckpt_every=steps, log_every=50)
     model = out / f"{stem}_critic.safetensors"
     train_critic(critic, circle_sampler(sigma), cfg, out=model, log_csv=out / f"{stem}_log.csv", progress=progress)
-    res = {"sigma": sigma, "steps": steps, **distance_correlation(critic, sigma)}
+    res = {"sigma": sigma, "steps": steps, **distance_correlation(critic, sigma), "figure": f"{stem}.png"}
     plot(critic, sigma, out / f"{stem}.png")
     Path(f"{model}.ckpt").unlink(missing_ok=True)
     (out / f"{stem}.json").write_text(json.dumps(res, indent=2))
