@@ -190,10 +190,11 @@ def semidual(model, root, args) -> PatchCritic:
     g = torch.Generator().manual_seed(0)
     model.requires_grad_(True).train()
     opt = torch.optim.Adam(model.parameters(), lr=args.lr0, betas=(0.9, 0.999))
+    schedule = TrainConfig(steps=10 ** 12, lr0=args.lr0, lr1=args.lr1, max_seconds=args.seconds)  # by the clock
     t0, step = time.perf_counter(), 0
     while (elapsed := time.perf_counter() - t0) < args.seconds:
         for grp in opt.param_groups:
-            grp["lr"] = args.lr0 * (args.lr1 / args.lr0) ** (elapsed / args.seconds)
+            grp["lr"] = schedule.lr(step, elapsed)
         p, q = pairs.sample(args.batch, g)
         phi = model(q).flatten()
         cost = 0.5 * torch.cdist(p.flatten(1), q.flatten(1)) ** 2

@@ -13,7 +13,6 @@ def test_toy_critic_approximates_distance_to_circle(tmp_path):
     assert (tmp_path / "toy.png").stat().st_size > 10000
 
 
-
 def test_w2_critic_learns_half_the_squared_distance_to_circle(tmp_path):
     """Trained with the anchored loss, the w2 critic scores r = d^2 / 2 (d: distance to the
     circle, on both sides): zero on the clean set, quadratic away from it."""

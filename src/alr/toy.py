@@ -43,8 +43,8 @@ def distance_correlation(critic: PointCritic, sigma: float, n: int = 121, extent
     pts = torch.stack([xx.flatten(), yy.flatten()], 1)
     with torch.no_grad():
         r = critic(pts)
-    target = patch_scores((pts.norm(dim=1) - 1).abs(), critic.criterion)
-    band = (pts.norm(dim=1) - 1).abs() <= 2 * sigma
+    d = (pts.norm(dim=1) - 1).abs()
+    target, band = patch_scores(d, critic.criterion), d <= 2 * sigma
 
     def corr(a, b):
         a, b = a - a.mean(), b - b.mean()
