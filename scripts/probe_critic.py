@@ -16,7 +16,9 @@ solves) on 8 centre crops 128x128 of set12, noise ``--sigma`` seeded 1 and clipp
   training's unpaired split, fixed noise ``--sigma``; ``--clip`` clips the noisy patches to [0, 1]
   as the paper protocol does with its inputs; ``--restored-fraction F`` replaces a fraction F of
   the degraded patches by patches of the model's own restorations of noisy bsd400 crops (the
-  degraded half), so the critic also learns to score its own artefacts high.
+  degraded half), so the critic also learns to score its own artefacts high. ``--paired``: each
+  noisy patch is the noise added to the clean patch beside it (clean half only); ``--slope W``: the
+  slope penalty of weight W on those pairs (``alr train --slope``, README "The slope penalty").
 * ``ensemble M1,M2,...``: R = mean of the critics' R, built as one wider critic with
   block-diagonal weights.
 * ``clipped MODEL``: the data term on clipped inputs. On the model's calibration crops (set12 or
@@ -48,6 +50,7 @@ The runs reported in the README (ALR_DATA set; T=docs/models/table1)::
         -o runs/probe_restored.safetensors
     python scripts/probe_critic.py finetune $T/critic_0.1.safetensors --steps 8000 --lr0 3e-4 \
         -o runs/probe_long.safetensors
+    python scripts/probe_critic.py finetune $T/critic_0.1.safetensors --paired [--slope W] -o runs/paired_W.safetensors
     python scripts/probe_critic.py ensemble \
         $T/critic_0.05.safetensors,$T/critic_0.1.safetensors,$T/critic_0.2.safetensors,$T/critic_range.safetensors
     python scripts/probe_critic.py iters gray
@@ -67,7 +70,7 @@ import torch
 
 import alr
 from alr.critic import CRITERIA, PatchCritic
-from alr.data import Degradation, ImageStack, add_noise, make_patch_pairs, split_unpaired
+from alr.data import Degradation, ImageStack, PatchPairs, add_noise, make_patch_pairs, split_unpaired
 from alr.experiments import calibration_crops, line_search
 from alr.fidelity import ClippedGaussian
 from alr.images import data_root
@@ -172,6 +175,8 @@ def finetune(model, root, args) -> PatchCritic:
 
     def sampler(n: int, gen: torch.Generator):
         k = round(n * args.restored_fraction) if restored is not None else 0
+        if args.paired:
+            return PatchPairs(clean, clean, s, noise, paired=True).sample(n, gen)
         q = noise(source.sample(n - k, s, gen), gen)
         q = q.clamp(0, 1) if args.clip else q
         if k:
@@ -180,7 +185,7 @@ def finetune(model, root, args) -> PatchCritic:
 
     continue_from(model, args.models)
     model.meta["continued_from"]["probe"] = {k: v for k, v in vars(args).items() if k != "data"}
-    cfg = TrainConfig(steps=args.steps, batch_size=256, lr0=args.lr0, lr1=1e-5, ckpt_every=10 ** 9)
+    cfg = TrainConfig(steps=args.steps, batch_size=256, lr0=args.lr0, lr1=1e-5, ckpt_every=10 ** 9, slope=args.slope)
     return train_critic(model, sampler, cfg, out=args.output, progress=False)
 
 
@@ -270,6 +275,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=1800.0, help="training time (semidual)")
     ap.add_argument("--batch", type=int, default=128, help="batch size (semidual)")
     ap.add_argument("--clip", action="store_true")
+    ap.add_argument("--slope", type=float, default=0.0, help="finetune: weight of the slope penalty (with --paired)")
+    ap.add_argument("--paired", action="store_true", help="finetune: each degraded patch is its clean patch plus noise")
     ap.add_argument("--restored-fraction", type=float, default=0.0)
     ap.add_argument("--restored-crops", type=int, default=128)
     ap.add_argument("--activation", default="relu", help="activation of a checkpoint's critic (eval)")

@@ -1,3 +1,4 @@
+import csv
 import json
 
 import numpy as np
@@ -186,6 +187,15 @@ def test_train_cli_and_resume(tmp_path, sample_dir):
     assert alr.load(theirs).meta["training"]["mu"] == 5.0
     bad = tmp_path / "b.safetensors"
     assert main(args[:-1] + [str(bad), "--betas", "0.9", "1.5"]) == 2 and not bad.exists()
+    sloped = tmp_path / "s.safetensors"  # the slope penalty: paired patches, its weight and column recorded
+    assert main(args[:-1] + [str(sloped), "--slope", "10"]) == 0
+    assert alr.load(sloped).meta["training"]["slope"] == 10.0 and alr.load(sloped).meta["data"]["paired"]
+    assert float(list(csv.DictReader(open(tmp_path / "s.csv")))[-1]["slope_penalty"]) >= 0
+    with pytest.raises(SystemExit):  # argparse: a usage error
+        main(args[:-1] + [str(bad), "--slope", "-1"])
+    assert not bad.exists()
+    assert main(["train", "--clean", str(sample_dir), "--degraded", str(sample_dir), "--slope", "1",
+                 "-o", str(bad)]) == 2 and not bad.exists()
     assert main(["train", "--clean", str(tmp_path / "nope"), "--sigma", "0.1", "-o", str(out)]) == 2
 
 

@@ -1,10 +1,12 @@
 import csv
 
+import pytest
+
 import torch
 
 from alr.critic import PatchCritic, load_file
 from alr.data import Degradation, ImageStack, make_patch_pairs, split_unpaired
-from alr.train import TrainConfig, train_critic
+from alr.train import TrainConfig, train_critic, wgan_gp_loss
 
 
 def test_split_is_disjoint_and_seeded():
@@ -143,3 +145,44 @@ def test_color_folder_trains_a_gray_critic_on_luma(tmp_path):
     pairs = make_patch_pairs(tmp_path, 13, 1, degradation=Degradation(0.1, 0.1))
     p, q = pairs.sample(8, torch.Generator().manual_seed(0))
     assert p.shape == q.shape == (8, 1, 13, 13)
+
+
+def test_paired_patches_differ_by_their_degradation_only(sample_dir):
+    """paired=True: q is p plus the noise (with a blur, p's own blurred window); unpaired mixes images."""
+    pairs = make_patch_pairs(sample_dir, 13, 1, degradation=Degradation(0.1, 0.1), paired=True)
+    p, q = pairs.sample(512, torch.Generator().manual_seed(0))
+    assert pairs.describe()["paired"] and len(pairs.clean) == len(ImageStack.from_folder(sample_dir, 1))
+    assert abs(float((q - p).std()) - 0.1) < 0.005
+    p0, q0 = make_patch_pairs(sample_dir, 13, 1, degradation=Degradation(0.0, 0.0), paired=True,
+                              augment=True).sample(64, torch.Generator().manual_seed(1))
+    assert torch.equal(p0, q0)  # turned together
+    pu, qu = make_patch_pairs(sample_dir, 13, 1, degradation=Degradation(0.0, 0.0)).sample(
+        64, torch.Generator().manual_seed(1))
+    assert not torch.equal(pu, qu)
+    pb, qb = make_patch_pairs(sample_dir, 13, 1, degradation=Degradation(0.0, 0.0, blur_sigma=1.0),
+                              paired=True).sample(64, torch.Generator().manual_seed(2))
+    assert float((qb - pb).abs().mean()) < 0.5 * float((pu - qu).abs().mean())
+    with pytest.raises(ValueError, match="synthetic degradation"):
+        make_patch_pairs(sample_dir, 13, 1, degraded_dir=sample_dir, paired=True)
+
+
+def test_slope_penalty_is_the_directional_derivative_along_the_pairs():
+    """wgan_gp_loss(slope=s) adds s * E[(grad u(z) . (q - p) / ||q - p|| - 1)^2] at z = t p + (1 - t) q,
+    checked against finite differences of u along each pair's line."""
+    torch.manual_seed(0)
+    critic = PatchCritic(depth=3, width=8).double()
+    p, q = torch.rand(6, 1, 7, 7, dtype=torch.float64), torch.rand(6, 1, 7, 7, dtype=torch.float64)
+    t = torch.rand(6, dtype=torch.float64)
+    base, _ = wgan_gp_loss(critic, p, q, t, 10.0)
+    with_slope, stats = wgan_gp_loss(critic, p, q, t, 10.0, slope=3.0)
+    d = q - p
+    d = d / d.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+    z, h = t.view(-1, 1, 1, 1) * p + (1 - t.view(-1, 1, 1, 1)) * q, 1e-6
+    with torch.no_grad():
+        fd = (critic.potential(z + h * d) - critic.potential(z - h * d)).flatten() / (2 * h)
+    expected = ((fd - 1) ** 2).mean()
+    assert torch.allclose(stats["slope_penalty"], expected, rtol=1e-5)
+    assert torch.allclose(with_slope - base, 3.0 * expected, rtol=1e-5)
+    assert "slope_penalty" not in wgan_gp_loss(critic, p, q, t, 10.0)[1]
+    with pytest.raises(ValueError, match="slope"):
+        TrainConfig(slope=-1)

@@ -96,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "default w1, or the --init model's; another one keeps its weights)")
     t.add_argument("--anchor", type=_positive_float, default=100.0,
                    help="w2 only: weight that pins the critic to 0 on clean patches (default 100)")
+    t.add_argument("--slope", type=_positive_float, default=0.0, metavar="W",
+                   help="weight of the slope penalty (synthetic noise only): each degraded patch is its clean patch "
+                        "degraded, and the critic's slope from one to the other is held at 1 (README, 'The slope "
+                        "penalty'; default 0, the paper's unpaired training)")
     t.add_argument("--steps", type=int, default=20000)
     t.add_argument("--batch-size", type=int, default=128)
     t.add_argument("--lr0", type=float, default=1e-4)
@@ -379,13 +383,14 @@ def cmd_train(args) -> None:
     elif args.blur:
         raise ValueError("--blur applies to synthetic noise (--sigma / --sigma-range), not --degraded")
     pairs = make_patch_pairs(args.clean, critic.receptive_field, args.channels, args.degraded, deg,
-                             seed=args.seed, max_images=args.max_images, augment=args.augment)
+                             seed=args.seed, max_images=args.max_images, augment=args.augment,
+                             paired=args.slope > 0)
     desc = pairs.describe()
     critic.meta.update({"data": {"clean": str(args.clean), "degraded": str(args.degraded) if args.degraded else None,
                                  **desc},
                         "noise_range": ([deg.sigma_min, deg.sigma_max] if deg else None)})
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr0=args.lr0, lr1=args.lr1, mu=args.mu,
-                      anchor=args.anchor, betas=tuple(args.betas), seed=args.seed, ckpt_every=args.ckpt_every,
+                      anchor=args.anchor, slope=args.slope, betas=tuple(args.betas), seed=args.seed, ckpt_every=args.ckpt_every,
                       device=args.device, max_seconds=args.max_seconds)
     out = Path(args.output)
     log = args.log or out.with_suffix(".csv")

@@ -159,17 +159,31 @@ class PatchPairs:
     size : patch side (the critic's receptive field).
     augment : turn each patch by one of the 8 flips / quarter turns drawn at random
         (:func:`random_dihedral`), so the critic sees 8 times the patch variety.
+    paired : each degraded patch is the degradation of the clean patch beside it (synthetic
+        degradations only; ``degraded_source`` is then unused). The distributions are the same
+        as unpaired ones; the pairing is what the slope penalty of :func:`alr.train.wgan_gp_loss`
+        needs.
     """
 
     def __init__(self, clean: ImageStack, degraded_source: ImageStack, size: int,
-                 degradation: Degradation | None = None, augment: bool = False) -> None:
+                 degradation: Degradation | None = None, augment: bool = False, paired: bool = False) -> None:
         if clean.channels != degraded_source.channels:
             raise ValueError("clean and degraded images must have the same channel count")
+        if paired and degradation is None:
+            raise ValueError("paired patches need a synthetic degradation, not real degraded images")
         self.clean, self.source, self.size, self.degradation = clean, degraded_source, size, degradation
-        self.augment = augment
+        self.augment, self.paired = augment, paired
 
     def sample(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """One batch: (clean patches, degraded patches), each (n, C, s, s)."""
+        if self.paired:
+            m, s = self.degradation.margin, self.size
+            big = self.clean.sample(n, s + 2 * m, generator)
+            p, q = big[..., m:m + s, m:m + s], self.degradation(big, generator)
+            if self.augment:  # the same turn for both patches of a pair
+                pq = random_dihedral(torch.cat([p, q], 1), generator)
+                p, q = pq[:, :p.shape[1]], pq[:, p.shape[1]:]
+            return p, q
         p = self.clean.sample(n, self.size, generator)
         if self.degradation is None:
             q = self.source.sample(n, self.size, generator)
@@ -183,7 +197,8 @@ class PatchPairs:
     def describe(self) -> dict:
         return {"clean_images": len(self.clean), "degraded_images": len(self.source),
                 "degradation": self.degradation.describe() if self.degradation else "real degraded images",
-                "patch_size": self.size, **({"augment": "random flips / quarter turns"} if self.augment else {})}
+                "patch_size": self.size, **({"augment": "random flips / quarter turns"} if self.augment else {}),
+                **({"paired": "each degraded patch is its clean patch degraded"} if self.paired else {})}
 
 
 def random_dihedral(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -200,12 +215,14 @@ def random_dihedral(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor
 def make_patch_pairs(clean_dir: str | os.PathLike, size: int, channels: int,
                      degraded_dir: str | os.PathLike | None = None,
                      degradation: Degradation | None = None, seed: int = 0,
-                     max_images: int | None = None, augment: bool = False) -> PatchPairs:
+                     max_images: int | None = None, augment: bool = False, paired: bool = False) -> PatchPairs:
     """Build the unpaired patch stream from folders.
 
     With ``degraded_dir`` its images are the degraded source and all of
     ``clean_dir`` is clean. Otherwise ``clean_dir`` is split in two disjoint
-    halves: one stays clean, the other is degraded by ``degradation``.
+    halves: one stays clean, the other is degraded by ``degradation``; with
+    ``paired`` there is no split: every patch of ``clean_dir`` gives a clean patch
+    and its own degraded version (:class:`PatchPairs`).
     ``augment``: random flips / quarter turns of the patches (:class:`PatchPairs`).
     """
     if (degraded_dir is None) == (degradation is None):
@@ -214,8 +231,10 @@ def make_patch_pairs(clean_dir: str | os.PathLike, size: int, channels: int,
     if degraded_dir is not None:
         return PatchPairs(ImageStack.from_folder(clean_dir, channels, files),
                           ImageStack.from_folder(degraded_dir, channels, max_images=max_images), size,
-                          augment=augment)
+                          augment=augment, paired=paired)
     stack = ImageStack.from_folder(clean_dir, channels, files)
+    if paired:
+        return PatchPairs(stack, stack, size, degradation, augment, paired=True)
     ci, di = split_unpaired(len(stack), seed)
     return PatchPairs(stack.subset(ci), stack.subset(di), size, degradation, augment)
 

@@ -17,6 +17,13 @@ approximates the distance to the clean patches and r half its square: a regulari
 with the squared distance, as the paper proposes for high noise. (Without the anchor the
 squared loss ``E_p[r] - E_q[r]`` has no minimum: a constant added to u lowers it without end.)
 
+With ``slope > 0`` (paired patches, :class:`alr.data.PatchPairs` ``paired=True``: each degraded
+patch is its clean patch degraded) the loss gains ``slope * E_z[(grad_z u(z) . d - 1)^2]``,
+``d = (q - p) / ||q - p||``: on the line from each clean patch to its own degraded version the
+potential climbs at unit rate, so that -grad u points back along the degradation. A 1-Lipschitz u
+that does so everywhere makes ``E_q[u] - E_p[u] = E||q - p||``, the transport cost of this pairing;
+the penalty asks the critic for the pairing's direction where the unpaired loss leaves it free.
+
 The learning rate decays exponentially, ``lr_k = lr0 (lr1 / lr0)^(k / steps)``.
 Every ``ckpt_every`` steps a checkpoint (weights, Adam state, sampler RNG,
 step) is written atomically; ``resume=True`` continues from it and reproduces
@@ -44,7 +51,7 @@ from .critic import atomic_write, patch_scores
 Sampler = Callable[[int, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
 
 LOG_FIELDS = ["step", "loss", "wasserstein", "gradient_penalty", "grad_norm_mean",
-              "grad_norm_min", "grad_norm_max", "lr", "seconds"]
+              "grad_norm_min", "grad_norm_max", "slope_penalty", "lr", "seconds"]
 
 
 @dataclass
@@ -57,6 +64,7 @@ class TrainConfig:
     lr1: float = 1e-5
     mu: float = 10.0
     anchor: float = 100.0
+    slope: float = 0.0
     betas: tuple[float, float] = (0.5, 0.9)
     seed: int = 0
     ckpt_every: int = 1000
@@ -72,6 +80,8 @@ class TrainConfig:
             raise ValueError(f"the gradient penalty weight mu must be >= 0, got {self.mu}")
         if self.anchor <= 0:
             raise ValueError(f"the anchor weight of w2 critics must be > 0, got {self.anchor}")
+        if self.slope < 0:
+            raise ValueError(f"the slope penalty weight must be >= 0, got {self.slope}")
 
     def lr(self, step: int, elapsed: float = 0.0) -> float:
         """lr0 (lr1/lr0)^f, f the fraction done: of the steps, or of max_seconds if further."""
@@ -121,7 +131,7 @@ def continue_from(model: nn.Module, source: str) -> nn.Module:
 
 
 def wgan_gp_loss(critic: nn.Module, p: torch.Tensor, q: torch.Tensor, t: torch.Tensor,
-                 mu: float, anchor: float = 100.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                 mu: float, anchor: float = 100.0, slope: float = 0.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """WGAN-GP critic loss on clean ``p``, degraded ``q`` and mixing weights ``t``.
 
     ``"w1"`` critics (r = u): ``E_p[u(p)] - E_q[u(q)] + mu * GP``. ``"w2"`` critics (r = u^2 / 2)
@@ -129,9 +139,11 @@ def wgan_gp_loss(critic: nn.Module, p: torch.Tensor, q: torch.Tensor, t: torch.T
     1 / anchor) while the rest raises it on degraded ones as far as a 1-Lipschitz function
     can: u tends to the distance to the clean patches. GP is the penalty
     ``E_z[(||grad_z u(z)||_2 - 1)^2]`` on the potential u (:meth:`PatchCritic.potential`).
+    ``slope > 0`` (``p``, ``q`` paired) adds ``slope * E_z[(grad_z u(z) . d - 1)^2]``,
+    ``d = (q - p) / ||q - p||``, at the same interpolates (module docstring).
 
     Returns the loss and detached statistics (``E_q[r] - E_p[r]``, the Wasserstein estimate
-    for "w1"; penalty; norms of grad_z u at the interpolates).
+    for "w1"; penalties; norms of grad_z u at the interpolates).
     """
     t = t.view(-1, *([1] * (p.dim() - 1)))
     z = (t * p + (1 - t) * q).requires_grad_(True)
@@ -143,9 +155,16 @@ def wgan_gp_loss(critic: nn.Module, p: torch.Tensor, q: torch.Tensor, t: torch.T
     fit = up.mean() - uq.mean() + (0.5 * anchor * (up * up).mean() if criterion == "w2" else 0)
     w = (patch_scores(uq, criterion) - patch_scores(up, criterion)).mean()
     loss = fit + mu * gp
-    return loss, {"wasserstein": w.detach(), "gradient_penalty": gp.detach(),
-                  "grad_norm_mean": gnorm.mean().detach(), "grad_norm_min": gnorm.min().detach(),
-                  "grad_norm_max": gnorm.max().detach()}
+    stats = {"wasserstein": w.detach(), "gradient_penalty": gp.detach(),
+             "grad_norm_mean": gnorm.mean().detach(), "grad_norm_min": gnorm.min().detach(),
+             "grad_norm_max": gnorm.max().detach()}
+    if slope > 0:
+        d = (q - p).flatten(1)
+        d = d / d.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        sp = (((g.flatten(1) * d).sum(1) - 1) ** 2).mean()
+        loss = loss + slope * sp
+        stats["slope_penalty"] = sp.detach()
+    return loss, stats
 
 
 def train_critic(critic: nn.Module, sampler: Sampler, config: TrainConfig,
@@ -204,7 +223,7 @@ def train_critic(critic: nn.Module, sampler: Sampler, config: TrainConfig,
             p, q = sampler(config.batch_size, gen)
             t = torch.rand(config.batch_size, generator=gen)
             p, q, t = (v[lo:hi].to(device, non_blocking=True) for v in (p, q, t))
-            loss, stats = wgan_gp_loss(critic, p, q, t, config.mu, config.anchor)
+            loss, stats = wgan_gp_loss(critic, p, q, t, config.mu, config.anchor, config.slope)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if world > 1:
