@@ -185,7 +185,8 @@ def finetune(model, root, args) -> PatchCritic:
 
     continue_from(model, args.models)
     model.meta["continued_from"]["probe"] = {k: v for k, v in vars(args).items() if k != "data"}
-    cfg = TrainConfig(steps=args.steps, batch_size=256, lr0=args.lr0, lr1=1e-5, ckpt_every=10 ** 9, slope=args.slope)
+    cfg = TrainConfig(steps=args.steps, batch_size=256, lr0=args.lr0, lr1=1e-5, ckpt_every=10 ** 9, slope=args.slope,
+                      seed=args.seed)
     return train_critic(model, sampler, cfg, out=args.output, progress=False)
 
 
@@ -275,6 +276,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=1800.0, help="training time (semidual)")
     ap.add_argument("--batch", type=int, default=128, help="batch size (semidual)")
     ap.add_argument("--clip", action="store_true")
+    ap.add_argument("--seed", type=int, default=0, help="finetune: seed of the training's patch draws")
     ap.add_argument("--slope", type=float, default=0.0, help="finetune: weight of the slope penalty (with --paired)")
     ap.add_argument("--paired", action="store_true", help="finetune: each degraded patch is its clean patch plus noise")
     ap.add_argument("--restored-fraction", type=float, default=0.0)
