@@ -172,11 +172,12 @@ def finetune(model, root, args) -> PatchCritic:
         print(f"restored {len(y)} crops: {float(psnr(xr, x).mean()):.2f} dB")
         restored = ImageStack(list(xr))
     noise, s = Degradation(args.sigma, args.sigma), model.receptive_field
+    paired = PatchPairs(clean, clean, s, noise, paired=True) if args.paired else None
 
     def sampler(n: int, gen: torch.Generator):
+        if paired is not None:
+            return paired.sample(n, gen)
         k = round(n * args.restored_fraction) if restored is not None else 0
-        if args.paired:
-            return PatchPairs(clean, clean, s, noise, paired=True).sample(n, gen)
         q = noise(source.sample(n - k, s, gen), gen)
         q = q.clamp(0, 1) if args.clip else q
         if k:

@@ -390,8 +390,8 @@ def cmd_train(args) -> None:
                                  **desc},
                         "noise_range": ([deg.sigma_min, deg.sigma_max] if deg else None)})
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr0=args.lr0, lr1=args.lr1, mu=args.mu,
-                      anchor=args.anchor, slope=args.slope, betas=tuple(args.betas), seed=args.seed, ckpt_every=args.ckpt_every,
-                      device=args.device, max_seconds=args.max_seconds)
+                      anchor=args.anchor, slope=args.slope, betas=tuple(args.betas), seed=args.seed,
+                      ckpt_every=args.ckpt_every, device=args.device, max_seconds=args.max_seconds)
     out = Path(args.output)
     log = args.log or out.with_suffix(".csv")
     t0 = time.perf_counter()
