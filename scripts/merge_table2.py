@@ -103,6 +103,9 @@ color += from_csv("runs/table2_color_hi/per_image.csv", base)  # sigma 0.2 and 0
 # after the batch fix: sigma 0.1 (runs/gpu8); before it (suffix _prefix): runs/gpu6, and alr-clipped at 0.2 / 0.4
 # with the previous clipped table on the CPU (the GPU rows there, the Gaussian table, keep _gausstable)
 color += from_csv(f"{NEW}/color_paper_0.1/per_image.csv", {"alr", "alr-clipped"})
+# sigma 0.2 / 0.4 after the batch fix: the H100 run of scripts/gpu_slope.sh (runs/gpu9, both of its calls)
+GPU9 = "runs/gpu9/r"
+color += [r for s in (0.2, 0.4) for r in from_csv(f"{GPU9}/color_paper_{s}/per_image.csv", {"alr", "alr-clipped"})]
 color += renamed(from_csv(f"{OLD}/color_paper/per_image.csv", {"alr"}), "_prefix")
 color_clipped = from_csv(f"{OLD}/color_paper/per_image.csv", {"alr-clipped"})
 color += renamed([r for r in color_clipped if r["sigma"] == 0.1], "_prefix")
@@ -130,11 +133,18 @@ for name in ("g400_init", "g432_init", "g432_d6", "g432_d8"):
 # smooth activations and augmentation (scripts/gpu_smooth.sh, runs/gpu_smooth): sigma 0.1
 for name in ("r_init", "r_init_aug", "s_init", "r_new", "s_new", "s_new_aug"):
     continued += [{**r, "method": name} for r in from_csv(f"runs/gpu_smooth/r/t2_{name}/per_image.csv", alr)]
+# the slope penalty at GPU scale (scripts/gpu_slope.sh, runs/gpu9): gray further with / without --slope 10, a
+# new critic with it; paper protocol, each sigma with its own calibration
+for name, sigmas in (("gray_slope10", (0.1, 0.2, 0.4)), ("gray_more", (0.1, 0.2, 0.4)), ("new_slope10", (0.1,))):
+    for s in sigmas:
+        continued += [{**r, "method": name} for r in from_csv(f"{GPU9}/t2_{name}_{s}/per_image.csv", alr)]
 write(continued, "docs/results/table2_continued_critics_per_image.csv")
 
-# BSD68 deblurring: ALR and TV from the GPU run (runs/gpu4), BM3D and EPLL from CPU runs
+# BSD68 deblurring: ALR from runs/gpu9 (before the batch fix: runs/gpu6, _prefix), TV from the GPU run
+# runs/gpu4, BM3D and EPLL from CPU runs
 deblur = from_csv("runs/gpu4/deblur_bsd68/bsd68/per_image.csv", {"input", "tv"})
-deblur += renamed(from_csv(f"{OLD}/deblur_bsd68/bsd68/per_image.csv", alr), "_prefix")  # not rerun after the fix
+deblur += [r for s in (0.01, 0.03) for r in from_csv(f"{GPU9}/deblur_bsd68_{s}/bsd68/per_image.csv", alr)]  # after the fix
+deblur += renamed(from_csv(f"{OLD}/deblur_bsd68/bsd68/per_image.csv", alr), "_prefix")
 deblur += renamed(from_csv("runs/gpu4/deblur_bsd68/bsd68/per_image.csv", alr), "_prev")
 deblur += from_csv("runs/deblur_bsd68_bm3d/bsd68/per_image.csv", {"bm3d"})
 deblur += from_csv("runs/deblur_bsd68_epll/bsd68/per_image.csv", {"epll"})
