@@ -1,9 +1,20 @@
 # Shared prologue of the GPU recipes (sourced): environment, results folder $R (models in $M), a log
-# in $OUT/log.txt, pack (results.tar.gz), the device, and say (a message with the elapsed time).
+# in $OUT/log.txt, pack (results.tar.gz), retry (a CUDA start that failed), the device, and say (a
+# message with the elapsed time).
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
 R=$OUT/r; M=$R/models; mkdir -p $M
 exec > >(tee $OUT/log.txt) 2>&1
-pack() { tar -czf $OUT/results.tar.gz -C $OUT r; }
+pack() {  # what has finished so far, in case the lease ends first; one process at a time
+  ( flock 9; tar -czf $OUT/partial.tgz -C $OUT r && mv $OUT/partial.tgz $OUT/results.tar.gz ) 9>/tmp/gpu_pack.lock
+}
+retry() {  # log command...: run it again (up to 3 times) while CUDA fails to start (many processes
+  local log=$1 rc i; shift  # creating their cuBLAS handles at once: CUBLAS_STATUS_ALLOC_FAILED)
+  for i in 1 2 3; do
+    "$@" > $log 2>&1; rc=$?
+    grep -q CUBLAS_STATUS_ALLOC_FAILED $log || break; sleep 3
+  done
+  return $rc
+}
 nvidia-smi -L; python3 -c "import torch; print(torch.__version__, torch.cuda.is_available())"
 start=$(date +%s)
 say() { echo "$* at $(( $(date +%s) - start )) s"; }

@@ -11,14 +11,11 @@ E=${EVAL_SECONDS:-240}
 source scripts/gpu_common.sh
 bench() {  # run-folder bench-arguments...
   local name=$1; shift
-  timeout $E python3 -m alr bench "$@" ${BENCH_ARGS} -o $R/$name > $R/$name.log 2>&1
+  retry $R/$name.log timeout $E python3 -m alr bench "$@" ${BENCH_ARGS} -o $R/$name
   local rc=$?
   say "$name: exit $rc"
   [ $rc -eq 0 ] || [ $rc -eq 124 ] || echo "$*" > $R/$name.retry
   pack
-}
-pack() {  # what has finished so far, in case the lease ends first (replaces gpu_common's)
-  ( flock 9; tar -czf $OUT/partial.tgz -C $OUT r && mv $OUT/partial.tgz $OUT/results.tar.gz ) 9>/tmp/gpu_eval.lock
 }
 P=""
 for S in 0.1 0.2 0.4; do  # one process per noise level and table

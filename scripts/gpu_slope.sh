@@ -15,18 +15,7 @@
 # one second apart, and a job whose start fails that way is tried again.
 T=${TRAIN_SECONDS:-220}; D=${DEADLINE:-470}; N=${CAL_IMAGES:-12}; B=${BATCH:-1024}
 source scripts/gpu_common.sh
-pack() {  # many processes pack: one at a time (replaces gpu_common's)
-  ( flock 9; tar -czf $OUT/partial.tgz -C $OUT r && mv $OUT/partial.tgz $OUT/results.tar.gz ) 9>/tmp/gpu_slope.lock
-}
 left() { echo $(( D - ($(date +%s) - start) )); }
-retry() {  # log command...: run it again (up to 3 times) while CUDA fails to start
-  local log=$1 rc; shift
-  for i in 1 2 3; do
-    "$@" > $log 2>&1; rc=$?
-    grep -q CUBLAS_STATUS_ALLOC_FAILED $log || break; sleep 3
-  done
-  return $rc
-}
 bench() {  # name bench-arguments...
   local name=$1; shift
   retry $R/$name.log timeout $(left) python3 -m alr bench "$@" ${BENCH_ARGS} -o $R/$name
