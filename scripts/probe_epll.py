@@ -18,6 +18,7 @@ from alr.experiments import _images, _seed
 from alr.images import data_root
 from alr.metrics import psnr
 from alr.physics import Denoising
+from alr.pretrained import MODEL_DIR
 
 p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
 p.add_argument("--k", type=int, default=100)
@@ -35,7 +36,7 @@ t0 = time.perf_counter()
 big = GMM.load(gmm_file) if gmm_file.is_file() else \
     fit_gmm_from_folder(root / "bsd400", 1, gmm_file, n_patches=args.patches, k=args.k)
 print(f"GMM: {big.weights.numel()} components ({time.perf_counter() - t0:.0f} s)", flush=True)
-shipped = GMM.load(Path(__file__).resolve().parents[1] / "src/alr/models/epll_gmm_1ch.safetensors")
+shipped = GMM.load(MODEL_DIR / "epll_gmm_1ch.safetensors")
 rows = []
 for name, x in _images(root / "bsd68", 1, False, args.max_images):
     y = add_noise(x, args.sigma, seed=_seed(name, args.sigma, 0), clip=args.protocol == "paper")
