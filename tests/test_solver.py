@@ -154,3 +154,24 @@ def test_compiled_critic_gives_the_same_gradient():
     r0, g0 = Regularizer(critic).value_and_grad(x)
     r1, g1 = Regularizer(critic, compile=True).value_and_grad(x)
     assert torch.allclose(r0, r1, atol=1e-6) and torch.allclose(g0, g1, atol=1e-6)
+
+
+def test_gd_step_schedule_is_eq5_with_one_step_per_iteration():
+    """x_{k+1} = x_k - t_k (A^T(A x_k - y) + n lam grad R(x_k)), t_k from the schedule."""
+    from alr.critic import pad_boundary
+    torch.manual_seed(0)
+    critic = alr.PatchCritic(depth=3, width=8)
+    y = torch.rand(2, 1, 24, 20)
+    steps, lam, n = [0.3, 0.1, 0.2], 0.02, y[0].numel()
+    x = y.clone()
+    for t in steps:
+        x = x.requires_grad_(True)
+        r = critic(pad_boundary(x, critic.receptive_field, "reflect")).mean(dim=(1, 2, 3))
+        g, = torch.autograd.grad(r.sum(), x)
+        x = (x - t * ((x - y) + n * lam * g)).detach()
+    out, hist = alr.restore(y, None, critic, lam, method="gd", step=steps, iters=3, clip=False)
+    assert torch.allclose(out, x, atol=1e-5) and len(hist.objective) == 3
+    with pytest.raises(ValueError, match="one step per iteration"):
+        alr.restore(y, None, critic, lam, method="gd", step=steps, iters=4)
+    with pytest.raises(ValueError, match="method 'gd'"):
+        alr.restore(y, None, critic, lam, method="lbfgs", step=steps, iters=3)

@@ -271,7 +271,7 @@ def _per_image_weight(lam: float | torch.Tensor, b: int, x: torch.Tensor, name: 
 
 def restore(y: torch.Tensor, physics: LinearOperator | None, model: PatchCritic,
             lam: float | torch.Tensor, method: str = "adam", iters: int | None = None,
-            lr0: float = 0.01, lr1: float = 1e-4, step: float | None = None, tol: float = 0.0,
+            lr0: float = 0.01, lr1: float = 1e-4, step: float | list[float] | None = None, tol: float = 0.0,
             x0: torch.Tensor | None = None, per_channel: bool = False,
             max_memory: float | None = None, precision: str = "fp32", boundary: str = "reflect",
             compile: bool = False, concavity: float | torch.Tensor = 0.0, score_ref: float = 0.0,
@@ -289,7 +289,8 @@ def restore(y: torch.Tensor, physics: LinearOperator | None, model: PatchCritic,
     method : ``"adam"`` (paper), ``"gd"``, ``"agd"`` or ``"lbfgs"``.
     iters : maximum iterations (default: 300 for adam, 100 otherwise).
     lr0, lr1 : Adam learning rate schedule (exponential decay).
-    step : fixed gradient step for ``gd`` (None: backtracking).
+    step : fixed gradient step for ``gd`` (None: backtracking), or one step per iteration
+        (a list of ``iters`` values: the schedule of an unrolled, fine-tuned model).
     tol : stop when ``||x_{k+1} - x_k|| / ||x_k|| < tol`` for every image (0: never).
     x0 : starting point (default ``physics.init(y)``, i.e. A^T y or better).
     max_memory : activation budget in bytes; larger images are solved in exact tiles.
@@ -333,6 +334,9 @@ def restore(y: torch.Tensor, physics: LinearOperator | None, model: PatchCritic,
                                          _per_image_weight(concavity, b, x, "concavity"), score_ref, symmetric),
                    _per_image_weight(lam, b, x), fidelity)
     iters = iters if iters is not None else (300 if method == "adam" else 100)
+    if isinstance(step, (list, tuple)) and (method != "gd" or len(step) != iters):
+        raise ValueError(f"a step schedule needs method 'gd' and one step per iteration ({iters}), "
+                         f"got {len(step)} steps for {method!r}")
     hist = History(callback=callback)
     lbfgs = method == "lbfgs"  # counts energy evaluations: up to 1.25 per iteration (line search)
     bar = tqdm(total=b * (int(iters * 1.25) + 1) if lbfgs else iters, disable=not progress, desc=f"restore ({method})",
@@ -389,14 +393,16 @@ def _per_image(t: torch.Tensor) -> torch.Tensor:
 
 def _gd(prob: Problem, x, iters, hist, bar, tol, step, **_) -> torch.Tensor:
     n = x[0].numel()
-    tau = x.new_full((x.shape[0],), step if step is not None else 1.0 / prob.physics.lipschitz())
+    schedule = isinstance(step, (list, tuple))
+    first = step[0] if schedule else step
+    tau = x.new_full((x.shape[0],), first if first is not None else 1.0 / prob.physics.lipschitz())
     e = prob.energy(x)
-    for _k in range(iters):
+    for k in range(iters):
         _tick(hist, e, bar, x)
         if step is None:  # Armijo backtracking on each image's energy
             x_new, e_new, tau = _backtrack(prob, x, e, tau, n)
         else:
-            x_new = x - _per_image(tau) * e.grad
+            x_new = x - (step[k] if schedule else _per_image(tau)) * e.grad
             e_new = prob.energy(x_new)
         if _small_change(x_new, x, tol):
             hist.converged = True
