@@ -393,16 +393,15 @@ def _per_image(t: torch.Tensor) -> torch.Tensor:
 
 def _gd(prob: Problem, x, iters, hist, bar, tol, step, **_) -> torch.Tensor:
     n = x[0].numel()
-    schedule = isinstance(step, (list, tuple))
-    first = step[0] if schedule else step
-    tau = x.new_full((x.shape[0],), first if first is not None else 1.0 / prob.physics.lipschitz())
+    steps = step if isinstance(step, (list, tuple)) else [step] * iters  # one per iteration
+    tau = x.new_full((x.shape[0],), 1.0 / prob.physics.lipschitz())  # backtracking's first trial
     e = prob.energy(x)
     for k in range(iters):
         _tick(hist, e, bar, x)
         if step is None:  # Armijo backtracking on each image's energy
             x_new, e_new, tau = _backtrack(prob, x, e, tau, n)
         else:
-            x_new = x - (step[k] if schedule else _per_image(tau)) * e.grad
+            x_new = x - steps[k] * e.grad
             e_new = prob.energy(x_new)
         if _small_change(x_new, x, tol):
             hist.converged = True
