@@ -87,16 +87,19 @@ class Unrolled(torch.nn.Module):
         return model.eval().requires_grad_(False)
 
 
-def evaluate(model: alr.PatchCritic, x: torch.Tensor, sigmas: list[float]) -> dict:
-    """Mean PSNR on the crops ``x`` with the model's own solver and table, both protocols (on x's device)."""
-    out = {}
-    model = model.to(x.device)
-    for clip in (False, True):
-        for s in sigmas:
-            y = add_noise(x, s, seed=1, clip=clip)
-            xr, _ = alr.restore(y, None, model, lam_for(model, "denoise", s), **solver_options(model, "denoise", s))
-            out[f"{'paper' if clip else 'standard'} {s}"] = round(float(psnr(xr, x).mean()), 3)
-    return out
+def evaluate(x: torch.Tensor, sigmas: list[float], denoise) -> dict:
+    """Mean PSNR of ``denoise(y, sigma)`` on the crops ``x`` (noise seed 1), both protocols."""
+    return {f"{'paper' if clip else 'standard'} {s}": round(float(psnr(denoise(add_noise(x, s, seed=1, clip=clip), s),
+                                                                        x).mean()), 3)
+            for clip in (False, True) for s in sigmas}
+
+
+def with_own_solver(model: alr.PatchCritic):
+    """``denoise(y, sigma)`` with the model's own solver and lambda table."""
+    def denoise(y: torch.Tensor, s: float) -> torch.Tensor:
+        return alr.restore(y, None, model.to(y.device), lam_for(model, "denoise", s),
+                           **solver_options(model, "denoise", s))[0]
+    return denoise
 
 
 def main() -> None:
@@ -121,10 +124,9 @@ def main() -> None:
     root = data_root()
     x_eval = calibration_crops(root / "set12", 1, False, images=args.eval_images)
     if args.references:
-        print("gray (L-BFGS, its table):", evaluate(alr.load(args.model), x_eval, args.eval_sigmas), flush=True)
-        print("BM3D:", {f"{'paper' if c else 'standard'} {s}":
-                        round(float(psnr(bm3d_restore(add_noise(x_eval, s, seed=1, clip=c), s), x_eval).mean()), 3)
-                        for c in (False, True) for s in args.eval_sigmas})
+        print("gray (L-BFGS, its table):", evaluate(x_eval, args.eval_sigmas, with_own_solver(alr.load(args.model))),
+              flush=True)
+        print("BM3D:", evaluate(x_eval, args.eval_sigmas, bm3d_restore))
         return
     dev = torch.device(args.device) if args.device else default_device()
     torch.manual_seed(args.seed)
@@ -138,19 +140,20 @@ def main() -> None:
     sigmas = [0.05, 0.1, 0.2, 0.3, 0.4]
     last = args.output.removesuffix(".safetensors") + ".last.safetensors"
 
-    best = [-math.inf]
+    best = -math.inf
 
     def report(step: int) -> None:
         """Score the model now; write it to OUT.last.safetensors, and to OUT if it is the best so far."""
+        nonlocal best
         model = net.export(sigmas)
         model.meta["unrolled"] = {**{k: v for k, v in vars(args).items() if k != "references"}, "steps_done": step}
-        scores = evaluate(model, x_eval.to(dev), args.eval_sigmas)
+        scores = evaluate(x_eval.to(dev), args.eval_sigmas, with_own_solver(model))
         model.save(last)
         paper = sum(v for k, v in scores.items() if k.startswith("paper")) / len(args.eval_sigmas)
-        if paper > best[0]:
-            best[0] = paper
+        if paper > best:
+            best = paper
             model.save(args.output)
-        print(f"step {step}: {scores}{' (best so far)' if best[0] == paper else ''}", flush=True)
+        print(f"step {step}: {scores}{' (best so far)' if best == paper else ''}", flush=True)
 
     # the exported model's solver is the unrolled one: check that they agree before training
     with torch.enable_grad():
@@ -163,9 +166,10 @@ def main() -> None:
     print(f"unrolled steps vs alr.restore(method='gd'): max difference {float((mine - theirs).abs().max()):.2e}")
     report(0)
     t0, step, losses = time.perf_counter(), 0, []
+    lr0s = [group["lr"] for group in opt.param_groups]
     while (elapsed := time.perf_counter() - t0) < args.seconds:
         decay = (args.lr1 / args.lr) ** (elapsed / args.seconds)  # exponential, by the clock
-        for group, lr0 in zip(opt.param_groups, (args.lr, 1e-2)):
+        for group, lr0 in zip(opt.param_groups, lr0s):
             group["lr"] = lr0 * decay
         x = stack.sample(args.batch, args.crop, gen)
         sigma = torch.empty(args.batch).uniform_(*args.sigma_range, generator=gen)
@@ -178,7 +182,7 @@ def main() -> None:
         loss.backward()
         opt.step()
         step += 1
-        losses.append(float(loss))
+        losses.append(loss.item())
         if step % 50 == 0:
             print(f"step {step} ({time.perf_counter() - t0:.0f} s): loss {sum(losses) / len(losses):.4f}, "
                   f"lam(0.1) {float(net.lam(torch.tensor(0.1, device=dev))):.4g}, slope {float(net.b):.3f}, "
