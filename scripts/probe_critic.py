@@ -38,6 +38,10 @@ solves) on 8 centre crops 128x128 of set12, noise ``--sigma`` seeded 1 and clipp
   degraded patches q_j; no Lipschitz penalty) for ``--seconds`` on cbsd432 read as gray, sigma ~
   U[0, 0.4], batch ``--batch``, Adam (0.9, 0.999), lr ``--lr0`` -> ``--lr1``; then scored like
   ``eval`` with R = mean_p phi(p), whose gradient at a degraded patch is its transport displacement.
+* ``multiscale MODEL``: context beyond the 13x13 patch from the same critic, ``R(x) + w R(avgpool_2(x))``
+  (the half-resolution image: natural images look alike across scales, and there the noise is
+  halved), w = 0 ... 0.5, the paper's R, ``--iters`` L-BFGS iterations (default 8), on the crops of
+  ``eval`` at the model's lambda times 0.5 ... 1.4.
 * ``iters MODEL``: early stopping. For sigma 0.1 / 0.2 / 0.4, both protocols (clipped or not), the
   mean PSNR after 5, 8 and 20 L-BFGS iterations at the model's lambda times 0.7, 1 and 1.4.
 
@@ -58,6 +62,7 @@ The runs reported in the README (ALR_DATA set; T=docs/models/table1)::
     python scripts/probe_critic.py solver gray --sigma 0.2
     python scripts/probe_critic.py clipped color --sigma 0.4
     python scripts/probe_critic.py symmetric gray
+    python scripts/probe_critic.py multiscale gray
     python scripts/probe_critic.py lambda gray --sigma 0.1
     python scripts/probe_critic.py eval runs/cpu_recipe/lr_new.safetensors.ckpt --iters 8 --concavity 0
     python scripts/probe_critic.py semidual new --lr0 1e-3 --lr1 1e-4 --iters 20 --concavity 0 --lam 0.005 \
@@ -264,10 +269,42 @@ def symmetric_grid(model, root) -> None:
             print(f"sigma {sigma} lambda {lam:.3g} (x{f}): R {vals[False]:.2f}, R_sym {vals[True]:.2f}", flush=True)
 
 
+def multiscale_grid(model, root, sigma: float, iters: int) -> None:
+    """Print PSNR of ``R_w(x) = R(x) + w R(avgpool_2(x))`` (the paper's R, reflect boundary) over w and lambda."""
+    from alr.critic import pad_boundary
+    from alr.solver import Energy, History, _lbfgs_one
+
+    x, y = probe_crops(root, sigma)
+    s = model.receptive_field
+
+    def energy_of(yi: torch.Tensor, lam: float, w: float):
+        def energy(z: torch.Tensor) -> Energy:
+            z = z.detach().requires_grad_(True)
+            with torch.enable_grad():
+                data = 0.5 * (z - yi).pow(2).mean()
+                r = model(pad_boundary(z, s, "reflect")).mean()
+                if w:
+                    r = r + w * model(pad_boundary(torch.nn.functional.avg_pool2d(z, 2), s, "reflect")).mean()
+                g, = torch.autograd.grad(data + lam * r, z)
+            return Energy((data + lam * r).detach().view(1), data.detach().view(1), r.detach().view(1),
+                          z.numel() * g)  # Energy holds n grad E
+        return energy
+
+    lam0 = alr.lam_for(model, "denoise", sigma)
+    for w in (0.0, 0.05, 0.1, 0.25, 0.5):
+        vals = {}
+        for f in (0.5, 0.7, 1.0, 1.4):
+            out = [_lbfgs_one(energy_of(y[i:i + 1], f * lam0, w), y[i:i + 1], iters, History()).clamp(0, 1)
+                   for i in range(len(x))]
+            vals[f] = float(psnr(torch.cat(out), x).mean())
+        print(f"sigma {sigma} w {w}: " + ", ".join(f"lambda {f * lam0:.3g}: {v:.3f}" for f, v in vals.items()),
+              flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("probe", choices=["eval", "finetune", "ensemble", "iters", "clipped", "symmetric", "solver",
-                                       "lambda", "semidual"])
+                                       "lambda", "semidual", "multiscale"])
     ap.add_argument("models", help="model name or file (comma-separated for ensemble)")
     ap.add_argument("--sigma", type=float, default=0.1)
     ap.add_argument("--lam", type=float, default=0.01, help="start of the lambda line search")
@@ -305,6 +342,8 @@ def main() -> None:
         return solver_grid(models[0], root, args.sigma)
     if args.probe == "lambda":
         return lambda_grid(models[0], root, args.sigma)
+    if args.probe == "multiscale":
+        return multiscale_grid(models[0], root, args.sigma, args.iters or 8)
     if args.probe == "ensemble":
         model = ensemble(models)
     elif args.probe == "finetune":

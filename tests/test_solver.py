@@ -128,6 +128,12 @@ def test_per_channel_and_errors(gray):
         alr.restore(torch.rand(1, 1, 32, 32), None, gray, 0.01, method="sgd")
 
 
+def test_too_small_image_fails_before_any_progress_output(gray, capsys):
+    with pytest.raises(ValueError, match="smaller than the critic's 13x13"):
+        alr.restore(torch.rand(1, 1, 8, 40), None, gray, 0.01, method="lbfgs", progress=True)
+    assert "restore (" not in capsys.readouterr().err
+
+
 def test_weights_stay_frozen(gray):
     before = [p.clone() for p in gray.parameters()]
     alr.restore(torch.rand(1, 1, 32, 32), None, gray, 0.01, iters=3)

@@ -135,10 +135,7 @@ class PatchCritic(nn.Module):
             raise ValueError(f"expected a (B, C, H, W) tensor, got shape {tuple(x.shape)}")
         if x.shape[1] != self.in_channels:
             raise ValueError(f"critic expects {self.in_channels} channel(s), got {x.shape[1]}")
-        s = self.receptive_field
-        if x.shape[-1] < s or x.shape[-2] < s:
-            raise ValueError(f"image {tuple(x.shape[-2:])} is smaller than the critic's "
-                             f"{s}x{s} receptive field")
+        check_image_size(x, self.receptive_field)
 
     def potential(self, x: torch.Tensor) -> torch.Tensor:
         """Map of the 1-Lipschitz potential u_theta(p) (the network's output), same shape as forward's."""
@@ -239,6 +236,12 @@ def boundary_padding(s: int, boundary: str) -> int:
     return s - 1 if boundary == "reflect" else 0
 
 
+def check_image_size(x: torch.Tensor, s: int) -> None:
+    """Raise ValueError unless the image x (..., H, W) holds at least one s x s patch."""
+    if min(x.shape[-2:]) < s:
+        raise ValueError(f"image {tuple(x.shape[-2:])} is smaller than the critic's {s}x{s} receptive field")
+
+
 def pad_boundary(x: torch.Tensor, s: int, boundary: str) -> torch.Tensor:
     """The image on which R averages s x s patch scores.
 
@@ -248,8 +251,7 @@ def pad_boundary(x: torch.Tensor, s: int, boundary: str) -> torch.Tensor:
     patches. Differentiable; needs an image of at least s x s pixels.
     """
     p = boundary_padding(s, boundary)
-    if min(x.shape[-2:]) < s:
-        raise ValueError(f"image {tuple(x.shape[-2:])} is smaller than the critic's {s}x{s} receptive field")
+    check_image_size(x, s)
     return F.pad(x, (p, p, p, p), mode="reflect") if p else x
 
 

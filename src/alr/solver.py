@@ -60,8 +60,8 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from .critic import (DIHEDRAL, PatchCritic, boundary_padding, check_concavity, dihedral, pad_boundary,
-                     shape_scores_unchecked)
+from .critic import (DIHEDRAL, PatchCritic, boundary_padding, check_concavity, check_image_size, dihedral,
+                     pad_boundary, shape_scores_unchecked)
 from .fidelity import Gaussian
 from .physics import Denoising, LinearOperator
 
@@ -337,6 +337,7 @@ def restore(y: torch.Tensor, physics: LinearOperator | None, model: PatchCritic,
     if isinstance(step, (list, tuple)) and (method != "gd" or len(step) != iters):
         raise ValueError(f"a step schedule needs method 'gd' and one step per iteration ({iters}), "
                          f"got {len(step)} steps for {method!r}")
+    check_image_size(x, model.receptive_field)  # before the progress bar: fail at once
     hist = History(callback=callback)
     lbfgs = method == "lbfgs"  # counts energy evaluations: up to 1.25 per iteration (line search)
     bar = tqdm(total=b * (int(iters * 1.25) + 1) if lbfgs else iters, disable=not progress, desc=f"restore ({method})",
@@ -475,6 +476,8 @@ def _lbfgs(prob: Problem, x, iters, hist, bar, tol, **_) -> torch.Tensor:
             current[[group[j] for j in idx]] = z
             if hist.callback is not None:
                 hist.callback(k, current)
+            if bar.total is not None and bar.n + len(idx) > bar.total:  # the line search went past max_eval
+                bar.total = bar.n + len(idx)
             bar.update(len(idx))
             bar.set_postfix(E=f"{float(e.value.mean()):.5g}")
 
