@@ -17,6 +17,7 @@ pytestmark = pytest.mark.skipif(data_dir() is None, reason="set ALR_DATA to the 
     ("inpaint", []),
     ("sr", []),
     ("toy", []),
+    ("real", []),
     ("calibrate", ["--sigmas", "0.1"]),
     ("table1", []),
     ("table1", ["--models", str(Path(__file__).parents[1] / "docs" / "models" / "table1")]),
@@ -244,3 +245,12 @@ def test_calibrate_clipped_table_inherits_the_solver_of_the_gaussian_one(tmp_pat
         want = alr.pretrained.solver_options(gray, "denoise", sigma)
         assert (it, kappa) == (want["iters"], pytest.approx(want["concavity"]))
         assert alr.pretrained.solver_options(copy, "denoise", sigma, clipped=True)["iters"] == it
+
+
+def test_real_noise_split_holds_out_every_third_image(sample_dir):
+    from alr.experiments import real_noise_split
+    from alr.images import list_images
+    train, held = real_noise_split(sample_dir)
+    files = list_images(sample_dir)
+    assert held == files[2::3] and len(train) + len(held) == len(files)
+    assert not set(train) & set(held)
