@@ -100,6 +100,15 @@ def test_resume_reproduces_uninterrupted_run(sample_dir, tmp_path):
         assert torch.allclose(pa, pb, atol=1e-6)
 
 
+def test_time_budget_stops_training_and_the_bar_counts_seconds(sample_dir, capsys):
+    pairs = make_patch_pairs(sample_dir, 9, 1, degradation=Degradation(0.1, 0.1), seed=0)
+    critic = train_critic(PatchCritic(depth=4, width=8), pairs.sample,
+                          TrainConfig(steps=10 ** 9, batch_size=8, max_seconds=1.0, log_every=1, device="cpu"))
+    assert 0 < critic.meta["training"]["steps"] < 10 ** 9
+    err = capsys.readouterr().err
+    assert "/1 s [" in err and "step=" in err  # seconds of the budget, not a billion steps
+
+
 def test_real_degraded_folder_source(sample_dir, tmp_path):
     """--degraded DIR: patches of real degraded images, unknown degradation, all clean images kept."""
     from alr.images import list_images, read_image, write_image

@@ -211,8 +211,11 @@ def train_critic(critic: nn.Module, sampler: Sampler, config: TrainConfig,
     logf = writer = None
     if log_csv is not None and rank == 0:
         logf, writer = _open_log(Path(log_csv), start if resume else 0)
-    bar = tqdm(total=config.steps, initial=start, disable=not progress or rank != 0,
-               desc="train critic", unit="step", dynamic_ncols=True)
+    timed = bool(config.max_seconds)  # a wall-clock budget: the bar shows it, the steps go in the postfix
+    bar = tqdm(total=config.max_seconds if timed else config.steps, initial=0 if timed else start,
+               disable=not progress or rank != 0, desc="train critic", unit="s" if timed else "step",
+               dynamic_ncols=True,
+               bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}{postfix}]" if timed else None)
     t0 = time.perf_counter()
     done = start
     try:
@@ -243,7 +246,8 @@ def train_critic(critic: nn.Module, sampler: Sampler, config: TrainConfig,
                 if not all(math.isfinite(v) for v in vals.values()):
                     raise FloatingPointError(f"training diverged at step {done}: {vals}")
                 bar.set_postfix(loss=f"{vals['loss']:.3f}", W=f"{vals['wasserstein']:.3f}",
-                                gn=f"{vals['grad_norm_mean']:.2f}")
+                                gn=f"{vals['grad_norm_mean']:.2f}", **({"step": done} if timed else {}),
+                                refresh=False)
                 if writer is not None:
                     writer.writerow({"step": done, **{k: f"{v:.6g}" for k, v in vals.items()},
                                      "lr": f"{lr:.6g}",
@@ -251,8 +255,8 @@ def train_critic(critic: nn.Module, sampler: Sampler, config: TrainConfig,
                     logf.flush()
             if checkpoint is not None and rank == 0 and (done % config.ckpt_every == 0 or done == config.steps):
                 _save_checkpoint(checkpoint, critic, opt, gen, done)
-            bar.update(1)
-            if config.max_seconds and time.perf_counter() - t0 > config.max_seconds:
+            bar.update(min(time.perf_counter() - t0, config.max_seconds) - bar.n if timed else 1)
+            if timed and time.perf_counter() - t0 > config.max_seconds:
                 if checkpoint is not None and rank == 0:
                     _save_checkpoint(checkpoint, critic, opt, gen, done)
                 break
