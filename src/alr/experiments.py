@@ -39,7 +39,7 @@ from .cli import _positive_floats, _positive_int, _positive_ints
 from .critic import pad_boundary
 from .data import add_noise
 from .fidelity import ClippedGaussian
-from .images import data_root, list_images, pyplot, read_image
+from .images import data_root, list_images, pyplot, read_image, write_image
 from .metrics import LPIPS, psnr, ssim
 from .physics import Blur, Denoising, Downsampling, Inpainting, gaussian_kernel, random_mask
 from .pretrained import lam_for, load, solver_options, split_table_name, table_name
@@ -653,10 +653,14 @@ def real_noise_split(folder: Path) -> tuple[list[Path], list[Path]]:
     return [f for f in files if f not in held], held
 
 
+REAL_METHODS = {"color": "color (Gaussian critic)", "real": "real-noise critic", "cbm3d": "CBM3D"}
+
+
 def cmd_real(args, out: Path) -> str:
     """Real noise of unknown law (rni15): no reference, so the table reports the noise level
     estimated in the input and in each restoration (:func:`alr.data.estimate_sigma`), the
-    standard deviation of what each method removed, and the time; the figure shows crops."""
+    standard deviation and the mean of what each method changed, and the time; the restorations
+    are written as ``IMAGE_METHOD.png`` and the figure shows centre crops."""
     from .baselines import bm3d_restore
     from .critic import load_file
     from .data import ImageStack, PatchPairs, estimate_sigma
@@ -689,18 +693,19 @@ def cmd_real(args, out: Path) -> str:
         sigma = estimate_sigma(y)
         lam = lam_for(color, "denoise", sigma)  # the real critic has no table: color's, at the estimate
         opts = alr_options(color, "denoise", args.quick, sigma)
-        runs = {"color (Gaussian critic)": lambda: restore(y, None, color, lam, device=args.device, **opts)[0],
-                "real-noise critic": lambda: restore(y, None, real, lam, device=args.device,
-                                                     **{**opts, "score_ref": ref} if "score_ref" in opts else opts)[0],
-                "CBM3D": lambda: bm3d_restore(y, sigma)}
+        runs = {"color": lambda: restore(y, None, color, lam, device=args.device, **opts)[0],
+                "real": lambda: restore(y, None, real, lam, device=args.device,
+                                        **{**opts, "score_ref": ref} if "score_ref" in opts else opts)[0],
+                "cbm3d": lambda: bm3d_restore(y, sigma)}
         panels = [(f"{f.stem}: input (sigma^ {sigma:.3f})", y)]
         for name, run in runs.items():
             t0 = time.perf_counter()
             xh = run().cpu().clamp(0, 1)
             dt = time.perf_counter() - t0
-            tbl.add(image=f.stem, method=name, sigma_in=sigma, sigma_out=estimate_sigma(xh),
-                    removed_std=float((y - xh).std()), seconds=dt)
-            panels.append((f"{name} ({estimate_sigma(xh):.3f})", xh))
+            write_image(out / f"{f.stem}_{name}.png", xh)
+            tbl.add(image=f.stem, method=REAL_METHODS[name], sigma_in=sigma, sigma_out=estimate_sigma(xh),
+                    removed_std=float((y - xh).std()), mean_shift=float((xh - y).mean()), seconds=dt)
+            panels.append((f"{REAL_METHODS[name]} ({estimate_sigma(xh):.3f})", xh))
         rows.append(panels)
         text = tbl.write(out, f"Real noise (rni15, held-out images; lambda: color's table at the estimated sigma)")
         _real_figure(out / "real.png", rows)
