@@ -671,11 +671,13 @@ def cmd_real(args, out: Path) -> str:
     color = load("color")
     timings = {}
     if args.model:
-        real = load_file(args.model) if Path(args.model).is_file() else load(args.model)
+        real = load(args.model)
     else:  # the shipped color critic, trained further against the real noisy patches
         t0 = time.perf_counter()
         real = continue_from(load("color"), "color").requires_grad_(True)
         clean = ImageStack.from_folder(root / "cbsd432", 3, max_images=8 if args.quick else None)
+        real.meta.update({"data": {"clean": str(root / "cbsd432"), "degraded": [str(g) for g in train_files]},
+                          "noise_range": None})  # real noise: no synthetic range, as `alr train --degraded`
         pairs = PatchPairs(clean, ImageStack.from_folder(root / "rni15", 3, train_files), real.receptive_field)
         train_critic(real, pairs.sample, TrainConfig(steps=20 if args.quick else args.steps, batch_size=128,
                                                      seed=args.seed, device=args.device),
@@ -707,7 +709,7 @@ def cmd_real(args, out: Path) -> str:
                     removed_std=float((y - xh).std()), mean_shift=float((xh - y).mean()), seconds=dt)
             panels.append((f"{REAL_METHODS[name]} ({estimate_sigma(xh):.3f})", xh))
         rows.append(panels)
-        text = tbl.write(out, f"Real noise (rni15, held-out images; lambda: color's table at the estimated sigma)")
+        text = tbl.write(out, "Real noise (rni15, held-out images; lambda: color's table at the estimated sigma)")
         _real_figure(out / "real.png", rows)
         _run_json(out, args, timings, {"held_out": [g.name for g in held], "train": [g.name for g in train_files]})
     return text
