@@ -35,7 +35,10 @@ def test_restore_estimates_sigma(tmp_path, clean_png, capsys):
     main(["degrade", str(clean_png), "-o", str(noisy), "--sigma", "0.1"])
     assert main(["restore", str(noisy), "-o", str(tmp_path / "o.png"), "--iters", "3"]) == 0
     err = capsys.readouterr().err
-    assert "estimated noise sigma" in err
+    assert "estimated noise sigma" in err and "outside the model's calibrated range" not in err
+    assert main(["restore", str(noisy), "-o", str(tmp_path / "o.png"), "--iters", "1", "--sigma", "0.01"]) == 0
+    assert "sigma 0.01 is outside the model's calibrated range 0.05-0.4; the lambda and solver of sigma 0.05" \
+        in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("task,extra", [("deblur", ["--blur-sigma", "1.6"]), ("sr", ["--factor", "2"])])

@@ -238,7 +238,7 @@ class _Job:
     def __init__(self, path: Path, out: Path, args, model_cache: dict, say) -> None:
         from .data import estimate_sigma
         from .images import read_image
-        from .pretrained import lam_for, solver_options
+        from .pretrained import calibrated_range, lam_for, solver_options
 
         y = read_image(path)
         key = (args.model, y.shape[1])
@@ -261,6 +261,10 @@ class _Job:
                 sigma = estimate_sigma(y)
                 say(f"{path.name}: estimated noise sigma = {sigma:.4f}")
         self.lam = args.lam if args.lam is not None else lam_for(model, args.task, sigma, args.clipped)
+        span = calibrated_range(model, args.task, args.clipped)
+        if args.lam is None and sigma is not None and span and not span[0] <= sigma <= span[1]:
+            say(f"{path.name}: sigma {sigma:.4g} is outside the model's calibrated range {span[0]:g}-{span[1]:g}; "
+                f"the lambda and solver of sigma {min(max(sigma, span[0]), span[1]):g} are used")
         saturated = float(((y <= 0) | (y >= 1)).float().mean())
         if saturated > 0.01 and not args.clipped:
             say(f"{path.name}: {saturated:.0%} of the pixels are at 0 or 1; if the noise was clipped "

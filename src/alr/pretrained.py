@@ -69,6 +69,13 @@ def _table(model, task: str, clipped: bool = False) -> dict | None:
     return (clipped and tables.get(table_name(task, True))) or tables.get(task)
 
 
+def calibrated_range(model, task: str, clipped: bool = False) -> tuple[float, float] | None:
+    """(lowest, highest) noise level of the model's lambda table for ``task``, or None without one;
+    outside it :func:`lam_for` and :func:`solver_options` use the nearest level's values."""
+    table = _table(model, task, clipped)
+    return (table["sigma"][0], table["sigma"][-1]) if table else None
+
+
 def _interp_loglog(xs: list[float], ys: list[float], s: float, log_y: bool = True) -> float:
     """Piecewise log-log interpolation of the points (xs, ys) at s, clamped at the ends
     (``log_y=False``: linear in y, for values that may be 0)."""
