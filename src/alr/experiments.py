@@ -101,6 +101,16 @@ def _sigmas(args, default: list[float]) -> list[float]:
     return vals
 
 
+QUICK_CROP = 96
+
+
+def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
+    """The centre ``size x size`` window of x (..., H, W) (the whole side where it is shorter)."""
+    h, w = x.shape[-2:]
+    top, left = max(h - size, 0) // 2, max(w - size, 0) // 2
+    return x[..., top:top + size, left:left + size]
+
+
 def _images(folder: Path, channels: int, quick: bool, max_images: int | None = None) -> list[tuple[str, torch.Tensor]]:
     files = list_images(folder)
     n = 4 if quick else max_images
@@ -108,10 +118,7 @@ def _images(folder: Path, channels: int, quick: bool, max_images: int | None = N
     out = []
     for f in files:
         x = read_image(f, channels)
-        if quick:
-            h, w = x.shape[-2:]
-            x = x[..., (h - 96) // 2:(h - 96) // 2 + 96, (w - 96) // 2:(w - 96) // 2 + 96]
-        out.append((f.stem, x))
+        out.append((f.stem, center_crop(x, QUICK_CROP) if quick else x))
     return out
 
 
@@ -274,9 +281,7 @@ def calibration_crops(folder: Path, channels: int, quick: bool, images: int = CA
     """Centre crops ``crop x crop`` of the first ``images`` images of ``folder``, as one batch
     (by default the calibration images, 4 crops 128x128; quick: at most 2 crops, 48x48)."""
     crop, images = (48, min(images, 2)) if quick else (crop, images)
-    xs = [xi[..., (xi.shape[-2] - crop) // 2:(xi.shape[-2] - crop) // 2 + crop,
-             (xi.shape[-1] - crop) // 2:(xi.shape[-1] - crop) // 2 + crop]
-          for _, xi in _images(folder, channels, False, images)]
+    xs = [center_crop(xi, crop) for _, xi in _images(folder, channels, False, images)]
     return torch.cat(xs)
 
 
@@ -688,10 +693,7 @@ def cmd_real(args, out: Path) -> str:
     ref = score_reference(real, calibration_crops(root / "cbsd432", 3, args.quick))
     tbl, rows = Table(), []
     for f in held[:1] if args.quick else held:
-        y = read_image(f, 3)
-        if args.quick:
-            h, w = y.shape[-2:]
-            y = y[..., (h - 96) // 2:(h - 96) // 2 + 96, (w - 96) // 2:(w - 96) // 2 + 96]
+        y = center_crop(read_image(f, 3), QUICK_CROP) if args.quick else read_image(f, 3)
         sigma = estimate_sigma(y)
         lam = lam_for(color, "denoise", sigma)  # the real critic has no table: color's, at the estimate
         opts = alr_options(color, "denoise", args.quick, sigma)
@@ -705,9 +707,10 @@ def cmd_real(args, out: Path) -> str:
             xh = run().cpu().clamp(0, 1)
             dt = time.perf_counter() - t0
             write_image(out / f"{f.stem}_{name}.png", xh)
-            tbl.add(image=f.stem, method=REAL_METHODS[name], sigma_in=sigma, sigma_out=estimate_sigma(xh),
+            left = estimate_sigma(xh)
+            tbl.add(image=f.stem, method=REAL_METHODS[name], sigma_in=sigma, sigma_out=left,
                     removed_std=float((y - xh).std()), mean_shift=float((xh - y).mean()), seconds=dt)
-            panels.append((f"{REAL_METHODS[name]} ({estimate_sigma(xh):.3f})", xh))
+            panels.append((f"{REAL_METHODS[name]} ({left:.3f})", xh))
         rows.append(panels)
         text = tbl.write(out, "Real noise (rni15, held-out images; lambda: color's table at the estimated sigma)")
         _real_figure(out / "real.png", rows)
@@ -722,9 +725,7 @@ def _real_figure(path: Path, rows: list[list[tuple[str, torch.Tensor]]], crop: i
     fig, axes = plt.subplots(len(rows), len(rows[0]), figsize=(3 * len(rows[0]), 3.2 * len(rows)), squeeze=False)
     for row, panels in zip(axes, rows):
         for ax, (title, img) in zip(row, panels):
-            h, w = img.shape[-2:]
-            c = min(crop, h, w)
-            ax.imshow(img[0, :, (h - c) // 2:(h - c) // 2 + c, (w - c) // 2:(w - c) // 2 + c].permute(1, 2, 0).numpy())
+            ax.imshow(center_crop(img[0], crop).permute(1, 2, 0).numpy())
             ax.set_title(title, fontsize=8)
             ax.axis("off")
     fig.tight_layout()
