@@ -7,6 +7,9 @@
 # scored best on the set12 probe crops (every EVAL_EVERY steps and at the end): the noise-level runs
 # at their sigma under both protocols, the range run at the three sigma (paper protocol).
 # Usage (device machine): ALR_DATA=DIR OUT=DIR bash scripts/gpu_unrolled.sh
+# Measured on an H100 (README, "The unrolled probe"): at batch 32 of 64x64 crops the four runs
+# share the GPU at 1.7 s a step (180 steps in 300 s, too few); BATCH=8 CROP=48 gave one run alone
+# 1,348 steps in 170 s.
 # Dry run on a CPU: PATH=.venv/bin:$PATH TRAIN_SECONDS=15 BENCH_ARGS=--quick PROBE_ARGS="--eval-images 1".
 T=${TRAIN_SECONDS:-300}; D=${DEADLINE:-520}; B=${BATCH:-32}; C=${CROP:-64}
 source scripts/gpu_common.sh
