@@ -41,7 +41,7 @@ from alr.experiments import calibration_crops
 from alr.images import data_root
 from alr.metrics import psnr
 from alr.pretrained import lam_for, solver_options
-from alr.train import default_device
+from alr.train import resolve_device
 
 SIGMA_REF = 0.1
 
@@ -128,7 +128,7 @@ def main() -> None:
               flush=True)
         print("BM3D:", evaluate(x_eval, args.eval_sigmas, bm3d_restore))
         return
-    dev = torch.device(args.device) if args.device else default_device()
+    dev = resolve_device(args.device)
     torch.manual_seed(args.seed)
     critic = alr.load(args.model)
     lam0 = lam_for(critic, "denoise", SIGMA_REF)

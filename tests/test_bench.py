@@ -102,7 +102,7 @@ def test_sigmas_option_selects_the_noise_levels(tmp_path, capsys):
 def test_every_solve_runs_on_the_bench_device(tmp_path, monkeypatch, name, extra):
     """Table 1 and the calibration once left --device unset and so solved on the CPU of a GPU machine."""
     from alr import experiments
-    from alr.train import default_device
+    from alr.train import resolve_device
 
     devices = []
 
@@ -113,7 +113,7 @@ def test_every_solve_runs_on_the_bench_device(tmp_path, monkeypatch, name, extra
     real = experiments.restore
     monkeypatch.setattr(experiments, "restore", spy)
     assert main(["bench", name, "--quick", "-o", str(tmp_path / name), "--data", str(data_dir())] + extra) == 0
-    assert devices and set(devices) == {str(default_device())}
+    assert devices and set(devices) == {str(resolve_device())}
 
 
 def test_table1_shares_the_range_critics_lambda_table(tmp_path):

@@ -93,6 +93,35 @@ def test_errors_are_one_line_and_leave_nothing(tmp_path, clean_png, capsys):
         main(["restore", str(clean_png), "-o", str(out), "--task", "paint"])
 
 
+@pytest.mark.parametrize("argv", [
+    ["restore", "IN", "-o", "OUT", "--iters", "0"],
+    ["restore", "IN", "-o", "OUT", "--task", "sr", "--factor", "0"],
+    ["restore", "IN", "-o", "OUT", "--device", "tpu9"],
+    ["degrade", "IN", "-o", "OUT", "--task", "sr", "--factor", "-2"],
+    ["train", "-o", "OUT", "--clean", "IN", "--ckpt-every", "0"],
+    ["train", "-o", "OUT", "--clean", "IN", "--batch-size", "0"],
+    ["toy", "-o", "OUT", "--steps", "0"],
+])
+def test_bad_option_values_are_usage_errors(tmp_path, clean_png, capsys, argv):
+    """Counts below 1 and unknown devices stop at the command line (they crashed or ran silently)."""
+    out = tmp_path / "out.png"
+    argv = [str(clean_png) if a == "IN" else str(out) if a == "OUT" else a for a in argv]
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2 and "error: argument" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_resolve_device():
+    from alr.train import resolve_device
+    assert resolve_device(None).type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match="unknown device"):
+        resolve_device("tpu9")
+    with pytest.raises(ValueError, match="CUDA"):
+        resolve_device(f"cuda:{torch.cuda.device_count()}")  # one past the last GPU, or none at all
+
+
 def test_restore_clipped_input_with_the_censored_data_term(tmp_path, camera, capsys):
     clean = tmp_path / "clean.png"
     write_image(clean, camera[..., ::4, ::4])

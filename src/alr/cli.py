@@ -31,6 +31,19 @@ def _parse_memory(text: str) -> float:
         raise argparse.ArgumentTypeError(f"invalid memory size {text!r} (e.g. 4G, 512M)") from None
 
 
+DEVICE_HELP = "cpu, cuda, cuda:1 (default: cuda when available)"
+
+
+def _device(text: str) -> str:
+    """A device name that exists on this machine."""
+    from .train import resolve_device
+    try:
+        resolve_device(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
 def _positive_float(text: str) -> float:
     """A finite number >= 0."""
     try:
@@ -47,11 +60,20 @@ def _positive_floats(text: str) -> list[float]:
     return [_positive_float(v) for v in text.split(",")]
 
 
-def _positive_int(text: str) -> int:
-    v = int(text)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
-    return v
+def _int_at_least(low: int):
+    """An argparse type: an integer >= ``low``."""
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if v < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {text}")
+        return v
+    return parse
+
+
+_positive_int, _count = _int_at_least(1), _int_at_least(0)
 
 
 def _positive_ints(text: str) -> list[int]:
@@ -86,8 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--init", default=None, metavar="MODEL",
                    help="continue training this model (file or shipped name) instead of a new critic")
     t.add_argument("--channels", type=int, choices=(1, 3), default=None, help="default 1, or the --init model's")
-    t.add_argument("--depth", type=int, default=None, help="convolution layers (default 6)")
-    t.add_argument("--width", type=int, default=None, help="hidden channels (default 64)")
+    t.add_argument("--depth", type=_positive_int, default=None, help="convolution layers (default 6)")
+    t.add_argument("--width", type=_positive_int, default=None, help="hidden channels (default 64)")
     t.add_argument("--activation", default=None, choices=sorted(ACTIVATIONS),
                    help="default relu, or the --init model's (another one keeps its weights)")
     t.add_argument("--criterion", default=None, choices=CRITERIA,
@@ -100,20 +122,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weight of the slope penalty (synthetic noise only): each degraded patch is its clean patch "
                         "degraded, and the critic's slope from one to the other is held at 1 (README, 'The slope "
                         "penalty'; default 0, the paper's unpaired training)")
-    t.add_argument("--steps", type=int, default=20000)
-    t.add_argument("--batch-size", type=int, default=128)
-    t.add_argument("--lr0", type=float, default=1e-4)
-    t.add_argument("--lr1", type=float, default=1e-5)
-    t.add_argument("--mu", type=float, default=10.0, help="gradient penalty weight")
+    t.add_argument("--steps", type=_count, default=20000,
+                   help="training steps (0: only convert --init to a new --activation / --criterion)")
+    t.add_argument("--batch-size", type=_positive_int, default=128)
+    t.add_argument("--lr0", type=_positive_float, default=1e-4)
+    t.add_argument("--lr1", type=_positive_float, default=1e-5)
+    t.add_argument("--mu", type=_positive_float, default=10.0, help="gradient penalty weight")
     t.add_argument("--betas", type=float, nargs=2, default=(0.5, 0.9), metavar=("B1", "B2"),
                    help="Adam betas of the critic's optimiser (default 0.5 0.9, the WGAN-GP choice)")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--ckpt-every", type=int, default=1000)
-    t.add_argument("--max-seconds", type=float, default=None, help="stop (and save) after this wall time")
-    t.add_argument("--max-images", type=int, default=None, help="use only the first N images of each folder")
+    t.add_argument("--ckpt-every", type=_positive_int, default=1000, help="checkpoint (MODEL.ckpt) every N steps")
+    t.add_argument("--max-seconds", type=_positive_float, default=None, help="stop (and save) after this wall time")
+    t.add_argument("--max-images", type=_positive_int, default=None, help="use only the first N images of each folder")
     t.add_argument("--augment", action="store_true",
                    help="turn each training patch by a random flip / quarter turn (8x the patch variety)")
-    t.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
+    t.add_argument("--device", type=_device, default=None, help=DEVICE_HELP)
     t.add_argument("--resume", action="store_true", help="continue from MODEL.ckpt")
     t.add_argument("--log", default=None, help="CSV log (default: MODEL with .csv)")
     t.add_argument("-o", "--output", required=True, help="model file to write (.safetensors)")
@@ -123,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("input", help="degraded image file, or a folder of them")
     r.add_argument("-o", "--output", required=True, help="output image file (or folder)")
     r.add_argument("--model", default=None, help="model file or shipped name (default: gray / color by channels)")
-    r.add_argument("--task", choices=TASKS, default="denoise")
+    r.add_argument("--task", choices=TASKS, default="denoise", help="forward operator A (default denoise: A = I)")
     r.add_argument("--sigma", type=_positive_float, default=None,
                    help="noise level; estimated from the image for denoising when omitted")
     r.add_argument("--lam", type=_positive_float, default=None, help="regularisation weight (default: model's table)")
@@ -135,9 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
     kern.add_argument("--kernel", help="blur kernel file (.npy or image), for --task deblur")
     kern.add_argument("--blur-sigma", type=_positive_float, help="Gaussian blur std, for --task deblur")
     r.add_argument("--mask", help="mask image (1 = known pixel), for --task inpaint")
-    r.add_argument("--factor", type=int, default=2, help="super-resolution factor, for --task sr")
-    r.add_argument("--method", default=None, choices=("adam", "gd", "agd", "lbfgs"))
-    r.add_argument("--iters", type=int, default=None)
+    r.add_argument("--factor", type=_positive_int, default=2, help="super-resolution factor, for --task sr")
+    r.add_argument("--method", default=None, choices=("adam", "gd", "agd", "lbfgs"),
+                   help="solver of min 1/2 ||Ax - y||^2 + lam R(x) (default: the model's, L-BFGS for the shipped ones)")
+    r.add_argument("--iters", type=_positive_int, default=None, help="solver iterations (default: the model's table)")
     r.add_argument("--concavity", type=_positive_float, default=None,
                    help="concave shaping of the patch scores (default: the model's table; 0: the paper's R)")
     r.add_argument("--symmetric", action="store_true",
@@ -147,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--compile", action="store_true", help="compile the critic with torch.compile")
     r.add_argument("--per-channel", action="store_true", help="apply a grayscale model to each colour channel")
     r.add_argument("--max-memory", type=_parse_memory, default=None, help="activation memory budget, e.g. 4G")
-    r.add_argument("--device", default=None)
+    r.add_argument("--device", type=_device, default=None, help=DEVICE_HELP)
     r.add_argument("--batch-size", type=_positive_int, default=4,
                    help="images of equal size solved together in a folder (default 4)")
     r.add_argument("--shard", type=_shard, default=None, help="process the i-th of n parts of a folder")
@@ -165,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     kd.add_argument("--blur-sigma", type=_positive_float, default=None)
     d.add_argument("--missing", type=float, default=0.5, help="fraction of missing pixels (inpaint)")
     d.add_argument("--mask-out", default=None, help="where to write the inpainting mask (PNG)")
-    d.add_argument("--factor", type=int, default=2)
+    d.add_argument("--factor", type=_positive_int, default=2, help="super-resolution factor (sr)")
     d.add_argument("--clip", action="store_true", help="clip the result to [0, 1]")
 
     i = sub.add_parser("info", help="show a model file's metadata")
@@ -173,8 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     y = sub.add_parser("toy", help="the circle experiment of the paper's Figure 1")
     y.add_argument("-o", "--output", required=True, help="output folder")
-    y.add_argument("--sigma", type=float, default=0.2)
-    y.add_argument("--steps", type=int, default=3000)
+    y.add_argument("--sigma", type=_positive_float, default=0.2)
+    y.add_argument("--steps", type=_positive_int, default=3000)
     y.add_argument("--seed", type=int, default=0)
     y.add_argument("--criterion", default="w1", choices=CRITERIA,
                    help="w1: the paper's critic (r ~ distance); w2: r ~ half the squared distance")
@@ -296,6 +320,7 @@ def _solve(jobs: list[_Job], args, say) -> None:
     from .fidelity import ClippedGaussian
     from .images import write_image
     from .solver import restore
+    from .train import resolve_device
 
     j0 = jobs[0]
     y = torch.cat([j.y for j in jobs])
@@ -304,8 +329,8 @@ def _solve(jobs: list[_Job], args, say) -> None:
     fidelity = ClippedGaussian([j.sigma for j in jobs]) if args.clipped else None
     t0 = time.perf_counter()
     x, hist = restore(y, j0.physics, j0.model, lam, per_channel=j0.per_channel, max_memory=args.max_memory,
-                      device=args.device, compile=args.compile, progress=not args.quiet, fidelity=fidelity,
-                      concavity=concavity, **j0.kw)
+                      device=resolve_device(args.device), compile=args.compile, progress=not args.quiet,
+                      fidelity=fidelity, concavity=concavity, **j0.kw)
     dt = time.perf_counter() - t0
     for j, xi in zip(jobs, x):
         write_image(j.out, xi[None])

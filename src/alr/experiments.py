@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 
 from . import __version__
-from .cli import _positive_floats, _positive_int, _positive_ints
+from .cli import DEVICE_HELP, _device, _positive_floats, _positive_int, _positive_ints
 from .critic import pad_boundary
 from .data import add_noise
 from .fidelity import ClippedGaussian
@@ -44,7 +44,7 @@ from .metrics import LPIPS, psnr, ssim
 from .physics import Blur, Denoising, Downsampling, Inpainting, gaussian_kernel, random_mask
 from .pretrained import lam_for, load, solver_options, split_table_name, table_name
 from .solver import restore
-from .train import default_device
+from .train import resolve_device
 
 TABLE2_METHODS = ("alr", "alr-clipped", "bm3d", "epll", "tv")
 
@@ -67,7 +67,7 @@ def add_bench_parser(sub) -> None:
                    help=f"comma-separated, from {','.join(TABLE2_METHODS)} (alr-clipped: paper protocol only)")
     b.add_argument("--sigmas", default=None, help="comma-separated noise levels")
     b.add_argument("--tasks", default=None, help="calibrate: tasks to calibrate (default: all)")
-    b.add_argument("--steps", type=int, default=20000, help="table1, real: training steps per critic")
+    b.add_argument("--steps", type=_positive_int, default=20000, help="table1, real: training steps per critic")
     b.add_argument("--iters", type=_positive_ints, default=None,
                    help="calibrate: candidate solver iteration counts (comma-separated); per noise level the "
                         "best (iterations, lambda) pair is recorded in the model copy's table")
@@ -81,9 +81,9 @@ def add_bench_parser(sub) -> None:
                    help="table1: calibrate lambda for each critic (default: one shared table, as the paper)")
     b.add_argument("--symmetric", action="store_true",
                    help="table2 / deblur / inpaint / sr: ALR with R averaged over the 8 flips and quarter turns")
-    b.add_argument("--max-images", type=int, default=None)
+    b.add_argument("--max-images", type=_positive_int, default=None, help="only the first N test images")
     b.add_argument("--sets", default="set12,bsd68", help="deblur: test sets to run")
-    b.add_argument("--device", default=None)
+    b.add_argument("--device", type=_device, default=None, help=DEVICE_HELP)
     b.add_argument("--seed", type=int, default=0)
 
 
@@ -738,7 +738,7 @@ def cmd_bench(args) -> None:
     _sigmas(args, [])  # a bad --sigmas or --methods fails before anything is written
     _methods(args)
     # one device for every method and phase (solver, calibration, baselines): the GPU when there is one
-    args.device = str(args.device or default_device())
+    args.device = str(resolve_device(args.device))
     out.mkdir(parents=True, exist_ok=True)
     fn = {"calibrate": cmd_calibrate, "table1": cmd_table1, "table2": cmd_table2, "histogram": cmd_histogram,
           "deblur": cmd_deblur, "inpaint": cmd_inpaint, "sr": cmd_sr, "toy": cmd_toy_bench,

@@ -64,6 +64,7 @@ from .critic import (DIHEDRAL, PatchCritic, boundary_padding, check_concavity, c
                      pad_boundary, shape_scores_unchecked)
 from .fidelity import Gaussian
 from .physics import Denoising, LinearOperator
+from .train import resolve_device
 
 METHODS = ("adam", "gd", "agd", "lbfgs")
 #: Device types on which the L-BFGS of a batch solves its images one after another instead of
@@ -305,6 +306,9 @@ def restore(y: torch.Tensor, physics: LinearOperator | None, model: PatchCritic,
     clip : clip the result to [0, 1].
     fidelity : the data term (:mod:`alr.fidelity`); default the Gaussian ``1/2 ||Ax - y||^2``,
         ``ClippedGaussian(sigma)`` for measurements clipped to [0, 1].
+    progress : show a progress bar of the iterations.
+    device : where to solve (``"cpu"``, ``"cuda"``, ``"cuda:1"``; default: the model's device);
+        a device this machine lacks raises ``ValueError``. The result stays there.
     callback : called as ``callback(k, x_k)`` with the point evaluated at each iteration (for
         L-BFGS, at each round of energy evaluations, see ``_lbfgs``).
 
@@ -323,7 +327,7 @@ def restore(y: torch.Tensor, physics: LinearOperator | None, model: PatchCritic,
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     physics = physics or Denoising()
     physics.check_measurement(y)
-    dev = torch.device(device) if device else next(model.parameters()).device
+    dev = resolve_device(device) if device else next(model.parameters()).device
     model = model.to(dev).eval()
     y = y.to(dev, torch.float32).contiguous()
     b = y.shape[0]

@@ -91,8 +91,21 @@ class TrainConfig:
         return self.lr0 * (self.lr1 / self.lr0) ** f
 
 
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def resolve_device(name: str | None = None) -> torch.device:
+    """The device called ``name`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``), checked to exist here;
+    ``None``: CUDA when available, else the CPU. Raises ``ValueError`` with the reason otherwise."""
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unknown device {name!r}; use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name!r}: this torch ({torch.__version__}) sees no CUDA GPU; use cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {name!r}: there are only {torch.cuda.device_count()} CUDA device(s)")
+    return dev
 
 
 def _dist_info() -> tuple[int, int]:
@@ -180,7 +193,7 @@ def train_critic(critic: nn.Module, sampler: Sampler, config: TrainConfig,
     rank, world = _dist_info()
     if config.batch_size % world:
         raise ValueError(f"batch size {config.batch_size} is not divisible by {world} processes")
-    device = torch.device(config.device) if config.device else default_device()
+    device = resolve_device(config.device)
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", torch.cuda.current_device())
     if device.type == "cuda":
