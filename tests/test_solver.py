@@ -162,20 +162,21 @@ def test_compiled_critic_gives_the_same_gradient():
     assert torch.allclose(r0, r1, atol=1e-6) and torch.allclose(g0, g1, atol=1e-6)
 
 
-def test_gd_step_schedule_is_eq5_with_one_step_per_iteration():
-    """x_{k+1} = x_k - t_k (A^T(A x_k - y) + n lam grad R(x_k)), t_k from the schedule."""
-    from alr.critic import pad_boundary
+@pytest.mark.parametrize("concavity", [0.0, 0.7])
+def test_gd_step_schedule_is_eq5_with_one_step_per_iteration(concavity):
+    """x_{k+1} = x_k - t_k (A^T(A x_k - y) + n lam grad R(x_k)), t_k from the schedule, with R the
+    differentiable ``critic.regularizer`` (the README's "regulariser in your own algorithm"), shaped or not."""
     torch.manual_seed(0)
     critic = alr.PatchCritic(depth=3, width=8)
     y = torch.rand(2, 1, 24, 20)
     steps, lam, n = [0.3, 0.1, 0.2], 0.02, y[0].numel()
+    shaping = dict(concavity=concavity, score_ref=float(critic(y).median()))
     x = y.clone()
     for t in steps:
         x = x.requires_grad_(True)
-        r = critic(pad_boundary(x, critic.receptive_field, "reflect")).mean(dim=(1, 2, 3))
-        g, = torch.autograd.grad(r.sum(), x)
+        g, = torch.autograd.grad(critic.regularizer(x, **shaping).sum(), x)
         x = (x - t * ((x - y) + n * lam * g)).detach()
-    out, hist = alr.restore(y, None, critic, lam, method="gd", step=steps, iters=3, clip=False)
+    out, hist = alr.restore(y, None, critic, lam, method="gd", step=steps, iters=3, clip=False, **shaping)
     assert torch.allclose(out, x, atol=1e-5) and len(hist.objective) == 3
     with pytest.raises(ValueError, match="one step per iteration"):
         alr.restore(y, None, critic, lam, method="gd", step=steps, iters=4)
