@@ -170,7 +170,7 @@ def test_gd_step_schedule_is_eq5_with_one_step_per_iteration(concavity):
     critic = alr.PatchCritic(depth=3, width=8)
     y = torch.rand(2, 1, 24, 20)
     steps, lam, n = [0.3, 0.1, 0.2], 0.02, y[0].numel()
-    shaping = dict(concavity=concavity, score_ref=float(critic(y).median()))
+    shaping = dict(concavity=concavity, score_ref=float(critic(y).detach().median()))
     x = y.clone()
     for t in steps:
         x = x.requires_grad_(True)
