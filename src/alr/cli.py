@@ -160,7 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--mask", help="mask image (1 = known pixel), for --task inpaint")
     r.add_argument("--factor", type=_positive_int, default=2, help="super-resolution factor, for --task sr")
     r.add_argument("--method", default=None, choices=("adam", "gd", "agd", "lbfgs"),
-                   help="solver of min 1/2 ||Ax - y||^2 + lam R(x) (default: the model's, L-BFGS for the shipped ones)")
+                   help="solver of min_x 1/(2n) ||Ax - y||^2 + lam R(x) (default: the model's; L-BFGS for the "
+                        "shipped ones)")
     r.add_argument("--iters", type=_positive_int, default=None, help="solver iterations (default: the model's table)")
     r.add_argument("--concavity", type=_positive_float, default=None,
                    help="concave shaping of the patch scores (default: the model's table; 0: the paper's R)")
