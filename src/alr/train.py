@@ -91,7 +91,7 @@ class TrainConfig:
         return self.lr0 * (self.lr1 / self.lr0) ** f
 
 
-def resolve_device(name: str | None = None) -> torch.device:
+def resolve_device(name: str | torch.device | None = None) -> torch.device:
     """The device called ``name`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``), checked to exist here;
     ``None``: CUDA when available, else the CPU. Raises ``ValueError`` with the reason otherwise."""
     if name is None:
