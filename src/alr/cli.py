@@ -321,7 +321,6 @@ def _solve(jobs: list[_Job], args, say) -> None:
     from .fidelity import ClippedGaussian
     from .images import write_image
     from .solver import restore
-    from .train import resolve_device
 
     j0 = jobs[0]
     y = torch.cat([j.y for j in jobs])
@@ -330,7 +329,7 @@ def _solve(jobs: list[_Job], args, say) -> None:
     fidelity = ClippedGaussian([j.sigma for j in jobs]) if args.clipped else None
     t0 = time.perf_counter()
     x, hist = restore(y, j0.physics, j0.model, lam, per_channel=j0.per_channel, max_memory=args.max_memory,
-                      device=resolve_device(args.device), compile=args.compile, progress=not args.quiet,
+                      device=args.device, compile=args.compile, progress=not args.quiet,
                       fidelity=fidelity, concavity=concavity, **j0.kw)
     dt = time.perf_counter() - t0
     for j, xi in zip(jobs, x):
@@ -436,7 +435,9 @@ def cmd_train(args) -> None:
 
 def cmd_restore(args) -> None:
     from .images import IMAGE_EXTENSIONS, list_images
+    from .train import resolve_device
 
+    args.device = str(resolve_device(args.device))  # once, for every batch: the GPU when there is one
     say = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr))
     src, dst = Path(args.input), Path(args.output)
     if src.is_dir():

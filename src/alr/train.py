@@ -268,8 +268,9 @@ def train_critic(critic: nn.Module, sampler: Sampler, config: TrainConfig,
                     logf.flush()
             if checkpoint is not None and rank == 0 and (done % config.ckpt_every == 0 or done == config.steps):
                 _save_checkpoint(checkpoint, critic, opt, gen, done)
-            bar.update(min(time.perf_counter() - t0, config.max_seconds) - bar.n if timed else 1)
-            if timed and time.perf_counter() - t0 > config.max_seconds:
+            elapsed = time.perf_counter() - t0
+            bar.update(min(elapsed, config.max_seconds) - bar.n if timed else 1)
+            if timed and elapsed > config.max_seconds:
                 if checkpoint is not None and rank == 0:
                     _save_checkpoint(checkpoint, critic, opt, gen, done)
                 break
