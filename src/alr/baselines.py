@@ -27,8 +27,13 @@ from .physics import Blur, Denoising, LinearOperator
 
 
 # --------------------------------------------------------------------------- BM3D
-def bm3d_restore(y: torch.Tensor, sigma: float, physics: LinearOperator | None = None) -> torch.Tensor:
-    """BM3D of each image of ``y`` (B, C, H, W); deblurring when ``physics`` is a Blur."""
+def bm3d_restore(y: torch.Tensor, sigma: float, physics: LinearOperator | None = None,
+                 per_channel: bool = False) -> torch.Tensor:
+    """BM3D of each image of ``y`` (B, C, H, W); deblurring when ``physics`` is a Blur.
+
+    Colour images go through CBM3D (``bm3d_rgb``: grouping on the luminance of the opponent colour
+    transform); ``per_channel=True`` denoises each channel alone with grayscale BM3D instead, which
+    ignores the correlation between the channels."""
     import bm3d
 
     if not hasattr(np, "trapz"):  # bm4d <= 4.2.5 calls np.trapz, removed in NumPy 2.4
@@ -41,7 +46,7 @@ def bm3d_restore(y: torch.Tensor, sigma: float, physics: LinearOperator | None =
                 raise ValueError("BM3D deblurring is grayscale only")
             res = _bm3d_deblur(img[0], sigma, physics)[None]
         elif isinstance(physics, Denoising):
-            res = (bm3d.bm3d(img[0], sigma)[None] if img.shape[0] == 1
+            res = (np.stack([bm3d.bm3d(c, sigma) for c in img]) if img.shape[0] == 1 or per_channel
                    else bm3d.bm3d_rgb(img.transpose(1, 2, 0), sigma).transpose(2, 0, 1))
         else:
             raise ValueError("BM3D supports denoising and deblurring only")
