@@ -11,7 +11,7 @@ pytestmark = pytest.mark.skipif(data_dir() is None, reason="set ALR_DATA to the 
 
 @pytest.mark.parametrize("name,extra", [
     ("table2", ["--protocol", "both", "--methods", "alr,alr-clipped,bm3d,epll,tv"]),
-    ("table2", ["--color", "--methods", "alr,bm3d,tv", "--protocol", "standard", "--sigmas", "0.1"]),
+    ("table2", ["--color", "--methods", "alr,bm3d,bm3d-channels,tv", "--protocol", "standard", "--sigmas", "0.1"]),
     ("histogram", []),
     ("deblur", []),
     ("inpaint", []),
