@@ -9,7 +9,8 @@
   EPLL vs BM3D vs TV, PSNR / SSIM / LPIPS / seconds (paper Table 2), under
   ``--protocol paper`` (noisy input clipped to [0, 1]) or ``standard``; method
   ``alr-clipped`` is ALR with the censored data term of :mod:`alr.fidelity`, which
-  models the clipping (paper protocol only).
+  models the clipping (paper protocol only); ``bm3d-channels`` is grayscale BM3D on
+  each colour channel alone (the paper's BM3D setting as the README reads it).
 * ``histogram``: critic values on clean and noisy patches (paper Fig. 3).
 * ``deblur``, ``inpaint``, ``sr``: ALR against the baselines that apply.
 * ``toy``: the circle of Fig. 1.
