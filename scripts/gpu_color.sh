@@ -14,7 +14,6 @@
 T=${TRAIN_SECONDS:-180}; D=${DEADLINE:-540}; N=${CAL_IMAGES:-12}
 source scripts/gpu_common.sh
 Q=${QUICK:+--quick}
-left() { echo $(( D - ($(date +%s) - start) )); }
 run() {  # name command...: within the deadline, logged, packed
   local name=$1; shift
   retry $R/$name.log timeout $(left) "$@"; say "$name: exit $?"; pack

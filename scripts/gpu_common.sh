@@ -1,6 +1,6 @@
 # Shared prologue of the GPU recipes (sourced): environment, results folder $R (models in $M), a log
-# in $OUT/log.txt, pack (results.tar.gz), retry (a CUDA start that failed), the device, and say (a
-# message with the elapsed time).
+# in $OUT/log.txt, pack (results.tar.gz), retry (a CUDA start that failed), the device, say (a
+# message with the elapsed time) and left (seconds to the deadline $D).
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
 R=$OUT/r; M=$R/models; mkdir -p $M
 exec > >(tee $OUT/log.txt) 2>&1
@@ -18,6 +18,7 @@ retry() {  # log command...: run it again (up to 3 times) while CUDA fails to st
 nvidia-smi -L; python3 -c "import torch; print(torch.__version__, torch.cuda.is_available())"
 start=$(date +%s)
 say() { echo "$* at $(( $(date +%s) - start )) s"; }
+left() { echo $(( D - ($(date +%s) - start) )); }  # seconds to the recipe's DEADLINE ($D)
 # The critic comparisons (gpu_smooth.sh, gpu_recipe.sh): await_trainings "PIDS" checks after
 # CHECK_AFTER s that the background trainings still run, waits for them and packs; then
 # evaluate_candidates NAME... gives each model $M/NAME.safetensors lambda, the iterations (8 / 20)

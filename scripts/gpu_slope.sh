@@ -15,7 +15,6 @@
 # one second apart, and a job whose start fails that way is tried again.
 T=${TRAIN_SECONDS:-220}; D=${DEADLINE:-470}; N=${CAL_IMAGES:-12}; B=${BATCH:-1024}
 source scripts/gpu_common.sh
-left() { echo $(( D - ($(date +%s) - start) )); }
 bench() {  # name bench-arguments...
   local name=$1; shift
   retry $R/$name.log timeout $(left) python3 -m alr bench "$@" ${BENCH_ARGS} -o $R/$name

@@ -13,7 +13,6 @@
 # Dry run on a CPU: PATH=.venv/bin:$PATH TRAIN_SECONDS=15 BENCH_ARGS=--quick PROBE_ARGS="--eval-images 1".
 T=${TRAIN_SECONDS:-300}; D=${DEADLINE:-520}; B=${BATCH:-32}; C=${CROP:-64}
 source scripts/gpu_common.sh
-left() { echo $(( D - ($(date +%s) - start) )); }
 train() {  # name sigma-low sigma-high
   retry $R/train_$1.log timeout $(( T + 120 )) python3 scripts/probe_unrolled.py --sigma-range $2 $3 \
     --eval-sigmas 0.1 0.2 0.4 --clip --lr 2e-4 --lr1 1e-5 --batch $B --crop $C --seconds $T --eval-every ${EVAL_EVERY:-1000} \
