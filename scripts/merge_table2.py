@@ -5,6 +5,8 @@ and print the means (protocol, sigma, method, images, PSNR, SSIM, seconds per im
 
 Every method of every run saw the same inputs (noise seeded per image and noise level), so rows of
 different runs can sit side by side. Run from the repository root after the commands in the README.
+scripts/merge_iters.py then puts the longer solves of scripts/gpu_iters.sh on top (their cells' earlier rows keep
+the suffix _table20).
 """
 import collections
 import csv

@@ -30,16 +30,18 @@ def test_quick_experiment(tmp_path, name, extra):
     assert any(out.rglob("*.png")) or name == "calibrate"
 
 
-@pytest.mark.parametrize("color,sigma", [
-    (False, 0.2), (True, 0.1), (True, 0.2),
-    pytest.param(False, 0.1, marks=pytest.mark.xfail(
-        reason="known shortfall: on the 96x96 quick crops (4 images, 8 iterations) the gray model is 0.12 dB "
-               "below TV at sigma 0.1 (on full BSD68 it is 0.37-0.48 dB above: README, Table 2)", strict=False)),
+@pytest.mark.parametrize("color,sigma,subset", [
+    (False, 0.2, ["--quick"]), (True, 0.1, ["--quick"]), (True, 0.2, ["--quick"]),
+    (False, 0.1, ["--max-images", "4"]),
 ])
-def test_shipped_models_beat_tv_on_quick_denoising(tmp_path, color, sigma):
+def test_shipped_models_beat_tv_on_quick_denoising(tmp_path, color, sigma, subset):
+    """ALR above TV on a small BSD68 subset: the 4 quick 96x96 crops, or for gray at sigma 0.1 the 4 first
+    images whole (about a minute). There the margin on BSD68 is smallest (+0.48 dB standard protocol, ALR
+    ahead on 61 of the 68 images), and 4 crops of 96x96 are too small a sample for it: they put gray
+    0.12 dB below TV (ALR behind on 3 of the 4 crops, ahead in SSIM), the 4 whole images +0.45 dB."""
     import csv
     out = tmp_path / "t2"
-    assert main(["bench", "table2", "--quick", "-o", str(out), "--data", str(data_dir()), "--methods", "alr,tv",
+    assert main(["bench", "table2", *subset, "-o", str(out), "--data", str(data_dir()), "--methods", "alr,tv",
                  "--protocol", "standard", "--sigmas", str(sigma)] + (["--color"] if color else [])) == 0
     rows = {r["method"]: float(r["psnr"]) for r in csv.DictReader(open(out / "results.csv"))}
     assert rows["alr"] > rows["input"] + 3
@@ -232,8 +234,10 @@ def test_calibrate_clipped_table_serves_the_censored_data_term(tmp_path, monkeyp
 
 def test_calibrate_clipped_table_inherits_the_solver_of_the_gaussian_one(tmp_path):
     """Without --iters / --concavity a clipped table searches lambda only, at each sigma with the
-    iterations and shaping that the model's Gaussian table gives there, and records them."""
+    iterations and shaping that the model's Gaussian table gives there (--quick caps the iterations at
+    20, as it does for every solve), and records them."""
     import alr
+    from alr.experiments import alr_options
 
     out = tmp_path / "cal"
     assert main(["bench", "calibrate", "--quick", "--tasks", "denoise-clipped", "--sigmas", "0.1,0.3",
@@ -242,7 +246,7 @@ def test_calibrate_clipped_table_inherits_the_solver_of_the_gaussian_one(tmp_pat
     table = copy.meta["lambda"]["denoise-clipped"]
     assert table["score_ref"] == gray.meta["lambda"]["denoise"]["score_ref"]
     for sigma, it, kappa in zip(table["sigma"], table["iters"], table["concavity"]):
-        want = alr.pretrained.solver_options(gray, "denoise", sigma)
+        want = alr_options(gray, "denoise", True, sigma)
         assert (it, kappa) == (want["iters"], pytest.approx(want["concavity"]))
         assert alr.pretrained.solver_options(copy, "denoise", sigma, clipped=True)["iters"] == it
 
