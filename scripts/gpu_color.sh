@@ -14,10 +14,6 @@
 T=${TRAIN_SECONDS:-180}; D=${DEADLINE:-540}; N=${CAL_IMAGES:-12}
 source scripts/gpu_common.sh
 Q=${QUICK:+--quick}
-run() {  # name command...: within the deadline, logged, packed
-  local name=$1; shift
-  retry $R/$name.log timeout $(left) "$@"; say "$name: exit $?"; pack
-}
 cal() {  # name model calibrate-arguments...
   local name=$1 model=$2; shift 2
   run $name python3 -m alr bench calibrate --model $model --cal-images $N $Q "$@" -o $R/$name

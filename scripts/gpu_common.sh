@@ -1,6 +1,6 @@
 # Shared prologue of the GPU recipes (sourced): environment, results folder $R (models in $M), a log
 # in $OUT/log.txt, pack (results.tar.gz), retry (a CUDA start that failed), the device, say (a
-# message with the elapsed time) and left (seconds to the deadline $D).
+# message with the elapsed time), left (seconds to the deadline $D) and run (a named command within it).
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
 R=$OUT/r; M=$R/models; mkdir -p $M
 exec > >(tee $OUT/log.txt) 2>&1
@@ -19,6 +19,10 @@ nvidia-smi -L; python3 -c "import torch; print(torch.__version__, torch.cuda.is_
 start=$(date +%s)
 say() { echo "$* at $(( $(date +%s) - start )) s"; }
 left() { echo $(( D - ($(date +%s) - start) )); }  # seconds to the recipe's DEADLINE ($D)
+run() {  # name command...: within the deadline, logged, packed
+  local name=$1; shift
+  retry $R/$name.log timeout $(left) "$@"; say "$name: exit $?"; pack
+}
 # The critic comparisons (gpu_smooth.sh, gpu_recipe.sh): await_trainings "PIDS" checks after
 # CHECK_AFTER s that the background trainings still run, waits for them and packs; then
 # evaluate_candidates NAME... gives each model $M/NAME.safetensors lambda, the iterations (8 / 20)

@@ -15,10 +15,6 @@
 D=${DEADLINE:-590}; N=${CAL_IMAGES:-12}; IT=${ITERS:-20,40,80}
 source scripts/gpu_common.sh
 Q=${QUICK:+--quick}
-run() {  # name command...: within the deadline, logged, packed
-  local name=$1; shift
-  retry $R/$name.log timeout $(left) "$@"; say "$name: exit $?"; pack
-}
 cal() {  # name model task sigma
   run $1 python3 -m alr bench calibrate --model $2 --tasks $3 --sigmas $4 --iters $IT --concavity 0,0.5 \
     --cal-images $N $Q -o $R/$1
