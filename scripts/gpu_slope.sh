@@ -17,8 +17,7 @@ T=${TRAIN_SECONDS:-220}; D=${DEADLINE:-470}; N=${CAL_IMAGES:-12}; B=${BATCH:-102
 source scripts/gpu_common.sh
 bench() {  # name bench-arguments...
   local name=$1; shift
-  retry $R/$name.log timeout $(left) python3 -m alr bench "$@" ${BENCH_ARGS} -o $R/$name
-  say "$name: exit $?"; pack
+  run $name python3 -m alr bench "$@" ${BENCH_ARGS} -o $R/$name
 }
 train() {  # name train-arguments...
   local name=$1; shift

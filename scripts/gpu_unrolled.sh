@@ -20,9 +20,8 @@ train() {  # name sigma-low sigma-high
   say "train $1: exit $?"; pack
 }
 bench() {  # name model protocol sigmas
-  retry $R/$1.log timeout $(left) python3 -m alr bench table2 --model $M/$2.safetensors --methods alr \
+  run $1 python3 -m alr bench table2 --model $M/$2.safetensors --methods alr \
     --protocol $3 --sigmas $4 ${BENCH_ARGS} -o $R/$1
-  say "$1: exit $?"; pack
 }
 P=""
 train s01 0.09 0.11 & P="$P $!"; sleep 1

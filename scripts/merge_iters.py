@@ -54,6 +54,6 @@ for name, cells in CELLS.items():
         w.writerows({k: r[k] for k in fields} for r in rows)
     for _, protocol, sigma, method in cells:
         for m in (method, method + "_table20"):
-            v = [float(r["psnr"]) for r in rows if cell(r, protocol, sigma, m)]
-            s = [float(r["ssim"]) for r in rows if cell(r, protocol, sigma, m)]
-            print(f"{name}: {protocol} {sigma} {m}: {len(v)} images, {statistics.mean(v):.2f} dB / {statistics.mean(s):.3f}")
+            sel = [r for r in rows if cell(r, protocol, sigma, m)]
+            psnr, ssim = (statistics.mean(float(r[k]) for r in sel) for k in ("psnr", "ssim"))
+            print(f"{name}: {protocol} {sigma} {m}: {len(sel)} images, {psnr:.2f} dB / {ssim:.3f}")
