@@ -59,7 +59,7 @@ def main() -> None:
         try:
             for mode, seq in (("together", ()), ("one_by_one", (dev.type,))):
                 alr.solver.SEQUENTIAL_DEVICES = seq
-                modes[mode] = _timed(lambda: alr.restore(y, None, model, 0.01, method="lbfgs", iters=args.iters,
+                modes[mode] = _timed(lambda: alr.solver.minimize(y, None, model, 0.01, method="lbfgs", iters=args.iters,
                                                          device=dev), dev) / b
         finally:
             alr.solver.SEQUENTIAL_DEVICES = default

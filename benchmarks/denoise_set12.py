@@ -34,7 +34,7 @@ def main() -> None:
         x = read_image(f)
         y = add_noise(x, args.sigma, seed=i)
         t0 = time.perf_counter()
-        xh, _ = alr.restore(y, None, model, lam, method="lbfgs", iters=args.iters, boundary=args.boundary)
+        xh, _ = alr.solver.minimize(y, None, model, lam, method="lbfgs", iters=args.iters, boundary=args.boundary)
         rows.append({"image": f.name, "noisy_psnr": float(psnr(y, x)), "alr_psnr": float(psnr(xh, x)),
                      "seconds": time.perf_counter() - t0})
     rows.append({"image": "mean", **{k: sum(r[k] for r in rows) / len(rows)

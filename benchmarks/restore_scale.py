@@ -25,7 +25,7 @@ def child(size: int, max_memory: float, iters: int) -> None:
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     y = torch.rand(1, 1, size, size)
     t0 = time.perf_counter()
-    alr.restore(y, None, model, 0.01, method="adam", iters=iters, max_memory=max_memory, device=dev)
+    alr.solver.minimize(y, None, model, 0.01, method="adam", iters=iters, max_memory=max_memory, device=dev)
     dt = time.perf_counter() - t0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20  # KiB -> GiB
     cuda = torch.cuda.max_memory_allocated() / 2 ** 30 if dev == "cuda" else None

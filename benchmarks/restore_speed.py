@@ -39,7 +39,7 @@ def main() -> None:
     lam = alr.lam_for(model, "denoise", 0.1)
     files = list_images(data_root(args.data) / "bsd68")[: args.images]
     # torch.compile compiles once per shape: warm it up outside the timings (about 25 s on CPU)
-    alr.restore(add_noise(read_image(files[0]), 0.1, seed=0), None, model, lam, method="lbfgs", iters=1, compile=True)
+    alr.solver.minimize(add_noise(read_image(files[0]), 0.1, seed=0), None, model, lam, method="lbfgs", iters=1, compile=True)
     variants = {"alr adam 300 (lr 0.01 -> 1e-4)": dict(method="adam", iters=300, lr0=0.01, lr1=1e-4),
                 "alr lbfgs 20 (default)": dict(method="lbfgs", iters=20),
                 "alr lbfgs 20 bf16": dict(method="lbfgs", iters=20, precision="bf16"),
@@ -54,7 +54,7 @@ def main() -> None:
         for name, kw in variants.items():
             tr: list[float] = []  # PSNR of every iterate (about 1 ms each, inside the timing)
             t0 = time.perf_counter()
-            xh, _ = alr.restore(y, None, model, lam, callback=lambda k, z: tr.append(float(psnr(z.clamp(0, 1), x))),
+            xh, _ = alr.solver.minimize(y, None, model, lam, callback=lambda k, z: tr.append(float(psnr(z.clamp(0, 1), x))),
                                 **kw)
             acc[name].append((time.perf_counter() - t0, float(psnr(xh, x))))
             traces.setdefault(name, []).append(tr)

@@ -4,12 +4,12 @@ import math
 import pytest
 import torch
 
-from alr.baselines import GMM, bm3d_restore, epll_restore, tv_restore
+from alr.bench.baselines import GMM, bm3d_restore, epll_restore, tv_restore
 from alr.data import add_noise
-from alr.experiments import line_search
+from alr.calibration import line_search
 from alr.metrics import psnr
 from alr.physics import Blur, gaussian_kernel
-from alr.pretrained import MODEL_DIR
+from alr.bench.experiments import EPLL_DIR as MODEL_DIR
 
 
 @pytest.fixture(scope="module")

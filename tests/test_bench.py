@@ -68,7 +68,7 @@ def test_table2_alr_rows_take_their_table_and_the_symmetric_option(tmp_path, mon
     import torch
 
     import alr
-    from alr import experiments
+    from alr.bench import experiments
 
     seen = []
 
@@ -76,8 +76,8 @@ def test_table2_alr_rows_take_their_table_and_the_symmetric_option(tmp_path, mon
         seen.append((k["fidelity"] is None, round(float(torch.as_tensor(lam).flatten()[0]), 6), k["symmetric"]))
         return real(y, physics, model, lam, **{**k, "iters": 1})
 
-    real = experiments.restore
-    monkeypatch.setattr(experiments, "restore", spy)
+    real = experiments.minimize
+    monkeypatch.setattr(experiments, "minimize", spy)
     assert main(["bench", "table2", "--quick", "-o", str(tmp_path / "t2"), "--data", str(data_dir()),
                  "--methods", "alr,alr-clipped", "--protocol", "paper", "--sigmas", "0.2", "--symmetric"]) == 0
     gray = alr.load("gray")
@@ -103,8 +103,8 @@ def test_sigmas_option_selects_the_noise_levels(tmp_path, capsys):
 ])
 def test_every_solve_runs_on_the_bench_device(tmp_path, monkeypatch, name, extra):
     """Table 1 and the calibration once left --device unset and so solved on the CPU of a GPU machine."""
-    from alr import experiments
-    from alr.train import resolve_device
+    from alr.bench import experiments
+    from alr.device import resolve_device
 
     devices = []
 
@@ -112,8 +112,8 @@ def test_every_solve_runs_on_the_bench_device(tmp_path, monkeypatch, name, extra
         devices.append(k.get("device"))
         return real(*a, **{**k, "iters": 1})
 
-    real = experiments.restore
-    monkeypatch.setattr(experiments, "restore", spy)
+    real = experiments.minimize
+    monkeypatch.setattr(experiments, "minimize", spy)
     assert main(["bench", name, "--quick", "-o", str(tmp_path / name), "--data", str(data_dir())] + extra) == 0
     assert devices and set(devices) == {str(resolve_device())}
 
@@ -146,7 +146,7 @@ def test_calibrate_chooses_iterations_and_lambda_per_noise_level(tmp_path, monke
     import csv
 
     import alr
-    from alr import experiments
+    from alr.bench import experiments
 
     iters = []
 
@@ -154,8 +154,8 @@ def test_calibrate_chooses_iterations_and_lambda_per_noise_level(tmp_path, monke
         iters.append(k["iters"])
         return real(*a, **k)
 
-    real = experiments.restore
-    monkeypatch.setattr(experiments, "restore", spy)
+    real = experiments.minimize
+    monkeypatch.setattr(experiments, "minimize", spy)
     out = tmp_path / "cal"
     assert main(["bench", "calibrate", "--quick", "--tasks", "denoise", "--sigmas", "0.1,0.3", "--iters", "2,5",
                  "-o", str(out), "--data", str(data_dir())]) == 0
@@ -181,7 +181,8 @@ def test_calibrate_chooses_the_concavity_per_noise_level(tmp_path):
     import csv
 
     import alr
-    from alr.experiments import calibration_crops, score_reference
+    from alr.bench.experiments import calibration_crops
+    from alr.calibration import score_reference
 
     out = tmp_path / "cal"
     assert main(["bench", "calibrate", "--quick", "--tasks", "denoise", "--sigmas", "0.1,0.3", "--concavity", "0,1",
@@ -211,7 +212,7 @@ def test_calibrate_clipped_table_serves_the_censored_data_term(tmp_path, monkeyp
     term; the table lands under "denoise-clipped", which lam_for / solver_options use with
     clipped=True (the Gaussian table otherwise, and as the fallback of a model without one)."""
     import alr
-    from alr import experiments
+    from alr.bench import experiments
     from alr.fidelity import ClippedGaussian
 
     seen = []
@@ -220,8 +221,8 @@ def test_calibrate_clipped_table_serves_the_censored_data_term(tmp_path, monkeyp
         seen.append((float(y.min()), float(y.max()), type(k["fidelity"])))
         return real(y, *a, **k)
 
-    real = experiments.restore
-    monkeypatch.setattr(experiments, "restore", spy)
+    real = experiments.minimize
+    monkeypatch.setattr(experiments, "minimize", spy)
     out = tmp_path / "cal"
     assert main(["bench", "calibrate", "--quick", "--tasks", "denoise-clipped", "--sigmas", "0.2",
                  "--iters", "3", "-o", str(out), "--data", str(data_dir())]) == 0
@@ -243,7 +244,7 @@ def test_calibrate_clipped_table_inherits_the_solver_of_the_gaussian_one(tmp_pat
     iterations and shaping that the model's Gaussian table gives there (--quick caps the iterations at
     20, as it does for every solve), and records them."""
     import alr
-    from alr.experiments import alr_options
+    from alr.calibration import alr_options
 
     out = tmp_path / "cal"
     assert main(["bench", "calibrate", "--quick", "--tasks", "denoise-clipped", "--sigmas", "0.1,0.3",
@@ -258,7 +259,7 @@ def test_calibrate_clipped_table_inherits_the_solver_of_the_gaussian_one(tmp_pat
 
 
 def test_real_noise_split_holds_out_every_third_image(sample_dir):
-    from alr.experiments import real_noise_split
+    from alr.bench.experiments import real_noise_split
     from alr.images import list_images
     train, held = real_noise_split(sample_dir)
     files = list_images(sample_dir)

@@ -100,7 +100,6 @@ def test_errors_are_one_line_and_leave_nothing(tmp_path, clean_png, capsys):
     ["degrade", "IN", "-o", "OUT", "--task", "sr", "--factor", "-2"],
     ["train", "-o", "OUT", "--clean", "IN", "--ckpt-every", "0"],
     ["train", "-o", "OUT", "--clean", "IN", "--batch-size", "0"],
-    ["toy", "-o", "OUT", "--steps", "0"],
 ])
 def test_bad_option_values_are_usage_errors(tmp_path, clean_png, capsys, argv):
     """Counts below 1 and unknown devices stop at the command line (they crashed or ran silently)."""
@@ -113,7 +112,7 @@ def test_bad_option_values_are_usage_errors(tmp_path, clean_png, capsys, argv):
 
 
 def test_resolve_device():
-    from alr.train import resolve_device
+    from alr.device import resolve_device
     assert resolve_device(None).type == ("cuda" if torch.cuda.is_available() else "cpu")
     assert resolve_device("cpu") == torch.device("cpu")
     with pytest.raises(ValueError, match="unknown device"):
@@ -130,9 +129,9 @@ def test_restore_clipped_input_with_the_censored_data_term(tmp_path, camera, cap
     for name, extra in (("plain.png", []), ("clipped.png", ["--clipped"])):
         assert main(["restore", str(noisy), "-o", str(tmp_path / name), "--sigma", "0.3"] + extra) == 0
     err = capsys.readouterr().err
-    assert "of the pixels are at 0 or 1" in err and "clipped-noise data term" in err
+    assert "of the pixels are exactly 0 or 1" in err and "clipped-noise data term" in err
     gray = alr.load("gray")  # --clipped takes lambda from the table for clipped inputs (if the model has one)
-    assert f"lam {alr.lam_for(gray, 'denoise', 0.3, clipped=True):.4g}, lbfgs, clipped" in err
+    assert f"lam {alr.lam_for(gray, 'denoise', 0.3, clipped=True):.4g}, lbfgs" in err
     assert f"lam {alr.lam_for(gray, 'denoise', 0.3):.4g}, lbfgs, " in err
     x = read_image(clean)
     assert float(psnr(read_image(tmp_path / "clipped.png"), x)) > float(psnr(read_image(tmp_path / "plain.png"), x)) + 0.5
@@ -150,11 +149,11 @@ def test_restore_concavity_option(tmp_path, clean_png, capsys):
         assert main(["restore", str(noisy), "-o", str(outs[k]), "--sigma", "0.1", "-q"] + extra) == 0
     gray = alr.load("gray")
     opts = {**alr.pretrained.solver_options(gray, "denoise", 0.1), "concavity": 0.0}
-    paper, _ = alr.restore(read_image(noisy), None, gray, alr.lam_for(gray, "denoise", 0.1), **opts)
+    paper, _ = alr.solver.minimize(read_image(noisy), None, gray, alr.lam_for(gray, "denoise", 0.1), **opts)
     assert torch.allclose(read_image(outs["0"]), paper, atol=1e-5)
     assert not torch.allclose(read_image(outs["2"]), paper, atol=1e-3)
     bare = tmp_path / "bare.safetensors"
-    alr.PatchCritic(width=8).save(bare)
+    alr.save(alr.PatchCritic(width=8), bare)
     capsys.readouterr()
     assert main(["restore", str(noisy), "-o", str(tmp_path / "b.npy"), "--model", str(bare), "--lam", "0.01",
                  "--concavity", "0.5"]) == 2
@@ -175,12 +174,12 @@ def test_restore_symmetric_option(tmp_path, clean_png):
     for src, dst in ((noisy, "s.npy"), (turned, "t.npy")):
         assert main(["restore", str(src), "-o", str(tmp_path / dst), "--sigma", "0.1", "--symmetric", "-q"]) == 0
     gray = alr.load("gray")
-    api, _ = alr.restore(y, None, gray, alr.lam_for(gray, "denoise", 0.1), symmetric=True,
+    api, _ = alr.solver.minimize(y, None, gray, alr.lam_for(gray, "denoise", 0.1), symmetric=True,
                          **alr.pretrained.solver_options(gray, "denoise", 0.1))
     assert torch.allclose(read_image(tmp_path / "s.npy"), api, atol=1e-5)
     # equal up to float rounding (the 8 terms are summed in another order; measured max 1.2e-4)
     assert torch.allclose(read_image(tmp_path / "t.npy"), dihedral(api, 5), atol=1e-3)
-    plain, _ = alr.restore(y, None, gray, alr.lam_for(gray, "denoise", 0.1),
+    plain, _ = alr.solver.minimize(y, None, gray, alr.lam_for(gray, "denoise", 0.1),
                            **alr.pretrained.solver_options(gray, "denoise", 0.1))
     assert not torch.allclose(plain, api, atol=1e-3)
 
@@ -197,9 +196,34 @@ def test_color_with_per_channel_and_color_model(tmp_path):
 
 
 def test_info(capsys):
+    """A readable summary by default (no machine paths), the raw metadata with --json."""
     assert main(["info", "gray"]) == 0
+    text = capsys.readouterr().out
+    assert "13x13 patches" in text and "table denoise:" in text and len(text.splitlines()) < 40
+    assert "/work/" not in text and "/home/" not in text
+    assert main(["info", "gray", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["receptive_field"] == 13 and "lambda" in info["meta"]
+
+
+def test_a_trained_model_restores_without_lam(tmp_path, sample_dir, clean_png, capsys):
+    """`alr train` ends with a quick lambda calibration on training-side crops, so the next line
+    restores without --lam; --no-calibrate skips it (and then restore asks for --lam)."""
+    out = tmp_path / "m.safetensors"
+    base = ["train", "--clean", str(sample_dir), "--sigma-range", "0.05", "0.2", "--steps", "30", "--batch-size", "16",
+            "--width", "8", "-q"]
+    assert main(base + ["-o", str(out)]) == 0
+    table = alr.load(out).meta["lambda"]["denoise"]
+    assert table["sigma"] == [0.05, 0.079, 0.13, 0.2] and all(v > 0 for v in table["lam"])
+    assert "samples" in alr.load(out).meta["lambda_calibration"]
+    restored = tmp_path / "r.png"
+    assert main(["restore", str(clean_png), "-o", str(restored), "--model", str(out), "--sigma", "0.1", "-q"]) == 0
+    assert restored.is_file()
+    bare = tmp_path / "bare.safetensors"
+    assert main(base + ["--no-calibrate", "-o", str(bare)]) == 0
+    assert "lambda" not in alr.load(bare).meta
+    assert main(["restore", str(clean_png), "-o", str(tmp_path / "b.png"), "--model", str(bare), "--sigma", "0.1"]) == 2
+    assert "--lam" in capsys.readouterr().err
 
 
 def test_train_cli_and_resume(tmp_path, sample_dir):
@@ -234,14 +258,15 @@ def test_train_cli_and_resume(tmp_path, sample_dir):
 def test_train_init_continues_a_model(tmp_path, sample_dir, capsys):
     """--init starts from the given weights, drops the stale lambda tables and records the lineage."""
     out = tmp_path / "m.safetensors"
-    base = ["train", "--clean", str(sample_dir), "--sigma", "0.1", "--steps", "3", "--batch-size", "8", "-q"]
+    base = ["train", "--clean", str(sample_dir), "--sigma", "0.1", "--steps", "3", "--batch-size", "8", "-q",
+            "--no-calibrate"]
     assert main(base + ["--init", "gray", "-o", str(out)]) == 0
     gray, cont = alr.load("gray"), alr.load(out)
     assert cont.config() == gray.config() and "lambda" not in cont.meta and "lambda" in gray.meta
     assert cont.meta["continued_from"]["model"] == "gray"
     assert cont.meta["continued_from"]["training"] == gray.meta["training"]
     assert cont.meta["continued_from"]["data"] == gray.meta["data"]  # the parent's data, not overwritten
-    assert cont.meta["data"]["clean"] == str(sample_dir)
+    assert cont.meta["data"]["clean"] == sample_dir.name  # data sets by name, never a machine path
     assert cont.meta["training"]["steps"] == 3
     with pytest.raises(KeyError, match="alr bench calibrate --model FILE --tasks denoise"):
         alr.lam_for(cont, "denoise", 0.1)

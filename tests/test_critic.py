@@ -2,8 +2,9 @@ import pytest
 import torch
 
 import alr
-from alr.critic import PatchCritic, load_file, pad_boundary, shape_scores
-from alr.solver import Regularizer
+from alr.critic import PatchCritic, pad_boundary, shape_scores
+from alr.modelfile import load_model as load_file
+from alr.critic import Regularizer
 
 
 def test_shapes_and_receptive_field():
@@ -38,7 +39,7 @@ def test_errors():
 def test_save_load_roundtrip(tmp_path):
     c = PatchCritic(width=8, activation="softplus")
     c.meta = {"lambda": {"denoise": {"sigma": [0.1, 0.2], "lam": [0.01, 0.02]}}}
-    c.save(tmp_path / "m.safetensors")
+    alr.save(c, tmp_path / "m.safetensors")
     d = load_file(tmp_path / "m.safetensors")
     x = torch.rand(1, 1, 20, 20)
     assert torch.equal(c(x), d(x)) and d.activation == "softplus" and d.meta == c.meta
@@ -95,7 +96,7 @@ def test_shaped_R_gradient_matches_finite_differences_and_tiles_exactly():
     fd = (c.regularizer(x + eps * v, **kw) - c.regularizer(x - eps * v, **kw)).sum() / (2 * eps)
     assert float(fd) == pytest.approx(float((g * v).sum()), rel=1e-5)
     with pytest.raises(ValueError, match="concavity"):
-        alr.restore(torch.rand(1, 1, 20, 20), None, c.float(), 0.01, concavity=-1)
+        alr.solver.minimize(torch.rand(1, 1, 20, 20), None, c.float(), 0.01, concavity=-1)
 
 
 def test_reflect_boundary_regularises_every_pixel():
@@ -153,8 +154,8 @@ def test_symmetric_R_is_invariant_and_its_gradient_exact():
         assert float(fd) == pytest.approx(float((g * v).sum()), rel=1e-5)
     assert reg.tile_size(x) is not None
     y = torch.rand(1, 1, 24, 24)
-    xs, _ = alr.restore(y, None, c.float(), 0.01, iters=3, method="gd", symmetric=True)
-    xt, _ = alr.restore(dihedral(y, 3), None, c.float(), 0.01, iters=3, method="gd", symmetric=True)
+    xs, _ = alr.solver.minimize(y, None, c.float(), 0.01, iters=3, method="gd", symmetric=True)
+    xt, _ = alr.solver.minimize(dihedral(y, 3), None, c.float(), 0.01, iters=3, method="gd", symmetric=True)
     assert torch.allclose(dihedral(xs, 3), xt, atol=1e-5)  # the restoration commutes with the symmetries
 
 
@@ -163,7 +164,7 @@ def test_w2_critic_scores_half_the_square_of_its_potential(tmp_path):
     x = torch.rand(2, 1, 12, 12)
     u = c.potential(x)
     assert torch.allclose(c(x), u * u / 2)
-    c.save(tmp_path / "w2.safetensors")
+    alr.save(c, tmp_path / "w2.safetensors")
     back = alr.load(tmp_path / "w2.safetensors")
     assert back.criterion == "w2" and torch.allclose(back(x), c(x))
     w1 = PatchCritic(depth=3, width=8)

@@ -50,7 +50,7 @@ def test_torchrun_cli(tmp_path, sample_dir):
     out = tmp_path / "m.safetensors"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "alr",
-           "train", "--clean", str(sample_dir), "--sigma", "0.1", "--steps", "6", "--batch-size", "8",
+           "train", "--clean", str(sample_dir), "--sigma", "0.1", "--steps", "6", "--batch-size", "8", "--no-calibrate",
            "--width", "8", "--ckpt-every", "3", "-q", "-o", str(out)]
     r = subprocess.run(cmd, env=env, cwd=Path(__file__).parent, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]

@@ -60,6 +60,6 @@ def test_clipped_term_restores_clipped_noisy_images_better(camera):
     y = add_noise(x, sigma, seed=0, clip=True)
     assert float(((y == 0) | (y == 1)).float().mean()) > 0.15
     lam = alr.lam_for(gray, "denoise", sigma)
-    plain, _ = alr.restore(y, None, gray, lam, method="lbfgs", iters=20)
-    clipped, _ = alr.restore(y, None, gray, lam, method="lbfgs", iters=20, fidelity=ClippedGaussian(sigma))
+    plain, _ = alr.solver.minimize(y, None, gray, lam, method="lbfgs", iters=20)
+    clipped, _ = alr.solver.minimize(y, None, gray, lam, method="lbfgs", iters=20, fidelity=ClippedGaussian(sigma))
     assert float(psnr(clipped, x)) > float(psnr(plain, x)) + 0.5

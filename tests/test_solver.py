@@ -16,7 +16,7 @@ def test_denoising_beats_noisy_input(gray, camera):
     x = camera[..., 200:296, 200:296]
     y = add_noise(x, 0.1, seed=0)
     lam = alr.lam_for(gray, "denoise", 0.1)
-    xh, hist = alr.restore(y, Denoising(), gray, lam, iters=100)
+    xh, hist = alr.solver.minimize(y, Denoising(), gray, lam, iters=100)
     assert float(psnr(xh, x)) > float(psnr(y, x)) + 3
     assert hist.objective[-1] < hist.objective[0] and len(hist.grad_norm) == 100
 
@@ -25,7 +25,7 @@ def test_denoising_beats_noisy_input(gray, camera):
 def test_other_methods_decrease_energy_and_denoise(gray, camera, method):
     x = camera[..., 100:164, 100:164]
     y = add_noise(x, 0.1, seed=1)
-    xh, hist = alr.restore(y, None, gray, alr.lam_for(gray, "denoise", 0.1), method=method, iters=30)
+    xh, hist = alr.solver.minimize(y, None, gray, alr.lam_for(gray, "denoise", 0.1), method=method, iters=30)
     assert hist.objective[-1] < hist.objective[0]
     assert float(psnr(xh, x)) > float(psnr(y, x))
 
@@ -35,16 +35,16 @@ def test_other_methods_decrease_energy_and_denoise(gray, camera, method):
 def test_inverse_problems_improve_on_init(gray, camera, physics):
     x = camera[..., 256:320, 256:320]
     y = add_noise(physics.A(x), 0.01, seed=2)
-    xh, _ = alr.restore(y, physics, gray, 0.005, iters=60)
+    xh, _ = alr.solver.minimize(y, physics, gray, 0.005, iters=60)
     assert float(psnr(xh, x)) > float(psnr(physics.init(y).clamp(0, 1), x))
 
 
 def test_batch_and_per_image_lambda(gray):
     y = torch.rand(3, 1, 32, 32)
-    xh, _ = alr.restore(y, None, gray, torch.tensor([0.0, 0.01, 0.1]), iters=5)
+    xh, _ = alr.solver.minimize(y, None, gray, torch.tensor([0.0, 0.01, 0.1]), iters=5)
     assert xh.shape == y.shape
     with pytest.raises(ValueError):
-        alr.restore(y, None, gray, torch.tensor([0.1, 0.2]), iters=2)
+        alr.solver.minimize(y, None, gray, torch.tensor([0.1, 0.2]), iters=2)
 
 
 def test_per_image_concavity_equals_single_solves(gray, camera):
@@ -53,16 +53,16 @@ def test_per_image_concavity_equals_single_solves(gray, camera):
     x = torch.cat([camera[..., 100:148, 100:148], camera[..., 300:348, 200:248]])
     y = add_noise(x, 0.1, seed=4)
     opts = dict(iters=10, score_ref=3.0)
-    both, _ = alr.restore(y, None, gray, 0.01, concavity=torch.tensor([0.0, 0.7]), **opts)
+    both, _ = alr.solver.minimize(y, None, gray, 0.01, concavity=torch.tensor([0.0, 0.7]), **opts)
     for i, k in enumerate((0.0, 0.7)):
-        one, _ = alr.restore(y[i:i + 1], None, gray, 0.01, concavity=k, **opts)
+        one, _ = alr.solver.minimize(y[i:i + 1], None, gray, 0.01, concavity=k, **opts)
         assert torch.allclose(both[i], one[0], atol=1e-5)
-    assert not torch.allclose(both[1], alr.restore(y[1:], None, gray, 0.01, **opts)[0][0], atol=1e-3)
+    assert not torch.allclose(both[1], alr.solver.minimize(y[1:], None, gray, 0.01, **opts)[0][0], atol=1e-3)
     rgb = y.expand(-1, 3, -1, -1)
-    col, _ = alr.restore(rgb, None, gray, 0.01, concavity=torch.tensor([0.0, 0.7]), per_channel=True, **opts)
+    col, _ = alr.solver.minimize(rgb, None, gray, 0.01, concavity=torch.tensor([0.0, 0.7]), per_channel=True, **opts)
     assert torch.allclose(col[:, :1], both, atol=1e-5)
     with pytest.raises(ValueError, match="concavity"):
-        alr.restore(y, None, gray, 0.01, concavity=torch.tensor([0.1, 0.2, 0.3]))
+        alr.solver.minimize(y, None, gray, 0.01, concavity=torch.tensor([0.1, 0.2, 0.3]))
 
 
 @pytest.mark.parametrize("together", [False, True], ids=["one-by-one", "lockstep"])
@@ -85,10 +85,10 @@ def test_lbfgs_solves_each_image_of_a_batch_as_alone(gray, camera, case, togethe
     y = add_noise(phys.A(x), 0.1, seed=5, clip=case == "clipped")
     fid = ClippedGaussian(sigmas) if case == "clipped" else None
     opts = dict(method="lbfgs", iters=8, score_ref=3.0)
-    both, hist = alr.restore(y, phys, gray, lam, concavity=kappa, fidelity=fid, **opts)
+    both, hist = alr.solver.minimize(y, phys, gray, lam, concavity=kappa, fidelity=fid, **opts)
     ones = []
     for i in range(3):
-        one, h = alr.restore(y[i:i + 1], phys.select([i]), gray, lam[i], concavity=kappa[i],
+        one, h = alr.solver.minimize(y[i:i + 1], phys.select([i]), gray, lam[i], concavity=kappa[i],
                              fidelity=fid.select([i]) if fid else None, **opts)
         assert float((both[i] - one[0]).abs().max()) < (2e-3 if together else 1e-6)
         assert float(psnr(both[i:i + 1], x[i:i + 1])) == pytest.approx(float(psnr(one, x[i:i + 1])), abs=0.01)
@@ -112,31 +112,31 @@ def test_lbfgs_batch_stops_cleanly_on_an_error(gray, camera, together, monkeypat
 
     before = threading.active_count()
     with pytest.raises(RuntimeError, match="stop here"):
-        alr.restore(y, None, gray, 0.01, method="lbfgs", iters=5, callback=fail)
+        alr.solver.minimize(y, None, gray, 0.01, method="lbfgs", iters=5, callback=fail)
     assert threading.active_count() == before
 
 
 def test_per_channel_and_errors(gray):
     y = torch.rand(1, 3, 32, 32)
     with pytest.raises(ValueError, match="per_channel"):
-        alr.restore(y, None, gray, 0.01, iters=2)
-    xh, _ = alr.restore(y, None, gray, 0.01, iters=2, per_channel=True)
+        alr.solver.minimize(y, None, gray, 0.01, iters=2)
+    xh, _ = alr.solver.minimize(y, None, gray, 0.01, iters=2, per_channel=True)
     assert xh.shape == y.shape
     with pytest.raises(ValueError, match="NaN"):
-        alr.restore(torch.full((1, 1, 32, 32), float("nan")), None, gray, 0.01)
+        alr.solver.minimize(torch.full((1, 1, 32, 32), float("nan")), None, gray, 0.01)
     with pytest.raises(ValueError, match="method"):
-        alr.restore(torch.rand(1, 1, 32, 32), None, gray, 0.01, method="sgd")
+        alr.solver.minimize(torch.rand(1, 1, 32, 32), None, gray, 0.01, method="sgd")
 
 
 def test_too_small_image_fails_before_any_progress_output(gray, capsys):
     with pytest.raises(ValueError, match="smaller than the critic's 13x13"):
-        alr.restore(torch.rand(1, 1, 8, 40), None, gray, 0.01, method="lbfgs", progress=True)
+        alr.solver.minimize(torch.rand(1, 1, 8, 40), None, gray, 0.01, method="lbfgs", progress=True)
     assert "restore (" not in capsys.readouterr().err
 
 
 def test_weights_stay_frozen(gray):
     before = [p.clone() for p in gray.parameters()]
-    alr.restore(torch.rand(1, 1, 32, 32), None, gray, 0.01, iters=3)
+    alr.solver.minimize(torch.rand(1, 1, 32, 32), None, gray, 0.01, iters=3)
     assert all(torch.equal(a, b) for a, b in zip(before, gray.parameters()))
 
 
@@ -145,15 +145,15 @@ def test_tiled_restoration_matches_untiled():
     critic = alr.PatchCritic(depth=3, width=8).double()
     y = torch.rand(1, 1, 60, 50, dtype=torch.float64)
     kw = dict(method="gd", iters=5, step=0.5, clip=False)
-    full, _ = alr.restore(y.float(), None, critic.float(), 0.05, **kw)
-    tiled, _ = alr.restore(y.float(), None, critic.float(), 0.05, max_memory=2e5, **kw)
-    from alr.solver import Regularizer
+    full, _ = alr.solver.minimize(y.float(), None, critic.float(), 0.05, **kw)
+    tiled, _ = alr.solver.minimize(y.float(), None, critic.float(), 0.05, max_memory=2e5, **kw)
+    from alr.critic import Regularizer
     assert Regularizer(critic.float(), max_memory=2e5).tile_size(y.float()) is not None
     assert torch.allclose(full, tiled, atol=1e-5)
 
 
 def test_compiled_critic_gives_the_same_gradient():
-    from alr.solver import Regularizer
+    from alr.critic import Regularizer
     torch.manual_seed(0)
     critic = alr.PatchCritic(depth=3, width=4)
     x = torch.rand(1, 1, 24, 20)
@@ -176,9 +176,9 @@ def test_gd_step_schedule_is_eq5_with_one_step_per_iteration(concavity):
         x = x.requires_grad_(True)
         g, = torch.autograd.grad(critic.regularizer(x, **shaping).sum(), x)
         x = (x - t * ((x - y) + n * lam * g)).detach()
-    out, hist = alr.restore(y, None, critic, lam, method="gd", step=steps, iters=3, clip=False, **shaping)
+    out, hist = alr.solver.minimize(y, None, critic, lam, method="gd", step=steps, iters=3, clip=False, **shaping)
     assert torch.allclose(out, x, atol=1e-5) and len(hist.objective) == 3
     with pytest.raises(ValueError, match="one step per iteration"):
-        alr.restore(y, None, critic, lam, method="gd", step=steps, iters=4)
+        alr.solver.minimize(y, None, critic, lam, method="gd", step=steps, iters=4)
     with pytest.raises(ValueError, match="method 'gd'"):
-        alr.restore(y, None, critic, lam, method="lbfgs", step=steps, iters=3)
+        alr.solver.minimize(y, None, critic, lam, method="lbfgs", step=steps, iters=3)

@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-import alr
-from alr.toy import run_toy
+from alr.bench.toy import PointCritic, run_toy
+from alr.modelfile import load_model
 
 
 def test_toy_critic_approximates_distance_to_circle(tmp_path):
@@ -21,19 +21,9 @@ def test_w2_critic_learns_half_the_squared_distance_to_circle(tmp_path):
     assert res["mae_band"] < 0.01, res  # the band's d^2 / 2 reaches 0.08
     assert res["figure"] == "toy_w2.png" and (tmp_path / "toy_w2.png").is_file()
     assert not (tmp_path / "toy.png").exists()
-    critic = alr.load(tmp_path / "toy_w2_critic.safetensors")
+    critic = load_model(tmp_path / "toy_w2_critic.safetensors", {"mlp": PointCritic})
     a = torch.linspace(0, 2 * math.pi, 64)
     with torch.no_grad():
         for rho in (0.7, 1.0, 1.2, 1.4):
             r = float(critic(rho * torch.stack([a.cos(), a.sin()], 1)).mean())
             assert abs(r - (rho - 1) ** 2 / 2) < 0.25 * (rho - 1) ** 2 / 2 + 2e-3, (rho, r)
-
-
-def test_toy_cli_names_its_figure(tmp_path, capsys):
-    from alr.cli import main
-
-    assert main(["toy", "-o", str(tmp_path), "--steps", "20", "--criterion", "w2"]) == 0
-    assert f"figure {tmp_path}/toy_w2.png" in capsys.readouterr().out
-    with pytest.raises(SystemExit) as e:  # an unknown criterion is a usage error
-        main(["toy", "-o", str(tmp_path / "x"), "--criterion", "w3"])
-    assert e.value.code == 2 and not (tmp_path / "x").exists()

@@ -4,7 +4,8 @@ import pytest
 
 import torch
 
-from alr.critic import PatchCritic, load_file
+from alr.critic import PatchCritic
+from alr.modelfile import load_model as load_file
 from alr.data import Degradation, ImageStack, make_patch_pairs, split_unpaired
 from alr.train import TrainConfig, train_critic, wgan_gp_loss
 
@@ -126,7 +127,7 @@ def test_real_degraded_folder_source(sample_dir, tmp_path):
 
 def test_model_used_for_restoration_can_be_trained_further(sample_dir):
     """alr.restore freezes the critic's parameters; fine-tuning it afterwards must still update them."""
-    from alr.solver import restore
+    from alr.solver import minimize as restore
 
     critic = PatchCritic(width=8)
     restore(torch.rand(1, 1, 24, 24), None, critic, 0.01, method="gd", iters=2)

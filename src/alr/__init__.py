@@ -1,23 +1,34 @@
 """alr: adversarial local regularization for image restoration.
 
-The flow of the package:
+Restore an image in one call (the model's calibrated settings fill in the rest)::
 
-* :mod:`alr.data` samples unpaired clean / degraded patches,
-* :mod:`alr.train` trains a :class:`alr.PatchCritic` on them (WGAN-GP),
-* :mod:`alr.critic` saves and loads the model file (safetensors + JSON),
-* :mod:`alr.physics` defines the forward operators ``A`` and ``A^T``,
-* :mod:`alr.fidelity` the data term F(Ax, y): Gaussian, or censored for clipped measurements,
-* :mod:`alr.solver` restores images by minimising ``F(Ax, y) + lam R(x)``.
+    import alr
+    x = alr.restore(y, model="gray", sigma=0.1)          # y: (B, C, H, W) tensor in [0, 1]
 
-:mod:`alr.pretrained` finds the shipped models and their lambda tables,
-:mod:`alr.baselines` and :mod:`alr.metrics` support the experiments of
-:mod:`alr.experiments`, and :mod:`alr.cli` is the ``alr`` command.
+The modules follow the method:
+
+* :mod:`alr.critic`: the patch critic r_theta and the regularizer R(x) it defines,
+* :mod:`alr.data`: clean / degraded training patches,
+* :mod:`alr.train`: WGAN-GP training of the critic,
+* :mod:`alr.modelfile`: the model file (safetensors + JSON header, validated),
+* :mod:`alr.physics`: forward operators A and A^T,
+* :mod:`alr.fidelity`: the data term F(Ax, y): Gaussian, or censored for clipped measurements,
+* :mod:`alr.solver`: minimising F(Ax, y) + lam R(x), and the one-call :func:`restore`,
+* :mod:`alr.calibration`: fitting a model's lambda tables on training-side images,
+* :mod:`alr.settings`: the restoration settings resolved from a model's tables,
+* :mod:`alr.pretrained`: the shipped models and their tables,
+* :mod:`alr.cli`: the ``alr`` command.
+
+The paper's experiments and baselines live in :mod:`alr.bench`, which the rest never imports.
 """
 __version__ = "0.1.0"
 
-from . import fidelity, physics  # noqa: E402
-from .critic import PatchCritic, PointCritic  # noqa: E402
-from .pretrained import load, lam_for  # noqa: E402
+from . import fidelity, metrics, physics  # noqa: E402
+from .critic import PatchCritic, Regularizer  # noqa: E402
+from .errors import AlrError  # noqa: E402
+from .modelfile import save_model as save  # noqa: E402
+from .pretrained import lam_for, load  # noqa: E402
 from .solver import restore  # noqa: E402
 
-__all__ = ["PatchCritic", "PointCritic", "load", "lam_for", "restore", "physics", "fidelity", "__version__"]
+__all__ = ["restore", "load", "save", "lam_for", "PatchCritic", "Regularizer", "AlrError", "physics", "fidelity",
+           "metrics", "__version__"]

@@ -1,4 +1,4 @@
-"""The ``alr`` command line: train, restore, degrade, info, toy, bench, demo.
+"""The ``alr`` command line: train, restore, degrade, info, demo, and bench (the paper's experiments).
 
 Every sub-command reads and writes ordinary image files (PNG, JPEG, TIFF,
 ``.npy``). Errors are reported on one line (``alr: error: ...``) with exit
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
@@ -17,77 +16,10 @@ from pathlib import Path
 
 import torch
 
+from . import argtypes
 from .critic import ACTIVATIONS, CRITERIA
 
 TASKS = ("denoise", "deblur", "inpaint", "sr")
-
-
-def _parse_memory(text: str) -> float:
-    units = {"k": 2 ** 10, "m": 2 ** 20, "g": 2 ** 30, "t": 2 ** 40}
-    t = text.strip().lower().rstrip("ib")
-    try:
-        return float(t[:-1]) * units[t[-1]] if t and t[-1] in units else float(t)
-    except (ValueError, IndexError):
-        raise argparse.ArgumentTypeError(f"invalid memory size {text!r} (e.g. 4G, 512M)") from None
-
-
-DEVICE_HELP = "cpu, cuda, cuda:1 (default: cuda when available)"
-
-
-def _device(text: str) -> str:
-    """A device name that exists on this machine."""
-    from .train import resolve_device
-    try:
-        resolve_device(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-    return text
-
-
-def _positive_float(text: str) -> float:
-    """A finite number >= 0."""
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (math.isfinite(v) and v >= 0):
-        raise argparse.ArgumentTypeError(f"must be finite and >= 0, got {text}")
-    return v
-
-
-def _positive_floats(text: str) -> list[float]:
-    """Comma-separated finite numbers >= 0."""
-    return [_positive_float(v) for v in text.split(",")]
-
-
-def _int_at_least(low: int):
-    """An argparse type: an integer >= ``low``."""
-    def parse(text: str) -> int:
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if v < low:
-            raise argparse.ArgumentTypeError(f"must be >= {low}, got {text}")
-        return v
-    return parse
-
-
-_positive_int, _count = _int_at_least(1), _int_at_least(0)
-
-
-def _positive_ints(text: str) -> list[int]:
-    """Comma-separated integers >= 1."""
-    return [_positive_int(v) for v in text.split(",")]
-
-
-def _shard(text: str) -> tuple[int, int]:
-    try:
-        i, n = (int(v) for v in text.split("/"))
-        assert 0 <= i < n
-    except Exception:
-        raise argparse.ArgumentTypeError(f"--shard must be i/n with 0 <= i < n, got {text!r}") from None
-    return i, n
 
 
 # ---------------------------------------------------------------------------- parser
@@ -100,46 +32,48 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--clean", required=True, help="folder of clean images")
     src = t.add_mutually_exclusive_group(required=True)
     src.add_argument("--degraded", help="folder of real degraded images (unknown degradation)")
-    src.add_argument("--sigma", type=_positive_float, help="fixed Gaussian noise level (in [0,1] units)")
-    src.add_argument("--sigma-range", type=_positive_float, nargs=2, metavar=("A", "B"),
+    src.add_argument("--sigma", type=argtypes.positive_float, help="fixed Gaussian noise level (in [0,1] units)")
+    src.add_argument("--sigma-range", type=argtypes.positive_float, nargs=2, metavar=("A", "B"),
                      help="noise level drawn uniformly in [A, B] per patch")
-    t.add_argument("--blur", type=_positive_float, default=0.0, metavar="STD",
+    t.add_argument("--blur", type=argtypes.positive_float, default=0.0, metavar="STD",
                    help="Gaussian blur std (pixels) applied before the noise")
     t.add_argument("--init", default=None, metavar="MODEL",
                    help="continue training this model (file or shipped name) instead of a new critic")
     t.add_argument("--channels", type=int, choices=(1, 3), default=None, help="default 1, or the --init model's")
-    t.add_argument("--depth", type=_positive_int, default=None, help="convolution layers (default 6)")
-    t.add_argument("--width", type=_positive_int, default=None, help="hidden channels (default 64)")
+    t.add_argument("--depth", type=argtypes.positive_int, default=None, help="convolution layers (default 6)")
+    t.add_argument("--width", type=argtypes.positive_int, default=None, help="hidden channels (default 64)")
     t.add_argument("--activation", default=None, choices=sorted(ACTIVATIONS),
                    help="default relu, or the --init model's (another one keeps its weights)")
     t.add_argument("--criterion", default=None, choices=CRITERIA,
                    help="w1: the paper's critic, R grows like the distance to clean patches; w2: R = half its "
                         "square, the variant the paper proposes for high noise, measured worse on images (README; "
                         "default w1, or the --init model's; another one keeps its weights)")
-    t.add_argument("--anchor", type=_positive_float, default=100.0,
+    t.add_argument("--anchor", type=argtypes.positive_float, default=100.0,
                    help="w2 only: weight that pins the critic to 0 on clean patches (default 100)")
-    t.add_argument("--slope", type=_positive_float, default=0.0, metavar="W",
+    t.add_argument("--slope", type=argtypes.positive_float, default=0.0, metavar="W",
                    help="weight of the slope penalty (synthetic noise only): each degraded patch is its clean patch "
                         "degraded, and the critic's slope from one to the other is held at 1 (README, 'The slope "
                         "penalty'; default 0, the paper's unpaired training)")
-    t.add_argument("--steps", type=_count, default=20000,
+    t.add_argument("--steps", type=argtypes.count, default=20000,
                    help="training steps (0: only convert --init to a new --activation / --criterion)")
-    t.add_argument("--batch-size", type=_positive_int, default=128)
-    t.add_argument("--lr0", type=_positive_float, default=1e-4)
-    t.add_argument("--lr1", type=_positive_float, default=1e-5)
-    t.add_argument("--mu", type=_positive_float, default=10.0, help="gradient penalty weight")
+    t.add_argument("--batch-size", type=argtypes.positive_int, default=128)
+    t.add_argument("--lr0", type=argtypes.positive_float, default=1e-4)
+    t.add_argument("--lr1", type=argtypes.positive_float, default=1e-5)
+    t.add_argument("--mu", type=argtypes.positive_float, default=10.0, help="gradient penalty weight")
     t.add_argument("--betas", type=float, nargs=2, default=(0.5, 0.9), metavar=("B1", "B2"),
                    help="Adam betas of the critic's optimiser (default 0.5 0.9, the WGAN-GP choice)")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--ckpt-every", type=_positive_int, default=1000, help="checkpoint (MODEL.ckpt) every N steps")
-    t.add_argument("--max-seconds", type=_positive_float, default=None, help="stop (and save) after this wall time")
-    t.add_argument("--max-images", type=_positive_int, default=None, help="use only the first N images of each folder")
+    t.add_argument("--ckpt-every", type=argtypes.positive_int, default=1000, help="checkpoint (MODEL.ckpt) every N steps")
+    t.add_argument("--max-seconds", type=argtypes.positive_float, default=None, help="stop (and save) after this wall time")
+    t.add_argument("--max-images", type=argtypes.positive_int, default=None, help="use only the first N images of each folder")
     t.add_argument("--augment", action="store_true",
                    help="turn each training patch by a random flip / quarter turn (8x the patch variety)")
-    t.add_argument("--device", type=_device, default=None, help=DEVICE_HELP)
+    t.add_argument("--device", type=argtypes.device, default=None, help=argtypes.DEVICE_HELP)
     t.add_argument("--resume", action="store_true", help="continue from MODEL.ckpt")
     t.add_argument("--log", default=None, help="CSV log (default: MODEL with .csv)")
     t.add_argument("-o", "--output", required=True, help="model file to write (.safetensors)")
+    t.add_argument("--no-calibrate", action="store_true",
+                   help="skip the lambda calibration that ends training (then restore needs --lam)")
     t.add_argument("-q", "--quiet", action="store_true")
 
     r = sub.add_parser("restore", help="restore an image (or a folder of images)")
@@ -147,23 +81,23 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("-o", "--output", required=True, help="output image file (or folder)")
     r.add_argument("--model", default=None, help="model file or shipped name (default: gray / color by channels)")
     r.add_argument("--task", choices=TASKS, default="denoise", help="forward operator A (default denoise: A = I)")
-    r.add_argument("--sigma", type=_positive_float, default=None,
+    r.add_argument("--sigma", type=argtypes.positive_float, default=None,
                    help="noise level; estimated from the image for denoising when omitted")
-    r.add_argument("--lam", type=_positive_float, default=None, help="regularisation weight (default: model's table)")
+    r.add_argument("--lam", type=argtypes.positive_float, default=None, help="regularisation weight (default: model's table)")
     r.add_argument("--clipped", action="store_true",
                    help="the input was clipped to [0, 1] after the noise (saturated pixels): use the censored "
                         "Gaussian data term of alr.fidelity (needs the noise level: --sigma, or estimated) and the "
                         "model's denoise-clipped lambda table where it has one")
     kern = r.add_mutually_exclusive_group()
     kern.add_argument("--kernel", help="blur kernel file (.npy or image), for --task deblur")
-    kern.add_argument("--blur-sigma", type=_positive_float, help="Gaussian blur std, for --task deblur")
+    kern.add_argument("--blur-sigma", type=argtypes.positive_float, help="Gaussian blur std, for --task deblur")
     r.add_argument("--mask", help="mask image (1 = known pixel), for --task inpaint")
-    r.add_argument("--factor", type=_positive_int, default=2, help="super-resolution factor, for --task sr")
+    r.add_argument("--factor", type=argtypes.positive_int, default=2, help="super-resolution factor, for --task sr")
     r.add_argument("--method", default=None, choices=("adam", "gd", "agd", "lbfgs"),
                    help="solver of min_x 1/(2n) ||Ax - y||^2 + lam R(x) (default: the model's; L-BFGS for the "
                         "shipped ones)")
-    r.add_argument("--iters", type=_positive_int, default=None, help="solver iterations (default: the model's table)")
-    r.add_argument("--concavity", type=_positive_float, default=None,
+    r.add_argument("--iters", type=argtypes.positive_int, default=None, help="solver iterations (default: the model's table)")
+    r.add_argument("--concavity", type=argtypes.positive_float, default=None,
                    help="concave shaping of the patch scores (default: the model's table; 0: the paper's R)")
     r.add_argument("--symmetric", action="store_true",
                    help="average R over the 8 flips and quarter turns of the image (8x slower, about +0.1 dB)")
@@ -171,11 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="R on the mirrored image (default) or on inner patches only (the paper's)")
     r.add_argument("--compile", action="store_true", help="compile the critic with torch.compile")
     r.add_argument("--per-channel", action="store_true", help="apply a grayscale model to each colour channel")
-    r.add_argument("--max-memory", type=_parse_memory, default=None, help="activation memory budget, e.g. 4G")
-    r.add_argument("--device", type=_device, default=None, help=DEVICE_HELP)
-    r.add_argument("--batch-size", type=_positive_int, default=4,
+    r.add_argument("--max-memory", type=argtypes.memory, default=None, help="activation memory budget, e.g. 4G (default: a quarter of the memory available, "
+                        "at most 1G; larger images are solved in exact tiles)")
+    r.add_argument("--device", type=argtypes.device, default=None, help=argtypes.DEVICE_HELP)
+    r.add_argument("--batch-size", type=argtypes.positive_int, default=4,
                    help="images of equal size solved together in a folder (default 4)")
-    r.add_argument("--shard", type=_shard, default=None, help="process the i-th of n parts of a folder")
+    r.add_argument("--shard", type=argtypes.shard, default=None, help="process the i-th of n parts of a folder")
     r.add_argument("--overwrite", action="store_true", help="redo outputs that already exist (folders)")
     r.add_argument("-q", "--quiet", action="store_true")
 
@@ -183,32 +118,25 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("input")
     d.add_argument("-o", "--output", required=True, help=".npy/.tif keep unclipped float values")
     d.add_argument("--task", choices=TASKS, default="denoise")
-    d.add_argument("--sigma", type=_positive_float, default=0.1)
+    d.add_argument("--sigma", type=argtypes.positive_float, default=0.1)
     d.add_argument("--seed", type=int, default=0)
     kd = d.add_mutually_exclusive_group()
     kd.add_argument("--kernel")
-    kd.add_argument("--blur-sigma", type=_positive_float, default=None)
+    kd.add_argument("--blur-sigma", type=argtypes.positive_float, default=None)
     d.add_argument("--missing", type=float, default=0.5, help="fraction of missing pixels (inpaint)")
     d.add_argument("--mask-out", default=None, help="where to write the inpainting mask (PNG)")
-    d.add_argument("--factor", type=_positive_int, default=2, help="super-resolution factor (sr)")
+    d.add_argument("--factor", type=argtypes.positive_int, default=2, help="super-resolution factor (sr)")
     d.add_argument("--clip", action="store_true", help="clip the result to [0, 1]")
 
-    i = sub.add_parser("info", help="show a model file's metadata")
-    i.add_argument("model")
-
-    y = sub.add_parser("toy", help="the circle experiment of the paper's Figure 1")
-    y.add_argument("-o", "--output", required=True, help="output folder")
-    y.add_argument("--sigma", type=_positive_float, default=0.2)
-    y.add_argument("--steps", type=_positive_int, default=3000)
-    y.add_argument("--seed", type=int, default=0)
-    y.add_argument("--criterion", default="w1", choices=CRITERIA,
-                   help="w1: the paper's critic (r ~ distance); w2: r ~ half the squared distance")
+    i = sub.add_parser("info", help="summarise a model: architecture, training, calibrated tables")
+    i.add_argument("model", help="model file or shipped name")
+    i.add_argument("--json", action="store_true", help="print the raw metadata as JSON")
 
     m = sub.add_parser("demo", help="restore a sample image with the shipped model")
     m.add_argument("-o", "--output", default="demo_out")
 
-    from .experiments import add_bench_parser
-    add_bench_parser(sub)
+    b = sub.add_parser("bench", add_help=False, help="reproduce the paper's experiments and tables (alr bench -h)")
+    b.add_argument("rest", nargs=argparse.REMAINDER)  # parsed by alr.bench, which the library never imports
     return p
 
 
@@ -229,8 +157,8 @@ def _read_kernel(path: str) -> torch.Tensor:
     return k / k.sum()
 
 
-def make_physics(task: str, args: argparse.Namespace, shape: tuple[int, ...] | None = None):
-    """Build the forward operator of ``task`` from command-line options."""
+def make_physics(task: str, args: argparse.Namespace):
+    """The forward operator of ``task`` from the command-line options."""
     from . import physics as ph
 
     if task == "denoise":
@@ -252,102 +180,68 @@ def make_physics(task: str, args: argparse.Namespace, shape: tuple[int, ...] | N
     raise ValueError(f"unknown task {task!r}")
 
 
-def _choose_model(name: str | None, channels: int):
-    from .pretrained import load
-    return load(name or ("gray" if channels == 1 else "color"))
-
-
 class _Job:
-    """One input image made ready for the solver: measurement, model, operator, lambda."""
+    """One input image made ready for the solver: measurement, model, operator, settings."""
 
-    def __init__(self, path: Path, out: Path, args, model_cache: dict, say) -> None:
-        from .data import estimate_sigma
+    def __init__(self, path: Path, out: Path, args, models: dict, say) -> None:
         from .images import read_image
-        from .pretrained import calibrated_range, lam_for, solver_options
+        from .pretrained import load
+        from .settings import match_channels, resolve
 
         y = read_image(path)
-        key = (args.model, y.shape[1])
-        if key not in model_cache:
-            model_cache[key] = _choose_model(args.model, y.shape[1])
-        model = model_cache[key]
-        self.per_channel = args.per_channel
-        if model.in_channels == 3 and y.shape[1] == 1:
-            y = y.expand(-1, 3, -1, -1)
-        elif model.in_channels == 1 and y.shape[1] == 3 and not self.per_channel:
-            raise ValueError(f"{path} is a colour image and the model is grayscale: "
-                             "pass --per-channel or a colour --model")
+        name = args.model or ("gray" if y.shape[1] == 1 else "color")
+        if name not in models:
+            models[name] = load(name)
+        self.model = models[name]
+        self.y = match_channels(self.model, y, args.per_channel, path.name)
         self.physics = make_physics(args.task, args)
-        self.physics.check_measurement(y)
-        sigma = args.sigma
-        if sigma is None:
-            if args.task != "denoise" and (args.lam is None or args.clipped):
-                raise ValueError(f"--task {args.task} needs --sigma" + ("" if args.clipped else " (or --lam)"))
-            if args.task == "denoise":
-                sigma = estimate_sigma(y)
-                say(f"{path.name}: estimated noise sigma = {sigma:.4f}")
-        self.lam = args.lam if args.lam is not None else lam_for(model, args.task, sigma, args.clipped)
-        span = calibrated_range(model, args.task, args.clipped)
-        if args.lam is None and sigma is not None and span and not span[0] <= sigma <= span[1]:
-            say(f"{path.name}: sigma {sigma:.4g} is outside the model's calibrated range {span[0]:g}-{span[1]:g}; "
-                f"the lambda and solver of sigma {min(max(sigma, span[0]), span[1]):g} are used")
-        saturated = float(((y <= 0) | (y >= 1)).float().mean())
-        if saturated > 0.01 and not args.clipped:
-            say(f"{path.name}: {saturated:.0%} of the pixels are at 0 or 1; if the noise was clipped "
-                "(saturation), --clipped models it and restores them better")
-        kw = solver_options(model, args.task, sigma, args.clipped)
-        if args.method is not None and args.method != kw["method"]:  # keep what defines the energy
-            kw = {"method": args.method, **{k: kw[k] for k in ("boundary", "concavity", "score_ref") if k in kw}}
-        if args.concavity is not None:
-            if args.concavity > 0 and "score_ref" not in kw:
-                raise ValueError("this model's table has no score reference for --concavity; calibrate one with "
-                                 "alr bench calibrate --concavity ... (or pass --concavity 0)")
-            kw["concavity"] = args.concavity
-        if args.iters:
-            kw["iters"] = args.iters
-        if args.boundary:
-            kw["boundary"] = args.boundary
-        if args.symmetric:
-            kw["symmetric"] = True
-        self.concavity = kw.pop("concavity", 0.0)  # per image, like lam: not a reason to split a batch
-        self.path, self.out, self.y, self.model, self.kw, self.sigma = path, out, y, model, kw, sigma
+        self.physics.check_measurement(self.y)
+        self.settings = resolve(self.model, self.y, args.task, args.sigma, args.lam, clipped=args.clipped,
+                                method=args.method, iters=args.iters, concavity=args.concavity,
+                                boundary=args.boundary, symmetric=args.symmetric, per_channel=args.per_channel,
+                                max_memory=args.max_memory, device=args.device, name=path.name)
+        for note in self.settings.notes:
+            say(note)
+        self.path, self.out = path, out
 
     def group(self) -> tuple:
         """Jobs with equal keys are solved together, as one batch."""
-        return (tuple(self.y.shape), id(self.model), self.per_channel, json.dumps(self.kw, sort_keys=True))
+        return (tuple(self.y.shape), id(self.model), self.settings.batch_key())
 
 
 def _solve(jobs: list[_Job], args, say) -> None:
     """Restore a batch of jobs of one group in one solve; write each output atomically."""
-    from .fidelity import ClippedGaussian
+    from .critic import Regularizer
     from .images import write_image
-    from .solver import restore
+    from .solver import solve
 
     j0 = jobs[0]
+    s0 = j0.settings
     y = torch.cat([j.y for j in jobs])
-    lam = torch.tensor([j.lam for j in jobs])
-    concavity = torch.tensor([j.concavity for j in jobs])
-    fidelity = ClippedGaussian([j.sigma for j in jobs]) if args.clipped else None
+    tile = Regularizer(j0.model, s0.per_channel, s0.max_memory).tile_size(y)
+    if tile and not all(j.settings.skip for j in jobs):
+        say(f"{j0.path.name}: {y.shape[-1]}x{y.shape[-2]} solved in tiles of {tile}x{tile} pixels to stay within "
+            f"{s0.max_memory / 2 ** 20:.0f} MiB of activations (--max-memory)")
     t0 = time.perf_counter()
-    x, hist = restore(y, j0.physics, j0.model, lam, per_channel=j0.per_channel, max_memory=args.max_memory,
-                      device=args.device, compile=args.compile, progress=not args.quiet,
-                      fidelity=fidelity, concavity=concavity, **j0.kw)
+    x, _ = solve(y, j0.physics, j0.model, [j.settings for j in jobs], args.device, progress=not args.quiet)
     dt = time.perf_counter() - t0
     for j, xi in zip(jobs, x):
         write_image(j.out, xi[None])
-        say(f"{j.path.name} -> {j.out} (task {args.task}, lam {j.lam:.4g}, {j0.kw['method']}, "
-            + ("clipped-noise data term, " if args.clipped else "") +
-            f"{hist.iterations} iterations, {dt:.1f} s" + (f" for a batch of {len(jobs)})" if len(jobs) > 1 else ")"))
+        what = "returned unchanged" if j.settings.skip else (
+            f"{j.settings.describe()}, {dt:.1f} s"
+            + (f" for a batch of {len(jobs)}" if len(jobs) > 1 else ""))
+        say(f"{j.path.name} -> {j.out} ({what})")
 
 
 def _restore_folder(files: list[Path], dst: Path, args, say) -> None:
     """Stream a folder: images of equal shape and settings are batched up to --batch-size."""
     from tqdm.auto import tqdm
 
-    cache: dict = {}
+    models: dict = {}
     pending: dict[tuple, list[_Job]] = {}
     bar = tqdm(total=len(files), desc="images", unit="img", disable=args.quiet)
     for f in files:
-        job = _Job(f, dst / f.name, args, cache, say)
+        job = _Job(f, dst / f.name, args, models, say)
         group = pending.setdefault(job.group(), [])
         group.append(job)
         if len(group) >= args.batch_size:
@@ -381,8 +275,6 @@ def _training_critic(args):
         if args.resume:
             raise ValueError("--init starts from a model and --resume from a checkpoint: give one")
         critic = load(args.init)
-        if not isinstance(critic, PatchCritic):
-            raise ValueError(f"--init needs a patch critic, {args.init} is a {type(critic).__name__}")
         have = critic.config()
         clash = [f"{k}={v} (model: {have[k]})" for k, v in arch.items()
                  if k not in weightless and v is not None and v != have[k]]
@@ -401,6 +293,8 @@ def _training_critic(args):
 
 def cmd_train(args) -> None:
     from .data import Degradation, make_patch_pairs
+    from .modelfile import portable_path
+    from .calibration import calibrate_trained
     from .train import TrainConfig, init_distributed, train_critic
 
     rank, world = init_distributed()
@@ -414,9 +308,8 @@ def cmd_train(args) -> None:
     pairs = make_patch_pairs(args.clean, critic.receptive_field, args.channels, args.degraded, deg,
                              seed=args.seed, max_images=args.max_images, augment=args.augment,
                              paired=args.slope > 0)
-    desc = pairs.describe()
-    critic.meta.update({"data": {"clean": str(args.clean), "degraded": str(args.degraded) if args.degraded else None,
-                                 **desc},
+    critic.meta.update({"data": {"clean": portable_path(args.clean), "degraded": portable_path(args.degraded),
+                                 **pairs.describe()},
                         "noise_range": ([deg.sigma_min, deg.sigma_max] if deg else None)})
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr0=args.lr0, lr1=args.lr1, mu=args.mu,
                       anchor=args.anchor, slope=args.slope, betas=tuple(args.betas), seed=args.seed,
@@ -428,19 +321,26 @@ def cmd_train(args) -> None:
     if rank == 0:
         print(f"trained {critic.meta['training']['steps']} steps in {time.perf_counter() - t0:.0f} s on {world} process(es): {out} "
               f"(log {log})")
+        if not args.no_calibrate:
+            sigmas = calibrate_trained(critic, args.clean, deg, out, device=args.device, progress=not args.quiet,
+                                       max_images=args.max_images)
+            print(f"calibrated lambda for denoising at sigma {', '.join(f'{s:g}' for s in sigmas)} on crops of "
+                  f"{Path(args.clean).name}: alr restore --model {out} works without --lam")
     if world > 1:  # leave together: a rank tearing gloo down while rank 0 still saves can abort
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
 
 
 def cmd_restore(args) -> None:
+    from .device import resolve_device
     from .images import IMAGE_EXTENSIONS, list_images
-    from .train import resolve_device
 
     args.device = str(resolve_device(args.device))  # once, for every batch: the GPU when there is one
     say = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr))
     src, dst = Path(args.input), Path(args.output)
     if src.is_dir():
+        if dst.exists() and dst.resolve() == src.resolve():
+            raise ValueError(f"-o {dst} is the input folder: restoring into it would replace the inputs")
         files = list_images(src)
         if args.shard:
             i, n = args.shard
@@ -453,14 +353,18 @@ def cmd_restore(args) -> None:
     if not src.is_file():
         raise FileNotFoundError(f"no such file or folder: {src}")
     if dst.suffix.lower() not in IMAGE_EXTENSIONS:
-        raise ValueError(f"unsupported output format {dst.suffix!r}; use one of {', '.join(IMAGE_EXTENSIONS)}")
+        raise ValueError(f"unsupported output format {dst.suffix!r} for -o {dst}; use one of {', '.join(IMAGE_EXTENSIONS)}")
+    if dst.is_dir():
+        raise ValueError(f"-o {dst} is a folder; give an image file name")
+    if dst.exists() and dst.resolve() == src.resolve():
+        raise ValueError(f"-o {dst} is the input file: write the result elsewhere")
     _solve([_Job(src, dst, args, {}, say)], args, say)
 
 
 def cmd_degrade(args) -> None:
     from . import physics as ph
     from .data import add_noise
-    from .images import read_image, write_image
+    from .images import FLOAT_EXTENSIONS, read_image, write_image
 
     x = read_image(args.input)
     out = Path(args.output)
@@ -479,6 +383,11 @@ def cmd_degrade(args) -> None:
     else:
         physics = make_physics(args.task, args)
     y = add_noise(physics.A(x), args.sigma, args.seed, clip=args.clip)
+    if out.suffix.lower() not in FLOAT_EXTENSIONS and not args.clip:
+        outside = float(((y < 0) | (y > 1)).float().mean())
+        print(f"note: {out.suffix} stores 8-bit values in [0, 1]: {outside:.1%} of the values were clipped and all "
+              f"were quantised; the noise is then no longer Gaussian (write .npy or .tif to keep it exact)",
+              file=sys.stderr)
     write_image(out, y)
     if args.task == "inpaint":
         write_image(args.mask_out, physics.mask[0])
@@ -486,19 +395,14 @@ def cmd_degrade(args) -> None:
 
 
 def cmd_info(args) -> None:
-    from .pretrained import load, resolve
+    from .pretrained import describe, load, resolve
     m = load(args.model)
-    info = {"file": str(resolve(args.model)), "config": m.config(),
-            "receptive_field": getattr(m, "receptive_field", None),
-            "parameters": sum(p.numel() for p in m.parameters()), "meta": m.meta}
-    print(json.dumps(info, indent=2))
-
-
-def cmd_toy(args) -> None:
-    from .toy import run_toy
-    res = run_toy(args.output, sigma=args.sigma, steps=args.steps, seed=args.seed, criterion=args.criterion)
-    print(f"correlation of r with {res['target']} (d: distance to the circle): {res['corr_grid']:.3f} on the grid "
-          f"({res['grid']}), {res['corr_band']:.3f} in the band {res['band']}; figure {args.output}/{res['figure']}")
+    if args.json:
+        print(json.dumps({"file": str(resolve(args.model)), "config": m.config(),
+                          "receptive_field": m.receptive_field,
+                          "parameters": sum(p.numel() for p in m.parameters()), "meta": m.meta}, indent=2))
+    else:
+        print(describe(m, str(args.model)))
 
 
 def cmd_demo(args) -> None:
@@ -506,21 +410,37 @@ def cmd_demo(args) -> None:
     run_demo(args.output)
 
 
+def _threads() -> None:
+    """Apply ``ALR_THREADS`` (the CPU threads torch may use), if set."""
+    text = os.environ.get("ALR_THREADS")
+    if text:
+        try:
+            n = int(text)
+            assert n >= 1
+        except (ValueError, AssertionError):
+            raise ValueError(f"ALR_THREADS must be a whole number >= 1, got {text!r}") from None
+        torch.set_num_threads(n)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if os.environ.get("ALR_THREADS"):
-        torch.set_num_threads(int(os.environ["ALR_THREADS"]))
-    handler = {"train": cmd_train, "restore": cmd_restore, "degrade": cmd_degrade, "info": cmd_info,
-               "toy": cmd_toy, "demo": cmd_demo}.get(args.command)
-    if handler is None:
-        from .experiments import cmd_bench
-        handler = cmd_bench
+    from .errors import AlrError
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:  # the paper's experiments parse their own options
+        from .bench.experiments import bench_parser, cmd_bench
+        args, handler = bench_parser().parse_args(argv[1:]), cmd_bench
+    else:
+        args = build_parser().parse_args(argv)
+        handler = {"train": cmd_train, "restore": cmd_restore, "degrade": cmd_degrade, "info": cmd_info,
+                   "demo": cmd_demo}[args.command]
     try:
+        _threads()
         handler(args)
-    except (FileNotFoundError, ValueError, KeyError, RuntimeError, FloatingPointError) as e:
+    except (AlrError, FileNotFoundError, ValueError, KeyError, RuntimeError, FloatingPointError, OSError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-        print(f"alr: error: {msg}", file=sys.stderr)
+        if isinstance(e, OSError) and e.filename and str(e.filename) not in msg:
+            msg = f"{e.filename}: {e.strerror or msg}"
+        print(f"alr: error: {' '.join(str(msg).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("alr: interrupted", file=sys.stderr)

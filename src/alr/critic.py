@@ -34,17 +34,14 @@ torch.Size([2])
 """
 from __future__ import annotations
 
-import json
+import copy
 import math
-import os
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from . import __version__
 
 ACTIVATIONS = {
     "relu": nn.ReLU,
@@ -156,16 +153,7 @@ class PatchCritic(nn.Module):
         ``symmetric``: ``R_sym(x) = 1/8 sum_g R(g x)`` over the 8 flips and quarter turns g
         (:func:`dihedral`), a regulariser invariant to them.
         """
-        if symmetric:
-            return sum(self.regularizer(dihedral(x, k), boundary, concavity, score_ref)
-                       for k in range(DIHEDRAL)) / DIHEDRAL
-        r = self(pad_boundary(x, self.receptive_field, boundary))
-        return shape_scores(r, concavity, score_ref).mean(dim=(1, 2, 3))
-
-    # ---- model files -------------------------------------------------------------
-    def save(self, path: str | os.PathLike) -> None:
-        """Write weights and metadata to one ``.safetensors`` file, atomically."""
-        save_model(self, path)
+        return Regularizer(self, boundary=boundary, concavity=concavity, score_ref=score_ref, symmetric=symmetric)(x)
 
 
 BOUNDARIES = ("reflect", "valid")
@@ -255,89 +243,160 @@ def pad_boundary(x: torch.Tensor, s: int, boundary: str) -> torch.Tensor:
     return F.pad(x, (p, p, p, p), mode="reflect") if p else x
 
 
-class PointCritic(nn.Module):
-    """Small MLP critic on points of R^d, used by the toy circle experiment."""
+class Regularizer:
+    """R(x) of a critic, with its boundary, score shaping, symmetry and per-channel use.
 
-    kind = "mlp"
+    The one implementation of R: :meth:`PatchCritic.regularizer` and the solvers both use it.
+    Calling it, ``reg(x)``, gives R(x) of shape (B,), differentiable with respect to ``x`` and
+    to the critic's weights (for training through the solver, or as a DeepInverse prior);
+    :meth:`value_and_grad` gives R(x) and grad_x R(x) without keeping a graph, in exact tiles
+    when the image is large.
 
-    def __init__(self, in_features: int = 2, width: int = 64, depth: int = 3,
-                 activation: str = "relu", criterion: str = "w1") -> None:
-        super().__init__()
-        self.criterion = check_criterion(criterion)
-        self.in_features, self.width, self.depth, self.activation = in_features, width, depth, activation
-        layers: list[nn.Module] = []
-        d = in_features
-        for _ in range(depth):
-            layers += [nn.Linear(d, width), _activation(activation)]
-            d = width
-        layers.append(nn.Linear(d, 1))
-        self.net = nn.Sequential(*layers)
-        self.meta: dict[str, Any] = {}
+    Parameters
+    ----------
+    model : a :class:`PatchCritic`.
+    per_channel : apply a 1-channel critic to each channel of a colour image,
+        ``R(x) = mean_c R(x_c)``.
+    max_memory : bytes allowed for the activations of one gradient evaluation;
+        larger images are processed in exact tiles. None: no tiling.
+    precision : ``"fp32"`` or ``"bf16"`` (autocast: about 2x faster on CPU, gradient
+        relative error about 2%; see benchmarks/restore_speed.py for its PSNR cost).
+    boundary : ``"reflect"`` (R on the image mirrored by s - 1 pixels) or ``"valid"``
+        (the paper's: only patches inside the image); see :func:`pad_boundary`.
+    compile : run the critic through ``torch.compile`` (one-off compilation of about
+        25 s on CPU; measured no faster there, see benchmarks/restore_speed.py).
+    concavity, score_ref : shape the patch scores before averaging,
+        ``R(x) = mean_p psi(r(p))`` (:func:`shape_scores`; 0: the paper's R);
+        ``concavity`` may hold one value per image.
+    symmetric : ``R_sym(x) = 1/8 sum_g R(g x)`` over the flips and quarter turns g of the
+        pixel grid (:func:`dihedral`); 8 times the cost of R.
 
-    def config(self) -> dict[str, Any]:
-        return {"kind": self.kind, "in_features": self.in_features, "depth": self.depth,
-                "width": self.width, "activation": self.activation, "criterion": self.criterion}
+    Example
+    -------
+    >>> import torch
+    >>> reg = Regularizer(PatchCritic(width=8))
+    >>> x = torch.rand(2, 1, 24, 24)
+    >>> value, grad = reg.value_and_grad(x)
+    >>> bool(torch.allclose(value, reg(x))), grad.shape
+    (True, torch.Size([2, 1, 24, 24]))
+    """
 
-    def potential(self, x: torch.Tensor) -> torch.Tensor:
-        """The 1-Lipschitz potential u(x), one value per point."""
-        return self.net(x).squeeze(-1)
+    def __init__(self, model: PatchCritic, per_channel: bool = False,
+                 max_memory: float | None = None, precision: str = "fp32",
+                 boundary: str = "reflect", compile: bool = False,
+                 concavity: float | torch.Tensor = 0.0, score_ref: float = 0.0,
+                 symmetric: bool = False) -> None:
+        kappa = check_concavity(torch.as_tensor(concavity, dtype=torch.float64).flatten())
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"unknown precision {precision!r}; use fp32 or bf16")
+        self.pad = boundary_padding(model.receptive_field, boundary)  # validates the boundary name
+        self.model, self.per_channel, self.max_memory = model, per_channel, max_memory
+        self.precision, self.boundary = precision, boundary
+        self.kappa = kappa if kappa.any() else None  # None: the paper's R, nothing to shape
+        self.score_ref, self.symmetric = score_ref, symmetric
+        self.net = torch.compile(model) if compile else model
+        self.s = model.receptive_field
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Score r(x) of each point (see :func:`patch_scores`)."""
-        return patch_scores(self.potential(x), self.criterion)
+    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
+        c = self.model.in_channels
+        if x.dim() != 4:
+            raise ValueError(f"expected a (B, C, H, W) tensor, got shape {tuple(x.shape)}")
+        if x.shape[1] == c:
+            return x
+        if self.per_channel and c == 1:
+            return x.reshape(-1, 1, *x.shape[-2:])
+        raise ValueError(f"the model expects {c} channel(s) but the image has {x.shape[1]}"
+                         + ("; use per_channel=True (--per-channel) to apply it to each channel"
+                            if c == 1 else ""))
 
-    def save(self, path: str | os.PathLike) -> None:
-        save_model(self, path)
+    def bytes_per_pixel(self) -> float:
+        """Rough activation memory of forward + backward per output pixel (float32)."""
+        m = self.model
+        return 4.0 * 3 * m.width * max(1, m.depth - 1)
 
+    def tile_size(self, x: torch.Tensor) -> int | None:
+        """Output tile side under ``max_memory``, or None if the image fits whole."""
+        if self.max_memory is None:
+            return None
+        xb = self._prepare(x)
+        per_px = self.bytes_per_pixel() * xb.shape[0] * x.element_size() / 4
+        side = int(math.sqrt(self.max_memory / per_px)) - (self.s - 1)
+        if side >= max(xb.shape[-2:]) + 2 * self.pad - self.s + 1:
+            return None
+        return max(side, 16)
 
-def atomic_write(path: str | os.PathLike, write) -> None:
-    """Call ``write(tmp_path)`` then rename onto ``path``: readers never see a partial file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(str(tmp))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    def select(self, idx: list[int]) -> "Regularizer":
+        """The regulariser of the images ``idx`` of a batch (their own shaping)."""
+        out = copy.copy(self)
+        if self.kappa is not None and self.kappa.numel() > 1:
+            out.kappa = self.kappa[idx]
+        return out
 
+    def _kappa(self, nb: int, like: torch.Tensor) -> torch.Tensor | None:
+        """The concavity of each of the ``nb`` critic inputs (repeated over channels under per_channel)."""
+        if self.kappa is None:
+            return None
+        return self.kappa.to(like).repeat_interleave(nb // self.kappa.numel()).view(-1, 1, 1, 1)
 
-def save_model(model: PatchCritic | PointCritic, path: str | os.PathLike) -> None:
-    """Save ``model`` as safetensors; architecture and ``model.meta`` go to the header."""
-    from safetensors.torch import save_file
+    def _mean_scores(self, sub: torch.Tensor, kappa: torch.Tensor | None, count: int) -> torch.Tensor:
+        """Sum of the (shaped) scores of the patches of ``sub``, divided by ``count``, per input."""
+        with torch.autocast(sub.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            r = self.net(sub).to(sub.dtype)
+        if kappa is not None:
+            r = shape_scores_unchecked(r, kappa, self.score_ref)
+        return r.sum(dim=(1, 2, 3)) / count
 
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    header = {"alr_version": __version__, "config": json.dumps(model.config()),
-              "meta": json.dumps(model.meta)}
-    if hasattr(model, "receptive_field"):
-        header["receptive_field"] = str(model.receptive_field)
-    atomic_write(path, lambda tmp: save_file(state, tmp, metadata=header))
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """R(x), shape (B,), differentiable (no tiling)."""
+        if self.symmetric:
+            return sum(self._plain(dihedral(x, k)) for k in range(DIHEDRAL)) / DIHEDRAL
+        return self._plain(x)
 
+    def _plain(self, x: torch.Tensor) -> torch.Tensor:
+        xb = pad_boundary(self._prepare(x), self.s, self.boundary)
+        count = (xb.shape[-2] - self.s + 1) * (xb.shape[-1] - self.s + 1)
+        return self._mean_scores(xb, self._kappa(xb.shape[0], xb), count).view(x.shape[0], -1).mean(1)
 
-def load_file(path: str | os.PathLike) -> PatchCritic | PointCritic:
-    """Load a critic from a ``.safetensors`` model file (no pickle involved)."""
-    from safetensors import safe_open
+    def value_and_grad(self, x: torch.Tensor, need_grad: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """R(x) of shape (B,) and grad_x R(x) (or None), exact under tiling."""
+        if not self.symmetric:
+            return self._value_and_grad(x, need_grad)
+        r, grad = 0.0, None
+        for k in range(DIHEDRAL):  # grad R_sym(x) = 1/8 sum_g g^-1 grad R(g x)
+            rk, gk = self._value_and_grad(dihedral(x, k), need_grad)
+            r = r + rk
+            if need_grad:
+                gk = dihedral(gk, k, inverse=True)
+                grad = gk if grad is None else grad + gk
+        return r / DIHEDRAL, None if grad is None else grad / DIHEDRAL
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"model file not found: {path}")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            header = f.metadata() or {}
-            state = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as e:  # corrupt or not a safetensors file
-        raise ValueError(f"{path} is not a valid alr model file ({e})") from None
-    if "config" not in header:
-        raise ValueError(f"{path} has no alr metadata; was it written by alr?")
-    cfg = json.loads(header["config"])
-    kind = cfg.pop("kind")
-    cls = {"patch": PatchCritic, "mlp": PointCritic}[kind]
-    model = cls(**cfg)
-    model.load_state_dict(state)
-    model.meta = json.loads(header.get("meta", "{}"))
-    model.eval()
-    return model
+    def _value_and_grad(self, x: torch.Tensor, need_grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        b = x.shape[0]
+        s, p = self.s, self.pad
+        with torch.enable_grad():
+            leaf = self._prepare(x).detach().requires_grad_(need_grad and p > 0)
+            xb = pad_boundary(leaf, s, self.boundary)
+        nb = xb.shape[0]
+        kappa = self._kappa(nb, xb)
+        ho, wo = xb.shape[-2] - s + 1, xb.shape[-1] - s + 1
+        tile = self.tile_size(x)
+        total = xb.new_zeros(nb)
+        grad = torch.zeros(xb.shape, dtype=xb.dtype, device=xb.device) if need_grad else None
+        steps = [(0, ho, 0, wo)] if tile is None else [
+            (i, min(i + tile, ho), j, min(j + tile, wo))
+            for i in range(0, ho, tile) for j in range(0, wo, tile)]
+        for i0, i1, j0, j1 in steps:
+            sub = xb[..., i0:i1 + s - 1, j0:j1 + s - 1].detach().contiguous(memory_format=torch.channels_last)
+            with torch.enable_grad():
+                sub.requires_grad_(need_grad)
+                score = self._mean_scores(sub, kappa, ho * wo)
+                if need_grad:
+                    (g,) = torch.autograd.grad(score.sum(), sub)
+                    grad[..., i0:i1 + s - 1, j0:j1 + s - 1] += g.to(xb.dtype)
+            total += score.detach()
+        r = total.view(b, -1).mean(1)
+        if grad is not None:
+            if p:  # adjoint of the padding: fold the mirrored border back onto the image
+                (grad,) = torch.autograd.grad(xb, leaf, grad)
+            grad = grad.reshape(x.shape) / (nb // b)
+        return r, grad

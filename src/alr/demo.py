@@ -37,11 +37,10 @@ def run_demo(output: str | Path) -> float:
     from skimage import data
 
     from .data import add_noise
-    from .images import write_image
+    from .images import figure_panels, write_image
     from .metrics import psnr
     from .pretrained import lam_for, load, shipped_models, solver_options
     from .solver import restore
-    from .experiments import _figure
 
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
@@ -57,7 +56,7 @@ def run_demo(output: str | Path) -> float:
     write_image(out / "noisy.png", y)
     write_image(out / "restored.png", xh)
     p_in, p_out = float(psnr(y, x)), float(psnr(xh, x))
-    _figure(out / "comparison.png", [(f"noisy {p_in:.2f} dB", y), (f"ALR {p_out:.2f} dB", xh), ("clean", x)])
+    figure_panels(out / "comparison.png", [(f"noisy {p_in:.2f} dB", y), (f"ALR {p_out:.2f} dB", xh), ("clean", x)])
     print(f"camera (512x512), sigma {sigma}: noisy {p_in:.2f} dB -> restored {p_out:.2f} dB in {dt:.1f} s "
           f"(lam {lam:.4g}); see {out}/comparison.png")
     return p_out

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .critic import atomic_write
+from .files import atomic_write
 
 
 def pyplot():
@@ -151,3 +151,18 @@ def data_root(path: str | os.PathLike | None = None) -> Path:
     if not p.is_dir():
         raise FileNotFoundError(f"data folder {p} not found; pass --data DIR or set ALR_DATA")
     return p
+
+
+def figure_panels(path: str | os.PathLike, panels: list[tuple[str, torch.Tensor]]) -> None:
+    """Save the images ``panels`` ((title, (1, C, H, W) tensor) pairs) side by side as one figure."""
+    plt = pyplot()
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels), 3.3))
+    for ax, (title, img) in zip(axes, panels):
+        im = img[0].clamp(0, 1).permute(1, 2, 0).numpy()
+        ax.imshow(im[..., 0] if im.shape[-1] == 1 else im, cmap="gray", vmin=0, vmax=1)
+        ax.set_title(title, fontsize=9)
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -25,6 +25,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 
 def _to_kernel(kernel: torch.Tensor) -> torch.Tensor:
@@ -81,8 +82,12 @@ def _circular_correlate(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     return F.conv2d(xp, w, groups=c)
 
 
-class LinearOperator:
-    """Base class: subclasses define ``A`` and ``A_adjoint``."""
+class LinearOperator(nn.Module):
+    """Base class of the forward operators: subclasses define ``A`` and ``A_adjoint``.
+
+    Operators are ``nn.Module`` s whose tensors (kernel, mask) are buffers, so
+    ``op.to(device)`` moves them; calling ``op(x)`` applies ``A``.
+    """
 
     def A(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -90,7 +95,7 @@ class LinearOperator:
     def A_adjoint(self, y: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.A(x)
 
     def init(self, y: torch.Tensor) -> torch.Tensor:
@@ -113,6 +118,69 @@ class LinearOperator:
         return self
 
 
+class Operator(LinearOperator):
+    """Any object with ``A(x)`` and ``A_adjoint(y)`` (a DeepInverse physics, a user's class) as an
+    :class:`LinearOperator`, with what ``alr`` adds: the start ``A^T y`` (or the object's own
+    ``init``), a Lipschitz bound ``||A^T A||`` estimated by power iteration on the first
+    measurement it sees, and the measurement checks.
+
+    >>> import torch
+    >>> class Double:
+    ...     def A(self, x): return 2 * x
+    ...     def A_adjoint(self, y): return 2 * y
+    >>> op = as_operator(Double())
+    >>> round(op.estimate_lipschitz(torch.rand(1, 1, 8, 8)), 3)
+    4.04
+    """
+
+    def __init__(self, obj) -> None:
+        super().__init__()
+        self.obj = obj  # an nn.Module (a DeepInverse physics) becomes a submodule: .to() moves it
+        self._lip: float | None = None
+
+    def A(self, x: torch.Tensor) -> torch.Tensor:
+        return self.obj.A(x)
+
+    def A_adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        return self.obj.A_adjoint(y)
+
+    def init(self, y: torch.Tensor) -> torch.Tensor:
+        own = getattr(self.obj, "init", None)
+        x = own(y) if callable(own) else self.A_adjoint(y)
+        self.estimate_lipschitz(x)
+        return x
+
+    def estimate_lipschitz(self, x: torch.Tensor, iters: int = 30) -> float:
+        """||A^T A|| by power iteration from a random image shaped like ``x`` (cached), times 1.01 (a safe bound)."""
+        if self._lip is None:
+            g = torch.Generator().manual_seed(0)
+            v = torch.rand(x.shape, generator=g).to(x)
+            norm = 1.0
+            for _ in range(iters):
+                w = self.A_adjoint(self.A(v))
+                norm = float(w.flatten().norm()) / max(float(v.flatten().norm()), 1e-30)
+                v = w / max(float(w.flatten().norm()), 1e-30)
+            self._lip = 1.01 * norm
+        return self._lip
+
+    def lipschitz(self) -> float:
+        if self._lip is None:
+            raise ValueError("the operator's Lipschitz bound is estimated at init(y): call init first")
+        return self._lip
+
+
+def as_operator(physics) -> LinearOperator:
+    """``physics`` as an :class:`LinearOperator`: None is denoising (A = I), an alr operator is
+    itself, any other object with ``A`` and ``A_adjoint`` is wrapped in :class:`Operator`."""
+    if physics is None:
+        return Denoising()
+    if isinstance(physics, LinearOperator):
+        return physics
+    if callable(getattr(physics, "A", None)) and callable(getattr(physics, "A_adjoint", None)):
+        return Operator(physics)
+    raise TypeError(f"a forward operator needs methods A and A_adjoint; got {type(physics).__name__}")
+
+
 class Denoising(LinearOperator):
     """A = I: y = x + n."""
 
@@ -132,7 +200,8 @@ class Blur(LinearOperator):
     """
 
     def __init__(self, kernel: torch.Tensor) -> None:
-        self.kernel = _to_kernel(kernel)
+        super().__init__()
+        self.register_buffer("kernel", _to_kernel(kernel))
 
     def _fits(self, x: torch.Tensor) -> None:
         kh, kw = self.kernel.shape
@@ -167,7 +236,8 @@ class Inpainting(LinearOperator):
             m = m.unsqueeze(0)
         if not torch.isfinite(m).all():
             raise ValueError("mask contains NaN or infinite values")
-        self.mask = m
+        super().__init__()
+        self.register_buffer("mask", m)
 
     def _m(self, x: torch.Tensor) -> torch.Tensor:
         if self.mask.shape[-2:] != x.shape[-2:]:
@@ -218,6 +288,7 @@ class Downsampling(LinearOperator):
     def __init__(self, factor: int, filter_sigma: float | None = None) -> None:
         if int(factor) != factor or factor < 1:
             raise ValueError("downsampling factor must be a positive integer")
+        super().__init__()
         self.factor = int(factor)
         self.blur = Blur(gaussian_kernel(filter_sigma or 0.5 * self.factor)) if self.factor > 1 else None
 

@@ -18,7 +18,8 @@ import math
 import os
 from pathlib import Path
 
-from .critic import PatchCritic, PointCritic, load_file
+from .critic import PatchCritic
+from .modelfile import ModelNotFoundError, load_model
 
 MODEL_DIR = Path(__file__).parent / "models"
 
@@ -35,20 +36,20 @@ def resolve(name_or_path: str | os.PathLike) -> Path:
         return MODEL_DIR / f"{p.name}.safetensors"
     if not p.is_file():
         names = ", ".join(shipped_models()) or "none"
-        raise FileNotFoundError(f"model {name_or_path!s} not found (shipped models: {names})")
+        raise ModelNotFoundError(f"model {name_or_path!s} not found (shipped models: {names})")
     return p
 
 
-def load(name_or_path: str | os.PathLike) -> PatchCritic | PointCritic:
+def load(name_or_path: str | os.PathLike) -> PatchCritic:
     """Load a shipped model by name (``"gray"``, ``"color"``) or a model file by path.
 
     >>> import alr
     >>> alr.load("no-such-model")
     Traceback (most recent call last):
     ...
-    FileNotFoundError: model no-such-model not found (shipped models: ...)
+    alr.modelfile.ModelNotFoundError: model no-such-model not found (shipped models: color, gray)
     """
-    return load_file(resolve(name_or_path))
+    return load_model(resolve(name_or_path))
 
 
 CLIPPED_SUFFIX = "-clipped"
@@ -131,3 +132,33 @@ def solver_options(model, task: str = "denoise", sigma: float | None = None, cli
 # iterations on bsd400 images, little beyond (see the README's Performance section)
 TASK_ITERS = {"denoise": 20, "deblur": 60, "inpaint": 60, "sr": 60}
 DEFAULT_SOLVER = {"method": "lbfgs", "options": {"boundary": "reflect"}, "iters": TASK_ITERS}
+
+
+def describe(model: PatchCritic, name: str = "model") -> str:
+    """A readable summary of a model: architecture, training data and recipe, lambda tables."""
+    meta = model.meta or {}
+    cfg = model.config()
+    n = sum(p.numel() for p in model.parameters())
+    lines = [f"{name}: patch critic, {cfg['in_channels']} channel(s), {cfg['depth']} layers of width {cfg['width']} "
+             f"({model.receptive_field}x{model.receptive_field} patches), {cfg['activation']}, {cfg['criterion']}; "
+             f"{n:,} parameters"]
+    data, train = meta.get("data") or {}, meta.get("training") or {}
+    if data or train:
+        steps = train.get("steps")
+        lines.append("trained: " + ", ".join(str(v) for v in (
+            f"{steps} steps" if steps else None,
+            f"batch {train['batch_size']}" if "batch_size" in train else None,
+            f"on {data['clean']}" if data.get("clean") else None,
+            data.get("degradation")) if v))
+    if meta.get("continued_from"):
+        lines.append("continued from an earlier model (see --json for its recipe)")
+    tables = meta.get("lambda") or {}
+    if not tables:
+        lines.append("no lambda table: restore with --lam, or calibrate: alr bench calibrate --model FILE")
+    for task, t in tables.items():
+        cols = [("sigma", t["sigma"]), ("lambda", t["lam"])] + [(k, t[k]) for k in ("iters", "concavity") if k in t]
+        lines.append(f"table {task}:")
+        lines += [f"  {k:<9} " + " ".join(f"{v:>8.4g}" for v in vals) for k, vals in cols]
+    if meta.get("lambda_calibration"):
+        lines.append(f"calibrated on: {meta['lambda_calibration']}")
+    return "\n".join(lines)

@@ -50,9 +50,7 @@ exactly the full-image gradient.
 """
 from __future__ import annotations
 
-import copy
 import itertools
-import math
 import threading
 from dataclasses import dataclass, field
 from typing import Callable
@@ -60,11 +58,10 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from .critic import (DIHEDRAL, PatchCritic, boundary_padding, check_concavity, check_image_size, dihedral,
-                     pad_boundary, shape_scores_unchecked)
+from .critic import PatchCritic, Regularizer, check_image_size
 from .fidelity import Gaussian
-from .physics import Denoising, LinearOperator
-from .train import resolve_device
+from .physics import LinearOperator, as_operator
+from .device import resolve_device
 
 METHODS = ("adam", "gd", "agd", "lbfgs")
 #: Device types on which the L-BFGS of a batch solves its images one after another instead of
@@ -106,134 +103,6 @@ class Energy:
         return Energy(*(t[j:j + 1] for t in (self.value, self.data, self.reg, self.grad)))
 
 
-class Regularizer:
-    """R(x) and its gradient for a critic, with optional tiling and per-channel use.
-
-    Parameters
-    ----------
-    model : a trained :class:`PatchCritic` (weights are frozen here).
-    per_channel : apply a 1-channel critic to each channel of a colour image,
-        ``R(x) = mean_c R(x_c)``.
-    max_memory : bytes allowed for the activations of one gradient evaluation;
-        larger images are processed in exact tiles. None: no tiling.
-    precision : ``"fp32"`` or ``"bf16"`` (autocast: about 2x faster on CPU, gradient
-        relative error about 2%; see benchmarks/restore_speed.py for its PSNR cost).
-    boundary : ``"reflect"`` (R on the image mirrored by s - 1 pixels) or ``"valid"``
-        (the paper's: only patches inside the image); see the module docstring.
-    compile : run the critic through ``torch.compile`` (one-off compilation of about
-        25 s on CPU; measured no faster there, see benchmarks/restore_speed.py).
-    concavity, score_ref : shape the patch scores before averaging,
-        ``R(x) = mean_p psi(r(p))`` (:func:`alr.critic.shape_scores`; 0: the paper's R);
-        ``concavity`` may hold one value per image.
-    symmetric : ``R_sym(x) = 1/8 sum_g R(g x)`` over the flips and quarter turns g of the
-        pixel grid (:func:`alr.critic.dihedral`); 8 times the cost of R.
-
-    The critic runs in channels-last memory format (2x faster on CPU, same values).
-    """
-
-    def __init__(self, model: PatchCritic, per_channel: bool = False,
-                 max_memory: float | None = None, precision: str = "fp32",
-                 boundary: str = "reflect", compile: bool = False,
-                 concavity: float | torch.Tensor = 0.0, score_ref: float = 0.0,
-                 symmetric: bool = False) -> None:
-        kappa = check_concavity(torch.as_tensor(concavity, dtype=torch.float64).flatten())
-        if precision not in ("fp32", "bf16"):
-            raise ValueError(f"unknown precision {precision!r}; use fp32 or bf16")
-        self.pad = boundary_padding(model.receptive_field, boundary)  # validates the boundary name
-        for p in model.parameters():
-            p.requires_grad_(False)
-        model.to(memory_format=torch.channels_last)
-        self.model, self.per_channel, self.max_memory = model, per_channel, max_memory
-        self.precision, self.boundary = precision, boundary
-        self.kappa = kappa if kappa.any() else None  # None: the paper's R, nothing to shape
-        self.score_ref, self.symmetric = score_ref, symmetric
-        self.net = torch.compile(model) if compile else model
-        self.s = model.receptive_field
-
-    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
-        c = self.model.in_channels
-        if x.shape[1] == c:
-            return x
-        if self.per_channel and c == 1:
-            return x.reshape(-1, 1, *x.shape[-2:])
-        raise ValueError(f"the model expects {c} channel(s) but the image has {x.shape[1]}"
-                         + ("; use per_channel=True (--per-channel) to apply it to each channel"
-                            if c == 1 else ""))
-
-    def bytes_per_pixel(self) -> float:
-        """Rough activation memory of forward + backward per output pixel (float32)."""
-        m = self.model
-        return 4.0 * 3 * m.width * max(1, m.depth - 1)
-
-    def tile_size(self, x: torch.Tensor) -> int | None:
-        """Output tile side under ``max_memory``, or None if the image fits whole."""
-        if self.max_memory is None:
-            return None
-        xb = self._prepare(x)
-        per_px = self.bytes_per_pixel() * xb.shape[0] * x.element_size() / 4
-        side = int(math.sqrt(self.max_memory / per_px)) - (self.s - 1)
-        if side >= max(xb.shape[-2:]) + 2 * self.pad - self.s + 1:
-            return None
-        return max(side, 16)
-
-    def select(self, idx: list[int]) -> "Regularizer":
-        """The regulariser of the images ``idx`` of a batch (their own shaping)."""
-        out = copy.copy(self)
-        if self.kappa is not None and self.kappa.numel() > 1:
-            out.kappa = self.kappa[idx]
-        return out
-
-    def value_and_grad(self, x: torch.Tensor, need_grad: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """R(x) of shape (B,) and grad_x R(x) (or None), exact under tiling."""
-        if not self.symmetric:
-            return self._value_and_grad(x, need_grad)
-        r, grad = 0.0, None
-        for k in range(DIHEDRAL):  # grad R_sym(x) = 1/8 sum_g g^-1 grad R(g x)
-            rk, gk = self._value_and_grad(dihedral(x, k), need_grad)
-            r = r + rk
-            if need_grad:
-                gk = dihedral(gk, k, inverse=True)
-                grad = gk if grad is None else grad + gk
-        return r / DIHEDRAL, None if grad is None else grad / DIHEDRAL
-
-    def _value_and_grad(self, x: torch.Tensor, need_grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-        b = x.shape[0]
-        s, p = self.s, self.pad
-        with torch.enable_grad():
-            leaf = self._prepare(x).detach().requires_grad_(need_grad and p > 0)
-            xb = pad_boundary(leaf, s, self.boundary)
-        nb = xb.shape[0]
-        kappa = self.kappa
-        if kappa is not None:  # one value per image, repeated over its channels under per_channel
-            kappa = kappa.to(xb).repeat_interleave(nb // kappa.numel()).view(-1, 1, 1, 1)
-        ho, wo = xb.shape[-2] - s + 1, xb.shape[-1] - s + 1
-        tile = self.tile_size(x)
-        total = xb.new_zeros(nb)
-        grad = torch.zeros(xb.shape, dtype=xb.dtype, device=xb.device) if need_grad else None
-        steps = [(0, ho, 0, wo)] if tile is None else [
-            (i, min(i + tile, ho), j, min(j + tile, wo))
-            for i in range(0, ho, tile) for j in range(0, wo, tile)]
-        for i0, i1, j0, j1 in steps:
-            sub = xb[..., i0:i1 + s - 1, j0:j1 + s - 1].detach().contiguous(memory_format=torch.channels_last)
-            with torch.enable_grad(), torch.autocast(sub.device.type, dtype=torch.bfloat16,
-                                                     enabled=self.precision == "bf16"):
-                sub.requires_grad_(need_grad)
-                r = self.net(sub).to(xb.dtype)
-                if kappa is not None:
-                    r = shape_scores_unchecked(r, kappa, self.score_ref)
-                score = r.sum(dim=(1, 2, 3)) / (ho * wo)
-                if need_grad:
-                    (g,) = torch.autograd.grad(score.sum(), sub)
-                    grad[..., i0:i1 + s - 1, j0:j1 + s - 1] += g.to(xb.dtype)
-            total += score.detach()
-        r = total.view(b, -1).mean(1)
-        if grad is not None:
-            if p:  # adjoint of the padding: fold the mirrored border back onto the image
-                (grad,) = torch.autograd.grad(xb, leaf, grad)
-            grad = grad.reshape(x.shape) / (nb // b)
-        return r, grad
-
-
 class Problem:
     """The variational energy E(x) for measurements ``y`` of ``physics`` (data term ``fidelity``)."""
 
@@ -270,7 +139,7 @@ def _per_image_weight(lam: float | torch.Tensor, b: int, x: torch.Tensor, name: 
     return lam.contiguous()
 
 
-def restore(y: torch.Tensor, physics: LinearOperator | None, model: PatchCritic,
+def minimize(y: torch.Tensor, physics: LinearOperator | None, model: PatchCritic,
             lam: float | torch.Tensor, method: str = "adam", iters: int | None = None,
             lr0: float = 0.01, lr1: float = 1e-4, step: float | list[float] | None = None, tol: float = 0.0,
             x0: torch.Tensor | None = None, per_channel: bool = False,
@@ -279,12 +148,16 @@ def restore(y: torch.Tensor, physics: LinearOperator | None, model: PatchCritic,
             symmetric: bool = False, clip: bool = True, fidelity=None,
             progress: bool = False, device: str | torch.device | None = None,
             callback: Callable[[int, torch.Tensor], None] | None = None) -> tuple[torch.Tensor, History]:
-    """Minimise ``E(x) = 1/(2n) ||A x - y||^2 + lam R(x)``; see the module docstring.
+    """Minimise ``E(x) = 1/(2n) ||A x - y||^2 + lam R(x)`` with every setting explicit.
+
+    The low-level solver: :func:`restore` resolves ``lam`` and the solver settings from the
+    model's tables and calls this. See the module docstring for the methods.
 
     Parameters
     ----------
     y : measurements (B, C, h, w).
-    physics : forward operator (None: denoising).
+    physics : forward operator (None: denoising): an :class:`alr.physics.LinearOperator`, or any
+        object with ``A`` and ``A_adjoint`` (a DeepInverse physics), see :func:`alr.physics.as_operator`.
     model : the critic defining R.
     lam : regularisation weight, scalar or one per image.
     method : ``"adam"`` (paper), ``"gd"``, ``"agd"`` or ``"lbfgs"``.
@@ -319,16 +192,17 @@ def restore(y: torch.Tensor, physics: LinearOperator | None, model: PatchCritic,
     >>> import torch, alr
     >>> critic = alr.PatchCritic(width=8)
     >>> y = torch.rand(1, 1, 32, 32)
-    >>> x, hist = alr.restore(y, alr.physics.Denoising(), critic, lam=0.01, iters=5)
+    >>> x, hist = alr.solver.minimize(y, alr.physics.Denoising(), critic, lam=0.01, iters=5)
     >>> x.shape, len(hist.objective)
     (torch.Size([1, 1, 32, 32]), 5)
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    physics = physics or Denoising()
+    physics = as_operator(physics)
     physics.check_measurement(y)
     dev = resolve_device(device) if device else next(model.parameters()).device
-    model = model.to(dev).eval()
+    model = model.to(dev, memory_format=torch.channels_last).eval().requires_grad_(False)
+    physics = physics.to(dev) if isinstance(physics, torch.nn.Module) else physics
     y = y.to(dev, torch.float32).contiguous()
     b = y.shape[0]
     x = (physics.init(y) if x0 is None else x0.to(dev, torch.float32)).clone().contiguous()
@@ -343,9 +217,9 @@ def restore(y: torch.Tensor, physics: LinearOperator | None, model: PatchCritic,
                          f"got {len(step)} steps for {method!r}")
     check_image_size(x, model.receptive_field)  # before the progress bar: fail at once
     hist = History(callback=callback)
-    lbfgs = method == "lbfgs"  # counts energy evaluations: up to 1.25 per iteration (line search)
-    bar = tqdm(total=b * (int(iters * 1.25) + 1) if lbfgs else iters, disable=not progress, desc=f"restore ({method})",
-               unit="eval" if lbfgs else "it", dynamic_ncols=True, leave=False)
+    lbfgs = method == "lbfgs"  # one bar step per iteration of each image; energy evaluations in the postfix
+    bar = tqdm(total=b * iters if lbfgs else iters, disable=not progress, desc=f"restore ({method})",
+               unit="it", dynamic_ncols=True, leave=False)
     solver = {"adam": _adam, "gd": _gd, "agd": _agd, "lbfgs": _lbfgs}[method]
     with torch.no_grad():
         x = solver(prob, x, iters, hist, bar, tol=tol, lr0=lr0, lr1=lr1, step=step)
@@ -473,6 +347,7 @@ def _lbfgs(prob: Problem, x, iters, hist, bar, tol, **_) -> torch.Tensor:
     """
     b = x.shape[0]
     traces = [History() for _ in range(b)]
+    steps, evals = [0] * b, [0]  # L-BFGS iterations of each image, energy evaluations in all
     current = x.clone()
 
     def solve(group: list[int]) -> list[torch.Tensor]:
@@ -480,13 +355,13 @@ def _lbfgs(prob: Problem, x, iters, hist, bar, tol, **_) -> torch.Tensor:
             current[[group[j] for j in idx]] = z
             if hist.callback is not None:
                 hist.callback(k, current)
-            if bar.total is not None and bar.n + len(idx) > bar.total:  # the line search went past max_eval
-                bar.total = bar.n + len(idx)
-            bar.update(len(idx))
-            bar.set_postfix(E=f"{float(e.value.mean()):.5g}")
+            evals[0] += len(idx)
+            bar.update(min(sum(steps), bar.total) - bar.n)
+            bar.set_postfix(E=f"{float(e.value.mean()):.5g}", evals=evals[0])
 
         return _Lockstep(prob.select(group), len(group)).run(
-            lambda j, energy: _lbfgs_one(energy, x[group[j]:group[j] + 1], iters, traces[group[j]]), on_round)
+            lambda j, energy: _lbfgs_one(energy, x[group[j]:group[j] + 1], iters, traces[group[j]],
+                                         lambda k, i=group[j]: steps.__setitem__(i, k)), on_round)
 
     groups = [[i] for i in range(b)] if x.device.type in SEQUENTIAL_DEVICES else [list(range(b))]
     out = [xi for group in groups for xi in solve(group)]
@@ -572,12 +447,14 @@ class _Lockstep:
         return out
 
 
-def _lbfgs_one(energy: Callable[[torch.Tensor], Energy], x, iters, hist) -> torch.Tensor:
+def _lbfgs_one(energy: Callable[[torch.Tensor], Energy], x, iters, hist,
+               on_iter: Callable[[int], None] = lambda k: None) -> torch.Tensor:
     """torch.optim.LBFGS on the energy of one image (``energy(z)``), traced in ``hist``.
 
     torch's L-BFGS makes its first step of unit L1 length, which is tiny for images; we
     optimise ``u`` with ``x = x0 + c u`` where ``c = 0.5 ||n grad E(x0)||_1``, so that the first
     step is the gradient step ``x0 - 0.5 n grad E(x0)`` of the un-normalised energy.
+    ``on_iter(k)`` is told the iteration count k at each evaluation (for the progress bar).
     """
     n = x[0].numel()
     x0 = x
@@ -595,8 +472,126 @@ def _lbfgs_one(energy: Callable[[torch.Tensor], Energy], x, iters, hist) -> torc
             hist.record(e)
             hist.iterations += 1
         var.grad = c * e.grad / n
+        on_iter(opt.state[var].get("n_iter", 0))
         return e.value.sum()
 
     with torch.enable_grad():
         opt.step(closure)
     return x0 + c * var.detach()
+
+
+# ---------------------------------------------------------------------------- one-call restoration
+def task_of(physics) -> str | None:
+    """The lambda table that fits an operator: ``"denoise"`` for None or the identity, ``"deblur"``,
+    ``"inpaint"``, ``"sr"`` for alr's blur, mask and downsampling; None for another operator."""
+    from .physics import Blur, Denoising, Downsampling, Inpainting
+
+    kinds = {Denoising: "denoise", Blur: "deblur", Inpainting: "inpaint", Downsampling: "sr"}
+    return "denoise" if physics is None else kinds.get(type(physics))
+
+
+def solve(y: torch.Tensor, physics, model: PatchCritic, settings: list, device: str | torch.device | None = None,
+          progress: bool = False, callback: Callable[[int, torch.Tensor], None] | None = None
+          ) -> tuple[torch.Tensor, History]:
+    """Restore the batch ``y`` with one :class:`alr.settings.Settings` per image (equal
+    ``batch_key()``; lam, concavity and sigma may differ). Images whose settings say ``skip``
+    are returned as they are."""
+    from .fidelity import ClippedGaussian
+
+    s0 = settings[0]
+    if any(s.batch_key() != s0.batch_key() for s in settings):
+        raise ValueError("the images of one solve need the same solver settings")
+    keep = [i for i, s in enumerate(settings) if not s.skip]
+    dev = resolve_device(device) if device else y.device
+    if not keep:
+        return y.to(dev).clone(), History()
+    ys = y if len(keep) == len(settings) else y[keep]
+    op = as_operator(physics)
+    op = op if len(keep) == len(settings) else op.select(keep)
+    picked = [settings[i] for i in keep]
+    fidelity = ClippedGaussian([s.sigma for s in picked]) if s0.clipped else None
+    x, hist = minimize(ys, op, model, torch.tensor([s.lam for s in picked]),
+                       concavity=torch.tensor([s.concavity for s in picked]), fidelity=fidelity,
+                       device=device, progress=progress, callback=callback, **s0.solver_kwargs())
+    if len(keep) == len(settings):
+        return x, hist
+    out = y.to(x.device).clone()  # only denoising skips images, so x and y have one shape
+    out[keep] = x
+    return out, hist
+
+
+def restore(y: torch.Tensor, model: "str | PatchCritic | None" = None, sigma: float | None = None,
+            task: str | None = None, physics=None, lam: float | None = None, *, clipped: bool = False,
+            method: str | None = None, iters: int | None = None, concavity: float | None = None,
+            boundary: str | None = None, symmetric: bool = False, per_channel: bool = False,
+            max_memory: float | None = None, device: str | torch.device | None = None,
+            progress: bool = False) -> torch.Tensor:
+    """Restore ``y`` in one call, with the model's calibrated settings for everything not given.
+
+    Solves ``min_x 1/(2n) ||A x - y||^2 + lam R(x)`` (module docstring) with lambda, solver,
+    iterations and score shaping from the model's table for ``task`` at noise level ``sigma``
+    (:func:`alr.settings.resolve`), the same resolution as ``alr restore``.
+
+    Parameters
+    ----------
+    y : measurements (B, C, H, W), float, in [0, 1] up to the noise.
+    model : a shipped model name (``"gray"``, ``"color"``), a model file, or a critic;
+        default ``"gray"`` for 1 channel, ``"color"`` for 3.
+    sigma : noise level (std in [0, 1] units); None: estimated from each image for denoising.
+    task : which calibrated table to use: ``"denoise"``, ``"deblur"``, ``"inpaint"``, ``"sr"``;
+        default: the one of ``physics`` (:func:`task_of`).
+    physics : the forward operator A (None: denoising): an :mod:`alr.physics` operator or any
+        object with ``A`` and ``A_adjoint``, such as a DeepInverse ``LinearPhysics``. For an
+        operator alr has no table for, give ``lam`` (its solver settings are those of ``deblur``)
+        or ``task``.
+    lam, clipped, method, iters, concavity, boundary, symmetric, per_channel, max_memory :
+        overrides, see :func:`alr.settings.resolve` and :func:`minimize`.
+    device : where to solve (default: CUDA when available, else the CPU); the result stays there.
+    progress : show a progress bar.
+
+    Returns the restored images (B, C, H, W) in [0, 1].
+
+    Example
+    -------
+    >>> import torch, alr
+    >>> from alr.data import add_noise
+    >>> clean = torch.linspace(0, 1, 48).repeat(48, 1)[None, None]
+    >>> noisy = add_noise(clean, 0.1, seed=0)
+    >>> restored = alr.restore(noisy, "gray", sigma=0.1)
+    >>> bool(alr.metrics.psnr(restored, clean) > alr.metrics.psnr(noisy, clean) + 5)
+    True
+    """
+    from .errors import AlrError
+    from .pretrained import load
+    from .settings import match_channels, resolve
+
+    if not isinstance(y, torch.Tensor) or y.dim() != 4:
+        raise AlrError(f"y must be a (B, C, H, W) tensor, got {type(y).__name__}"
+                       + (f" of shape {tuple(y.shape)}" if isinstance(y, torch.Tensor) else ""))
+    if not y.is_floating_point():
+        raise AlrError(f"y must be a float tensor with values in [0, 1], got {y.dtype} (divide by 255 for 8-bit data)")
+    if isinstance(model, PatchCritic):
+        critic = model
+    else:
+        critic = load(model or ("gray" if y.shape[1] == 1 else "color"))
+    y = match_channels(critic, y, per_channel)
+    task = task or task_of(physics)
+    if task is None:
+        if lam is None:
+            raise AlrError(f"alr has no lambda table for a {type(physics).__name__} operator: give lam= (or task=)")
+        task = "deblur"
+    dev = resolve_device(device)
+    sets = [resolve(critic, y[i:i + 1], task, sigma, lam, clipped=clipped, method=method, iters=iters,
+                    concavity=concavity, boundary=boundary, symmetric=symmetric, per_channel=per_channel,
+                    max_memory=max_memory, device=dev) for i in range(y.shape[0])]
+    groups: dict[tuple, list[int]] = {}
+    for i, s in enumerate(sets):
+        groups.setdefault(s.batch_key(), []).append(i)
+    op = as_operator(physics)
+    out: torch.Tensor | None = None
+    for idx in groups.values():
+        x = solve(y[idx], op.select(idx) if len(idx) < len(sets) else op, critic, [sets[i] for i in idx], dev,
+                  progress)[0]
+        out = x.new_empty((y.shape[0], *x.shape[1:])) if out is None else out
+        out[idx] = x
+    return out

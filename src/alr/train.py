@@ -46,7 +46,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .critic import atomic_write, patch_scores
+from .critic import patch_scores
+from .device import resolve_device
+from .files import atomic_write
+from .modelfile import save_model
 
 Sampler = Callable[[int, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
 
@@ -91,23 +94,6 @@ class TrainConfig:
         return self.lr0 * (self.lr1 / self.lr0) ** f
 
 
-def resolve_device(name: str | torch.device | None = None) -> torch.device:
-    """The device called ``name`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``), checked to exist here;
-    ``None``: CUDA when available, else the CPU. Raises ``ValueError`` with the reason otherwise."""
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"unknown device {name!r}; use cpu, cuda or cuda:N") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {name!r}: this torch ({torch.__version__}) sees no CUDA GPU; use cpu")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f"device {name!r}: there are only {torch.cuda.device_count()} CUDA device(s)")
-    return dev
-
-
 def _dist_info() -> tuple[int, int]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
@@ -132,7 +118,7 @@ def continue_from(model: nn.Module, source: str) -> nn.Module:
     (``meta["continued_from"]``, nested when a model is continued twice).
     """
     meta = dict(getattr(model, "meta", None) or {})
-    prev = {"model": str(source), "training": meta.pop("training", {})}
+    prev = {"model": Path(source).stem, "training": meta.pop("training", {})}  # a name, never a machine path
     if "data" in meta:
         prev["data"] = meta.pop("data")
     if "continued_from" in meta:
@@ -286,7 +272,7 @@ def train_critic(critic: nn.Module, sampler: Sampler, config: TrainConfig,
         critic.meta["training"]["steps"] = done
         critic.meta["training"]["world_size"] = world
     if out is not None and rank == 0:
-        critic.save(out)
+        save_model(critic, out)
     return critic
 
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .physics import Blur, Denoising, LinearOperator
+from ..physics import Blur, Denoising, LinearOperator
 
 
 # --------------------------------------------------------------------------- BM3D
@@ -126,7 +126,7 @@ class GMM:
     def save(self, path: str | os.PathLike) -> None:
         from safetensors.torch import save_file
 
-        from .critic import atomic_write
+        from ..files import atomic_write
         tensors = {"weights": self.weights.contiguous(), "means": self.means.contiguous(),
                    "covs": self.covs.contiguous()}
         atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"patch": str(self.patch)}))
@@ -283,7 +283,7 @@ def _kernel_fft(k: torch.Tensor, h: int, w: int) -> torch.Tensor:
 def fit_gmm_from_folder(folder: str | os.PathLike, channels: int, out: str | os.PathLike,
                         n_patches: int = 100000, k: int = 20, iters: int = 30, seed: int = 0) -> GMM:
     """Fit the EPLL GMM on random patches of a training folder and save it."""
-    from .data import ImageStack
+    from ..data import ImageStack
     x = zero_mean_patches(ImageStack.from_folder(folder, channels), n_patches, 8, seed)
     gmm = GMM.fit(x, k=k, iters=iters, seed=seed, progress=True)
     Path(out).parent.mkdir(parents=True, exist_ok=True)

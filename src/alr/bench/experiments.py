@@ -35,26 +35,30 @@ from pathlib import Path
 
 import torch
 
-from . import __version__
-from .cli import DEVICE_HELP, _device, _positive_floats, _positive_int, _positive_ints
-from .critic import pad_boundary
-from .data import add_noise
-from .fidelity import ClippedGaussian
-from .images import data_root, list_images, pyplot, read_image, write_image
-from .metrics import LPIPS, psnr, ssim
-from .physics import Blur, Denoising, Downsampling, Inpainting, gaussian_kernel, random_mask
-from .pretrained import lam_for, load, solver_options, split_table_name, table_name
-from .solver import restore
-from .train import resolve_device
+from .. import __version__, argtypes
+from ..calibration import (BLUR_STD, CAL_TASKS, alr_options, calibrate_lambda, calibrate_tables, center_crop,
+                           denoise_start, score_reference)
+from ..critic import pad_boundary
+from ..data import add_noise
+from ..device import resolve_device
+from ..fidelity import ClippedGaussian
+from ..images import data_root, figure_panels, list_images, read_image, write_image
+from ..metrics import LPIPS, psnr, ssim
+from ..modelfile import load_model, save_model
+from ..physics import Blur, Denoising, Downsampling, Inpainting, gaussian_kernel, random_mask
+from ..pretrained import lam_for, load, split_table_name, table_name
+from ..solver import minimize
 
+EPLL_DIR = Path(__file__).parent / "models"  # the EPLL baseline's Gaussian mixtures
 TABLE2_METHODS = ("alr", "alr-clipped", "bm3d", "bm3d-channels", "epll", "tv")
 
 EXPERIMENTS = ("calibrate", "table1", "table2", "histogram", "deblur", "inpaint", "sr", "toy", "real")
-BLUR_STD = 1.6
 
 
-def add_bench_parser(sub) -> None:
-    b = sub.add_parser("bench", help="reproduce an experiment of the paper")
+def bench_parser() -> argparse.ArgumentParser:
+    """The options of ``alr bench NAME``."""
+    b = argparse.ArgumentParser(prog="alr bench", description="Reproduce an experiment of the paper.")
+    b.set_defaults(command="bench")
     b.add_argument("name", choices=EXPERIMENTS)
     b.add_argument("-o", "--output", required=True, help="output folder")
     b.add_argument("--quick", action="store_true", help="4 images cropped to 96x96, short schedules")
@@ -69,24 +73,25 @@ def add_bench_parser(sub) -> None:
                         "bm3d-channels: grayscale BM3D on each colour channel alone)")
     b.add_argument("--sigmas", default=None, help="comma-separated noise levels")
     b.add_argument("--tasks", default=None, help="calibrate: tasks to calibrate (default: all)")
-    b.add_argument("--steps", type=_positive_int, default=20000, help="table1, real: training steps per critic")
-    b.add_argument("--iters", type=_positive_ints, default=None,
+    b.add_argument("--steps", type=argtypes.positive_int, default=20000, help="table1, real: training steps per critic")
+    b.add_argument("--iters", type=argtypes.positive_ints, default=None,
                    help="calibrate: candidate solver iteration counts (comma-separated); per noise level the "
                         "best (iterations, lambda) pair is recorded in the model copy's table")
-    b.add_argument("--concavity", type=_positive_floats, default=None,
+    b.add_argument("--concavity", type=argtypes.positive_floats, default=None,
                    help="calibrate: candidate concavities of the patch-score shaping (comma-separated, 0: the "
                         "paper's R); the best per noise level is recorded with lambda and the iterations")
-    b.add_argument("--cal-images", type=_positive_int, default=CAL_IMAGES,
+    b.add_argument("--cal-images", type=argtypes.positive_int, default=CAL_IMAGES,
                    help=f"calibrate: centre crops {CAL_CROP}x{CAL_CROP} of the first N images of set12 / cbsd432 "
                         f"(default {CAL_IMAGES}; more: a less noisy choice, proportionally slower)")
     b.add_argument("--calibrate-each", action="store_true",
                    help="table1: calibrate lambda for each critic (default: one shared table, as the paper)")
     b.add_argument("--symmetric", action="store_true",
                    help="table2 / deblur / inpaint / sr: ALR with R averaged over the 8 flips and quarter turns")
-    b.add_argument("--max-images", type=_positive_int, default=None, help="only the first N test images")
+    b.add_argument("--max-images", type=argtypes.positive_int, default=None, help="only the first N test images")
     b.add_argument("--sets", default="set12,bsd68", help="deblur: test sets to run")
-    b.add_argument("--device", type=_device, default=None, help=DEVICE_HELP)
+    b.add_argument("--device", type=argtypes.device, default=None, help=argtypes.DEVICE_HELP)
     b.add_argument("--seed", type=int, default=0)
+    return b
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -104,13 +109,7 @@ def _sigmas(args, default: list[float]) -> list[float]:
 
 
 QUICK_CROP = 96
-
-
-def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
-    """The centre ``size x size`` window of x (..., H, W) (the whole side where it is shorter)."""
-    h, w = x.shape[-2:]
-    top, left = max(h - size, 0) // 2, max(w - size, 0) // 2
-    return x[..., top:top + size, left:left + size]
+CAL_CROP, CAL_IMAGES = 128, 4
 
 
 def _images(folder: Path, channels: int, quick: bool, max_images: int | None = None) -> list[tuple[str, torch.Tensor]]:
@@ -138,15 +137,6 @@ def _seed(name: str, sigma: float, base: int) -> int:
     return (base * 1000003 + sum(ord(c) * 31 ** i for i, c in enumerate(name)) + int(sigma * 1e4)) % (2 ** 31)
 
 
-def alr_options(model, task: str, quick: bool, sigma: float | None = None, clipped: bool = False) -> dict:
-    """The model's solver for ``task`` at noise ``sigma`` (``clipped``: for clipped measurements and
-    the censored data term, :func:`alr.pretrained.solver_options`); ``quick`` caps the iterations at 20."""
-    opts = solver_options(model, task, sigma, clipped)
-    if quick and "iters" in opts:
-        opts["iters"] = min(opts["iters"], 20)
-    return opts
-
-
 def _alr_batched(ys: list[torch.Tensor], phys: list, model, lam: float, device,
                  opts: dict) -> list[tuple[torch.Tensor, float]]:
     """ALR (``restore`` with options ``opts``) on a list of inputs, batching those of equal shape
@@ -163,7 +153,7 @@ def _alr_batched(ys: list[torch.Tensor], phys: list, model, lam: float, device,
         for start in range(0, len(idx), per):
             chunk = idx[start:start + per]
             t0 = time.perf_counter()
-            xh = restore(torch.cat([ys[i] for i in chunk]), phys[chunk[0]], model, lam, device=device,
+            xh = minimize(torch.cat([ys[i] for i in chunk]), phys[chunk[0]], model, lam, device=device,
                          **opts)[0].cpu()
             dt = (time.perf_counter() - t0) / len(chunk)
             for j, i in enumerate(chunk):
@@ -221,63 +211,7 @@ def _run_json(out: Path, args, timings: dict, extra: dict | None = None) -> None
     (out / "run.json").write_text(json.dumps(info, indent=2))
 
 
-def _figure(path: Path, panels: list[tuple[str, torch.Tensor]]) -> None:
-    plt = pyplot()
-
-    fig, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels), 3.3))
-    for ax, (title, img) in zip(axes, panels):
-        im = img[0].clamp(0, 1).permute(1, 2, 0).numpy()
-        ax.imshow(im[..., 0] if im.shape[-1] == 1 else im, cmap="gray", vmin=0, vmax=1)
-        ax.set_title(title, fontsize=9)
-        ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
 # ----------------------------------------------------------------------------- calibration
-CAL_CROP, CAL_IMAGES = 128, 4
-# task -> (noise levels, starting lambda of the line search at each level)
-# "denoise-clipped": noisy inputs clipped to [0, 1] (the paper's protocol) restored with the censored
-# data term, alr.fidelity.ClippedGaussian; its table serves `alr restore --clipped`
-CAL_TASKS = {"denoise": ([0.05, 0.1, 0.2, 0.4], [0.004, 0.01, 0.035, 0.14]),
-             table_name("denoise", clipped=True): ([0.05, 0.1, 0.2, 0.4], [0.004, 0.01, 0.035, 0.14]),
-             "deblur": ([0.01, 0.03], [2e-4, 6e-4]), "inpaint": ([0.01], [5e-4]), "sr": ([0.01], [2e-4])}
-
-
-def denoise_start(sigma: float) -> float:
-    """Starting lambda of the denoising line search at a noise level outside CAL_TASKS."""
-    return 0.01 * (sigma / 0.1) ** 1.5
-
-
-def _cal_physics(task: str, shape: tuple[int, int]):
-    return {"denoise": Denoising, "deblur": lambda: Blur(gaussian_kernel(BLUR_STD)),
-            "inpaint": lambda: Inpainting(random_mask(shape, 0.5, 1)), "sr": lambda: Downsampling(2)}[task]()
-
-
-def line_search(f, lam0: float, max_evals: int | None = None) -> tuple[float, dict[float, float]]:
-    """Maximise f over log(lam): walk by factor 2 while it improves, then by sqrt(2).
-
-    Returns the best lambda and every evaluation. ``max_evals`` caps the evaluations.
-    """
-    seen: dict[int, tuple[float, float]] = {}
-
-    def ev(lam: float) -> float:
-        key = round(math.log2(lam) * 2)
-        if key not in seen:
-            if max_evals is not None and len(seen) >= max_evals:
-                return -math.inf
-            seen[key] = (lam, f(lam))
-        return seen[key][1]
-
-    best = lam0
-    for factor in (2.0, math.sqrt(2.0)):
-        for direction in (factor, 1 / factor):
-            while ev(best * direction) > ev(best):
-                best *= direction
-    return best, dict(seen.values())
-
-
 def calibration_crops(folder: Path, channels: int, quick: bool, images: int = CAL_IMAGES,
                       crop: int = CAL_CROP) -> torch.Tensor:
     """Centre crops ``crop x crop`` of the first ``images`` images of ``folder``, as one batch
@@ -287,58 +221,6 @@ def calibration_crops(folder: Path, channels: int, quick: bool, images: int = CA
     return torch.cat(xs)
 
 
-def score_reference(model, x: torch.Tensor) -> float:
-    """Median critic score over the patches of the clean batch ``x`` (reflect boundary): the
-    ``score_ref`` of the patch-score shaping (:func:`alr.critic.shape_scores`)."""
-    with torch.no_grad():
-        return float(f"{float(model(pad_boundary(x, model.receptive_field, 'reflect')).median()):.4g}")
-
-
-def calibrate_lambda(model, task: str, x: torch.Tensor, sigmas: list[float], starts: list[float],
-                     quick: bool = False, device=None, iters: list[int] | None = None,
-                     concavities: list[float] | None = None, score_ref: float = 0.0,
-                     inherit: bool = False) -> tuple[list[float], list[int], list[float], list[dict]]:
-    """Per noise level, the lambda maximising the mean PSNR of the model's default solver
-    on the clean batch ``x`` (noise seed 1), by :func:`line_search` from ``starts``; with
-    ``iters`` and/or ``concavities``, the search runs for each candidate (iterations,
-    concavity) pair and the best triple wins (shaping reference ``score_ref``: :func:`score_reference`).
-
-    A ``"TASK-clipped"`` task restores clipped noisy crops with the censored data term. ``inherit``
-    (without candidates): keep, at each sigma, the iterations and shaping of the model's TASK table
-    (the censored term changes the data term, not the critic), so that only lambda is searched.
-
-    Returns the best lambdas (3 significant digits), their iteration counts and concavities,
-    and every evaluation as table rows.
-    """
-    plain, clipped = split_table_name(task)
-    physics = _cal_physics(plain, tuple(x.shape[-2:]))
-    best, best_iters, best_kappa, rows = [], [], [], []
-    for sigma, lam0 in zip(sigmas, starts):
-        base = alr_options(model, plain, quick, sigma if inherit else None)
-        ref = base.get("score_ref", 0.0) if inherit else score_ref
-        y = add_noise(physics.A(x), sigma, seed=1, clip=clipped)
-        found: list[tuple[float, float, int, float]] = []  # (psnr, lambda, iterations, concavity)
-        for it in iters or [base.get("iters")]:
-            for kappa in concavities or [base.get("concavity", 0.0) if inherit else 0.0]:
-                opts = {**base, "iters": it, "concavity": kappa, "score_ref": ref,
-                        "fidelity": ClippedGaussian(sigma) if clipped else None}
-
-                def f(lv: float) -> float:
-                    xh, _ = restore(y, physics, model, lv, device=device, **opts)
-                    return float(psnr(xh.cpu(), x).mean())
-
-                lv, evals = line_search(f, lam0, 3 if quick else None)
-                rows += [dict(task=task, sigma=sigma, iters=it, concavity=kappa, lam=k, psnr=v, best=False)
-                         for k, v in sorted(evals.items())]
-                found.append((evals[lv], lv, it, kappa))
-        _, lv, it, kappa = max(found, key=lambda t: t[0])
-        next(r for r in rows if (r["sigma"], r["iters"], r["concavity"], r["lam"]) == (sigma, it, kappa, lv))["best"] = True
-        best.append(float(f"{lv:.3g}"))
-        best_iters.append(it)
-        best_kappa.append(kappa)
-    return best, best_iters, best_kappa, rows
-
-
 def cmd_calibrate(args, out: Path) -> str:
     """Lambda tables of a model on set12 (gray) or cbsd432 (color) crops, written to a model copy."""
     root = data_root(args.data)
@@ -346,39 +228,15 @@ def cmd_calibrate(args, out: Path) -> str:
     model = load(name)
     folder = root / ("cbsd432" if model.in_channels == 3 else "set12")
     x = calibration_crops(folder, model.in_channels, args.quick, images=args.cal_images)
+    sigmas = _sigmas(args, []) or None
+    rows = calibrate_tables(model, x, args.tasks.split(",") if args.tasks else None, sigmas, args.iters,
+                            args.concavity, args.quick, args.device, folder.name, progress=True)
+    model.meta["lambda_calibration"] = "alr bench calibrate: " + model.meta["lambda_calibration"]
     tbl = Table()
-    lam = dict(model.meta.get("lambda", {}))
-    tasks = args.tasks.split(",") if args.tasks else list(CAL_TASKS)
-    unknown = [t for t in tasks if t not in CAL_TASKS]
-    if unknown:
-        raise ValueError(f"unknown task {unknown[0]!r}; choose from {', '.join(CAL_TASKS)}")
-    ref = score_reference(model, x) if args.concavity else 0.0
-    for task in tasks:
-        sigmas, starts = CAL_TASKS[task]
-        plain, clipped = split_table_name(task)
-        if args.sigmas and plain == "denoise":
-            sigmas = _sigmas(args, sigmas)
-            starts = [denoise_start(v) for v in sigmas]
-        # a clipped table without candidates inherits the solver of the plain one (calibrate_lambda)
-        inherit = clipped and not (args.iters or args.concavity)
-        inherited = lam.get(plain, {}) if inherit else {}
-        best, its, kappas, rows = calibrate_lambda(model, task, x, sigmas, starts, args.quick, args.device,
-                                                   args.iters, args.concavity, ref, inherit)
-        for r in rows:
-            tbl.add(**r)
-        # with --iters / --concavity (or inherited) the table records the choices per noise level
-        # (solver_options uses them)
-        lam[task] = {"sigma": sigmas, "lam": best, **({"iters": its} if args.iters or "iters" in inherited else {})}
-        if args.concavity or "concavity" in inherited:
-            lam[task].update(concavity=kappas, score_ref=ref if args.concavity else inherited["score_ref"])
-        model.meta["lambda"] = lam  # a clipped table calibrated next inherits from this one
-    how = "the model's solver" + "".join(
-        f", the best of {v} {what} per noise level"
-        for v, what in ((args.iters, "iterations"), (args.concavity, "concavities")) if v)
-    model.meta["lambda_calibration"] = (f"alr bench calibrate: {len(x)} centre crops {x.shape[-1]}x{x.shape[-2]} "
-                                        f"of {folder.name}, noise seed 1, {how}, log line search")
+    for r in rows:
+        tbl.add(**r)
     target = out / f"{Path(name).stem}.safetensors"
-    model.save(target)
+    save_model(model, target)
     text = tbl.write(out, f"Lambda calibration of {name} (model with the tables: {target})")
     _run_json(out, args, {}, {"model": str(name), "images": folder.name})
     return text
@@ -410,7 +268,7 @@ def tv_lambda(sigma: float, task: str = "denoise") -> float:
 def _gmm(ctx, channels: int, root: Path):
     from .baselines import GMM, fit_gmm_from_folder
     cache = Path(ctx["out"]).parent / f"epll_gmm_{channels}ch{'_quick' if ctx['quick'] else ''}.safetensors"
-    shipped = Path(__file__).parent / "models" / f"epll_gmm_{channels}ch.safetensors"
+    shipped = EPLL_DIR / f"epll_gmm_{channels}ch.safetensors"
     if shipped.is_file() and not ctx["quick"]:
         return GMM.load(shipped)
     if cache.is_file():
@@ -468,7 +326,7 @@ def run_restoration_table(args, out: Path, task: str, folder: Path, sigmas: list
                     rows.append(row)
                     panels.append((f"{m} {row['psnr']:.2f} dB", xh))
                 if i == 0:
-                    _figure(out / f"{task}_{proto}_sigma{s:g}.png", panels + [("clean", x)])
+                    figure_panels(out / f"{task}_{proto}_sigma{s:g}.png", panels + [("clean", x)])
             # written after every noise level, so an interrupted run keeps what it measured
             text = _write_restoration_table(out, rows, title, lp, args, timings,
                                             {"images": [n for n, _ in images], "model": name})
@@ -536,9 +394,9 @@ def cmd_sr(args, out: Path) -> str:
 
 # ----------------------------------------------------------------------------- table 1
 def cmd_table1(args, out: Path) -> str:
-    from .critic import PatchCritic, load_file
-    from .data import Degradation, make_patch_pairs
-    from .train import TrainConfig, train_critic
+    from ..critic import PatchCritic
+    from ..data import Degradation, make_patch_pairs
+    from ..train import TrainConfig, train_critic
 
     root = data_root(args.data)
     trained = {"0.05": (0.05, 0.05), "0.1": (0.1, 0.1), "0.2": (0.2, 0.2), "0.4": (0.4, 0.4), "range": (0.0, 0.4)}
@@ -566,7 +424,7 @@ def cmd_table1(args, out: Path) -> str:
                                                            seed=args.seed, device=args.device), out=path)
             Path(str(path) + ".ckpt").unlink(missing_ok=True)
             timings[f"train_{key}"] = time.perf_counter() - t0
-        critic = load_file(path)
+        critic = load_model(path)
         ref = score_reference(critic, cal)  # the shared table's shaping (if any) with this critic's reference
         lams = calibrate_lambda(critic, "denoise", cal, test_sigmas, [denoise_start(s) for s in test_sigmas],
                                 args.quick, args.device)[0] if args.calibrate_each else \
@@ -608,7 +466,7 @@ def _plot_table1(rows: list[dict], path: Path) -> None:
 def cmd_histogram(args, out: Path) -> str:
     plt = pyplot()
 
-    from .data import ImageStack
+    from ..data import ImageStack
     root = data_root(args.data)
     model = load(args.model or "gray")
     s = model.receptive_field
@@ -669,9 +527,8 @@ def cmd_real(args, out: Path) -> str:
     standard deviation and the mean of what each method changed, and the time; the restorations
     are written as ``IMAGE_METHOD.png`` and the figure shows centre crops."""
     from .baselines import bm3d_restore
-    from .critic import load_file
-    from .data import ImageStack, PatchPairs, estimate_sigma
-    from .train import TrainConfig, continue_from, train_critic
+    from ..data import ImageStack, PatchPairs, estimate_sigma
+    from ..train import TrainConfig, continue_from, train_critic
 
     root = data_root(args.data)
     train_files, held = real_noise_split(root / "rni15")
@@ -690,7 +547,7 @@ def cmd_real(args, out: Path) -> str:
                                                      seed=args.seed, device=args.device),
                      out=out / "real.safetensors", progress=not args.quick)
         Path(str(out / "real.safetensors") + ".ckpt").unlink(missing_ok=True)
-        real = load_file(out / "real.safetensors")
+        real = load_model(out / "real.safetensors")
         timings["train"] = time.perf_counter() - t0
     ref = score_reference(real, calibration_crops(root / "cbsd432", 3, args.quick))
     tbl, rows = Table(), []
@@ -699,8 +556,8 @@ def cmd_real(args, out: Path) -> str:
         sigma = estimate_sigma(y)
         lam = lam_for(color, "denoise", sigma)  # the real critic has no table: color's, at the estimate
         opts = alr_options(color, "denoise", args.quick, sigma)
-        runs = {"color": lambda: restore(y, None, color, lam, device=args.device, **opts)[0],
-                "real": lambda: restore(y, None, real, lam, device=args.device,
+        runs = {"color": lambda: minimize(y, None, color, lam, device=args.device, **opts)[0],
+                "real": lambda: minimize(y, None, real, lam, device=args.device,
                                         **{**opts, "score_ref": ref} if "score_ref" in opts else opts)[0],
                 "cbm3d": lambda: bm3d_restore(y, sigma)}
         panels = [(f"{f.stem}: input (sigma^ {sigma:.3f})", y)]
@@ -749,8 +606,3 @@ def cmd_bench(args) -> None:
     text = fn(args, out)
     print(text)
     print(f"[{args.name}] done in {time.perf_counter() - t0:.0f} s; results in {out}", file=sys.stderr)
-
-
-def parse(argv: list[str]) -> argparse.Namespace:  # convenience for tests
-    from .cli import build_parser
-    return build_parser().parse_args(argv)

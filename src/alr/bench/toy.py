@@ -16,12 +16,46 @@ import json
 import math
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
+from torch import nn
 
-from .critic import PointCritic, patch_scores
-from .images import pyplot
-from .train import TrainConfig, train_critic
+from ..critic import _activation, check_criterion, patch_scores
+from ..images import pyplot
+from ..train import TrainConfig, train_critic
+
+
+class PointCritic(nn.Module):
+    """Small MLP critic on points of R^d, used by the toy circle experiment."""
+
+    kind = "mlp"
+
+    def __init__(self, in_features: int = 2, width: int = 64, depth: int = 3,
+                 activation: str = "relu", criterion: str = "w1") -> None:
+        super().__init__()
+        self.criterion = check_criterion(criterion)
+        self.in_features, self.width, self.depth, self.activation = in_features, width, depth, activation
+        layers: list[nn.Module] = []
+        d = in_features
+        for _ in range(depth):
+            layers += [nn.Linear(d, width), _activation(activation)]
+            d = width
+        layers.append(nn.Linear(d, 1))
+        self.net = nn.Sequential(*layers)
+        self.meta: dict[str, Any] = {}
+
+    def config(self) -> dict[str, Any]:
+        return {"kind": self.kind, "in_features": self.in_features, "depth": self.depth,
+                "width": self.width, "activation": self.activation, "criterion": self.criterion}
+
+    def potential(self, x: torch.Tensor) -> torch.Tensor:
+        """The 1-Lipschitz potential u(x), one value per point."""
+        return self.net(x).squeeze(-1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Score r(x) of each point (see :func:`patch_scores`)."""
+        return patch_scores(self.potential(x), self.criterion)
 
 
 def circle_sampler(sigma: float):

@@ -1,0 +1,76 @@
+"""Command-line option types: each parses one option's text or raises ``ArgumentTypeError``
+with a message that argparse prints as ``alr: error: argument --NAME: MESSAGE``."""
+from __future__ import annotations
+
+import argparse
+import math
+
+
+def memory(text: str) -> float:
+    """A memory size: bytes, or with a unit (512M, 4G)."""
+    units = {"k": 2 ** 10, "m": 2 ** 20, "g": 2 ** 30, "t": 2 ** 40}
+    t = text.strip().lower().rstrip("ib")
+    try:
+        return float(t[:-1]) * units[t[-1]] if t and t[-1] in units else float(t)
+    except (ValueError, IndexError):
+        raise argparse.ArgumentTypeError(f"invalid memory size {text!r} (e.g. 4G, 512M)") from None
+
+
+DEVICE_HELP = "cpu, cuda, cuda:1 (default: cuda when available)"
+
+
+def device(text: str) -> str:
+    """A device name that exists on this machine."""
+    from .device import resolve_device
+    try:
+        resolve_device(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
+def positive_float(text: str) -> float:
+    """A finite number >= 0."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(v) and v >= 0):
+        raise argparse.ArgumentTypeError(f"must be finite and >= 0, got {text}")
+    return v
+
+
+def positive_floats(text: str) -> list[float]:
+    """Comma-separated finite numbers >= 0."""
+    return [positive_float(v) for v in text.split(",")]
+
+
+def int_at_least(low: int):
+    """An argparse type: an integer >= ``low``."""
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if v < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {text}")
+        return v
+    return parse
+
+
+positive_int, count = int_at_least(1), int_at_least(0)
+
+
+def positive_ints(text: str) -> list[int]:
+    """Comma-separated integers >= 1."""
+    return [positive_int(v) for v in text.split(",")]
+
+
+def shard(text: str) -> tuple[int, int]:
+    """``i/n``: the i-th of n parts."""
+    try:
+        i, n = (int(v) for v in text.split("/"))
+        assert 0 <= i < n
+    except Exception:
+        raise argparse.ArgumentTypeError(f"--shard must be i/n with 0 <= i < n, got {text!r}") from None
+    return i, n

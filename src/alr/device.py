@@ -1,0 +1,57 @@
+"""Choosing the device (CPU or GPU) a computation runs on."""
+from __future__ import annotations
+
+import os
+
+import torch
+
+
+def resolve_device(name: str | torch.device | None = None) -> torch.device:
+    """The device called ``name`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``), checked to exist here;
+    ``None``: CUDA when available, else the CPU. Raises ``ValueError`` with the reason otherwise.
+
+    >>> resolve_device("cpu")
+    device(type='cpu')
+    """
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unknown device {name!r}; use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name!r}: this torch ({torch.__version__}) sees no CUDA GPU; use cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {name!r}: there are only {torch.cuda.device_count()} CUDA device(s)")
+    return dev
+
+
+#: The most activation memory the automatic budget takes, whatever is free.
+MAX_AUTO_MEMORY = 1 << 30
+
+
+def available_memory(device: torch.device | str | None = None) -> int | None:
+    """Bytes free now on ``device``: the GPU's free memory, or the system's available RAM
+    (``MemAvailable`` of /proc/meminfo, else the free physical pages); None if unknown."""
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    if dev.type == "cuda":
+        return int(torch.cuda.mem_get_info(dev)[0])
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def memory_budget(device: torch.device | str | None = None) -> float:
+    """Default activation budget of a restore: a quarter of the memory available on ``device``,
+    at most :data:`MAX_AUTO_MEMORY` (the solver's own vectors need the rest)."""
+    free = available_memory(device)
+    return float(MAX_AUTO_MEMORY if free is None else min(MAX_AUTO_MEMORY, max(free // 4, 64 << 20)))

@@ -1,0 +1,193 @@
+"""The model file: one ``.safetensors`` file holding a critic's weights and its metadata.
+
+The safetensors header holds three JSON strings besides the tensors:
+
+* ``config``: the architecture, ``{"kind": "patch", "in_channels": 1, "depth": 6, ...}``,
+  enough to rebuild the network before the weights are loaded;
+* ``meta``: what the model knows about itself: its data sets (by name, never a path of the
+  machine that trained it), its training recipe, and its lambda tables
+  (:mod:`alr.pretrained`);
+* ``alr_version``: the version that wrote it.
+
+Loading never unpickles anything, and the header is checked against a schema with limits
+before any network is built (:func:`validate_config`, :func:`validate_meta`), so a hostile or
+corrupt file is refused with a one-line :class:`ModelFileError` naming the file, and a small
+file cannot make the loader build a huge network.
+
+Example
+-------
+>>> import tempfile, torch, alr
+>>> from alr.modelfile import load_model, save_model
+>>> path = tempfile.mkdtemp() + "/m.safetensors"
+>>> save_model(alr.PatchCritic(width=8), path)
+>>> load_model(path).config()["width"]
+8
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from . import __version__
+from .critic import ACTIVATIONS, CRITERIA, PatchCritic
+from .errors import AlrError
+from .files import atomic_write
+
+#: Limits on what a model file may declare: the loader refuses larger networks before building them.
+MAX_DEPTH = 64
+MAX_WIDTH = 1024
+MAX_HEADER_BYTES = 1 << 20
+
+
+class ModelFileError(AlrError, ValueError):
+    """A model file that cannot be loaded: not safetensors, or with a malformed header."""
+
+
+class ModelNotFoundError(AlrError, FileNotFoundError):
+    """No model file at that path, and no shipped model of that name."""
+
+
+def save_model(model: nn.Module, path: str | os.PathLike) -> None:
+    """Write ``model``'s weights to ``path`` as safetensors, atomically; ``model.config()`` and
+    ``model.meta`` go to the header."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    header = {"alr_version": __version__, "config": json.dumps(model.config()),
+              "meta": json.dumps(getattr(model, "meta", {}) or {})}
+    if hasattr(model, "receptive_field"):
+        header["receptive_field"] = str(model.receptive_field)
+    atomic_write(path, lambda tmp: save_file(state, tmp, metadata=header))
+
+
+def _int_in(cfg: dict, key: str, low: int, high: int, where: str) -> int:
+    v = cfg.get(key)
+    if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
+        raise ModelFileError(f"{where}: config {key!r} must be an integer in [{low}, {high}], got {v!r}")
+    return v
+
+
+def validate_config(cfg: Any, where: str = "model file") -> dict:
+    """The architecture of a patch critic, checked: known keys, types and limits."""
+    if not isinstance(cfg, dict):
+        raise ModelFileError(f"{where}: config must be a JSON object, got {type(cfg).__name__}")
+    if cfg.get("kind") != "patch":
+        raise ModelFileError(f"{where}: config 'kind' must be 'patch' (a patch critic), got {cfg.get('kind')!r}")
+    allowed = {"kind", "in_channels", "depth", "width", "activation", "criterion"}
+    unknown = sorted(set(cfg) - allowed)
+    if unknown:
+        raise ModelFileError(f"{where}: unknown config key(s) {', '.join(map(repr, unknown))}")
+    out = {"in_channels": _int_in(cfg, "in_channels", 1, 3, where),
+           "depth": _int_in(cfg, "depth", 1, MAX_DEPTH, where),
+           "width": _int_in(cfg, "width", 1, MAX_WIDTH, where),
+           "activation": cfg.get("activation", "relu"), "criterion": cfg.get("criterion", "w1")}
+    if out["in_channels"] == 2:
+        raise ModelFileError(f"{where}: config 'in_channels' must be 1 or 3, got 2")
+    if out["activation"] not in ACTIVATIONS:
+        raise ModelFileError(f"{where}: unknown activation {out['activation']!r}")
+    if out["criterion"] not in CRITERIA:
+        raise ModelFileError(f"{where}: unknown criterion {out['criterion']!r}")
+    return out
+
+
+def _numbers(v: Any, key: str, where: str, positive: bool = True) -> list[float]:
+    if not isinstance(v, list) or not v or not all(isinstance(a, (int, float)) and not isinstance(a, bool)
+                                                   for a in v):
+        raise ModelFileError(f"{where}: lambda table {key!r} must be a non-empty list of numbers")
+    if not all(math.isfinite(a) and (a > 0 if positive else a >= 0) for a in v):
+        raise ModelFileError(f"{where}: lambda table {key!r} must hold finite numbers "
+                             + ("> 0" if positive else ">= 0"))
+    return [float(a) for a in v]
+
+
+def validate_meta(meta: Any, where: str = "model file") -> dict:
+    """The metadata, checked where the library reads it: the lambda tables (``meta["lambda"]``)."""
+    if not isinstance(meta, dict):
+        raise ModelFileError(f"{where}: meta must be a JSON object, got {type(meta).__name__}")
+    tables = meta.get("lambda", {})
+    if not isinstance(tables, dict):
+        raise ModelFileError(f"{where}: meta 'lambda' must be an object of tables, one per task")
+    for task, t in tables.items():
+        w = f"{where}: table {task!r}"
+        if not isinstance(t, dict):
+            raise ModelFileError(f"{w} must be an object with 'sigma' and 'lam' lists")
+        sig = _numbers(t.get("sigma"), "sigma", w)
+        if sig != sorted(sig) or len(set(sig)) != len(sig):
+            raise ModelFileError(f"{w}: 'sigma' must be increasing")
+        for key in ("lam", "iters", "concavity"):
+            if key in t or key == "lam":
+                vals = _numbers(t.get(key), key, w, positive=key != "concavity")
+                if len(vals) != len(sig):
+                    raise ModelFileError(f"{w}: {len(vals)} values of {key!r} for {len(sig)} noise levels")
+        if "concavity" in t and not isinstance(t.get("score_ref"), (int, float)):
+            raise ModelFileError(f"{w}: a table with 'concavity' needs a number 'score_ref'")
+    solver = meta.get("solver")
+    if solver is not None and not (isinstance(solver, dict) and isinstance(solver.get("method"), str)):
+        raise ModelFileError(f"{where}: meta 'solver' must be an object with a 'method'")
+    return meta
+
+
+def read_header(path: str | os.PathLike) -> dict[str, str]:
+    """The string metadata of a safetensors file, read without loading its tensors."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelNotFoundError(f"model file not found: {path}")
+    try:
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            if not 0 < n <= MAX_HEADER_BYTES:
+                raise ValueError(f"header size {n}")
+            header = json.loads(f.read(n))
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise ModelFileError(f"{path} is not a valid alr model file (not safetensors: {e})") from None
+    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    return meta if isinstance(meta, dict) else {}
+
+
+def load_model(path: str | os.PathLike, classes: dict[str, type] | None = None) -> nn.Module:
+    """Load a critic from a model file (no pickle involved), its header checked first.
+
+    ``classes`` maps other config kinds to their classes (the experiments' toy critic);
+    patch critics are validated against :func:`validate_config`.
+    """
+    from safetensors import safe_open
+
+    path = Path(path)
+    header = read_header(path)
+    if "config" not in header:
+        raise ModelFileError(f"{path} has no alr metadata; was it written by alr?")
+    try:
+        cfg = json.loads(header["config"])
+        meta = json.loads(header.get("meta", "{}"))
+    except json.JSONDecodeError as e:
+        raise ModelFileError(f"{path}: malformed JSON in the model's metadata ({e.msg} at char {e.pos})") from None
+    kind = cfg.get("kind") if isinstance(cfg, dict) else None
+    if classes and kind in classes:
+        model = classes[kind](**{k: v for k, v in cfg.items() if k != "kind"})
+    else:
+        model = PatchCritic(**validate_config(cfg, str(path)))
+    model.meta = validate_meta(meta, str(path))
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            state = {k: f.get_tensor(k) for k in f.keys()}
+        model.load_state_dict(state)
+    except Exception as e:  # corrupt tensors, or weights of another architecture
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelFileError(f"{path}: its weights do not load ({first})") from None
+    model.eval()
+    return model
+
+
+def portable_path(path: str | os.PathLike | None) -> str | None:
+    """What a model file records of a data folder: its name, never the machine's path to it.
+
+    >>> portable_path("/home/me/data/bsd400/")
+    'bsd400'
+    """
+    return None if path is None else Path(path).name
+

@@ -1,0 +1,176 @@
+"""Restoration settings, resolved once from the model, the input and the user's overrides.
+
+:func:`resolve` turns what a user says (a model, a task, maybe a noise level, maybe an
+explicit lambda or solver) into everything the solver needs, using the model's calibrated
+tables (:mod:`alr.pretrained`) for whatever was not given. :func:`alr.restore` (Python) and
+``alr restore`` (command line) both call it, so the two give the same result for the same
+inputs; the notes it returns are what the command line prints.
+
+Rules, in order:
+
+* the noise level ``sigma``: as given, or estimated from the image for denoising
+  (:func:`alr.data.estimate_sigma`); other tasks need it (or an explicit ``lam``);
+* lambda, iterations and score shaping: as given, else from the model's table for the task at
+  ``sigma`` (log-log interpolated, the nearest level's values outside the table's range);
+* an estimated noise level below :data:`NO_NOISE_SIGMA` means there is little or nothing to
+  remove: the image is returned as it is, with a note, unless the user gives ``sigma``/``lam``;
+* the activation memory budget: as given, else a quarter of the memory available now,
+  at most 1 GiB (:func:`alr.device.memory_budget`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from .critic import PatchCritic
+from .device import memory_budget
+from .errors import AlrError
+from .pretrained import calibrated_range, lam_for, solver_options
+
+TASKS = ("denoise", "deblur", "inpaint", "sr")
+#: Estimated noise levels below this are treated as a clean image (2.5 / 255): restoring it
+#: with the weakest calibrated lambda removes detail, not noise.
+NO_NOISE_SIGMA = 0.01
+#: Fraction of pixels at exactly 0 or 1 above which the input looks clipped.
+SATURATION_NOTE = 0.01
+
+
+@dataclass
+class Settings:
+    """Everything :func:`alr.solver.minimize` needs besides the image and the operator.
+
+    ``notes`` are one-line messages for the user (the estimated sigma, a range warning);
+    ``skip`` is True when the image is to be returned unchanged (no noise to remove).
+    """
+
+    task: str
+    sigma: float | None
+    lam: float
+    method: str
+    iters: int | None
+    boundary: str = "reflect"
+    concavity: float = 0.0
+    score_ref: float = 0.0
+    symmetric: bool = False
+    per_channel: bool = False
+    clipped: bool = False
+    max_memory: float | None = None
+    skip: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    def solver_kwargs(self) -> dict:
+        """Keyword arguments of :func:`alr.solver.minimize` (``lam``, ``concavity`` per image excluded)."""
+        kw = {"method": self.method, "boundary": self.boundary, "score_ref": self.score_ref,
+              "symmetric": self.symmetric, "per_channel": self.per_channel, "max_memory": self.max_memory}
+        if self.iters is not None:
+            kw["iters"] = self.iters
+        return kw
+
+    def batch_key(self) -> tuple:
+        """Images whose settings share this key can be solved as one batch (lam, concavity and
+        sigma may differ per image)."""
+        return (self.task, self.method, self.iters, self.boundary, self.score_ref, self.symmetric,
+                self.per_channel, self.clipped)
+
+    def describe(self) -> str:
+        """One line: the settings that decide the result."""
+        parts = [f"task {self.task}", f"lam {self.lam:.4g}", self.method]
+        if self.iters is not None:
+            parts.append(f"{self.iters} iterations")
+        if self.concavity:
+            parts.append(f"shaping {self.concavity:g}")
+        if self.clipped:
+            parts.append("clipped-noise data term")
+        return ", ".join(parts)
+
+
+def match_channels(model: PatchCritic, y: torch.Tensor, per_channel: bool, name: str = "the image") -> torch.Tensor:
+    """``y`` made to fit the model's channels: a gray image is repeated for a colour model;
+    a colour image needs ``per_channel`` with a gray model (AlrError otherwise)."""
+    if model.in_channels == 3 and y.shape[1] == 1:
+        return y.expand(-1, 3, -1, -1)
+    if model.in_channels == 1 and y.shape[1] == 3 and not per_channel:
+        raise AlrError(f"{name} is a colour image and the model is grayscale: use a colour model "
+                       "(--model color) or apply the gray one to each channel (--per-channel)")
+    if y.shape[1] not in (1, 3) or (model.in_channels == 3 and y.shape[1] != 3):
+        raise AlrError(f"{name} has {y.shape[1]} channels; the model takes {model.in_channels}")
+    return y
+
+
+def _saturated(y: torch.Tensor) -> float:
+    """Fraction of pixels exactly at 0 or 1: what clipping after the noise leaves."""
+    return float(((y == 0) | (y == 1)).float().mean())
+
+
+def resolve(model: PatchCritic, y: torch.Tensor, task: str = "denoise", sigma: float | None = None,
+            lam: float | None = None, *, clipped: bool = False, method: str | None = None,
+            iters: int | None = None, concavity: float | None = None, boundary: str | None = None,
+            symmetric: bool = False, per_channel: bool = False, max_memory: float | None = None,
+            device: torch.device | str | None = None, name: str = "the image") -> Settings:
+    """The settings for restoring the measurement ``y`` (B, C, H, W) with ``model``.
+
+    Parameters
+    ----------
+    task : ``"denoise"``, ``"deblur"``, ``"inpaint"`` or ``"sr"``: which of the model's tables to use.
+    sigma : noise level of ``y`` (None: estimated for denoising; for a batch, from its first image).
+    lam : regularisation weight (None: the model's table at ``sigma``).
+    clipped : ``y`` was clipped to [0, 1] after the noise: censored data term and its table.
+    method, iters, concavity, boundary, symmetric : solver overrides (None: the model's).
+    per_channel : apply a gray model to each channel of a colour image.
+    max_memory : activation memory budget in bytes (None: from the memory available on ``device``).
+    name : how messages name the input (a file name on the command line).
+    """
+    from .data import estimate_sigma
+
+    if task not in TASKS:
+        raise AlrError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+    for opt, v in (("sigma", sigma), ("lam", lam), ("concavity", concavity)):
+        if v is not None and not (isinstance(v, (int, float)) and v == v and 0 <= v < float("inf")):
+            raise AlrError(f"{opt} must be a finite number >= 0, got {v!r}")
+    if iters is not None and iters < 1:
+        raise AlrError(f"iters must be >= 1, got {iters}")
+    notes: list[str] = []
+    estimated = False
+    if sigma is None:
+        if task != "denoise" and (lam is None or clipped):
+            raise AlrError(f"task {task} needs --sigma (the noise level)" + ("" if clipped else " or --lam"))
+        if task == "denoise":
+            sigma = estimate_sigma(y)
+            estimated = True
+            notes.append(f"{name}: estimated noise sigma = {sigma:.4f}")
+    if clipped and not sigma:
+        raise AlrError("--clipped needs a noise level > 0 (--sigma)")
+    skip = estimated and lam is None and sigma < NO_NOISE_SIGMA
+    if skip:
+        notes.append(f"{name}: the estimated noise (sigma {sigma:.4f} < {NO_NOISE_SIGMA}) is too low to remove; "
+                     "the image is returned unchanged (give --sigma to restore it anyway)")
+    if lam is None:
+        try:
+            lam = lam_for(model, task, sigma, clipped) if not skip else 0.0
+        except KeyError as e:
+            raise AlrError(e.args[0]) from None
+        span = calibrated_range(model, task, clipped)
+        if span and not skip and not span[0] <= sigma <= span[1]:
+            notes.append(f"{name}: sigma {sigma:.4g} is outside the model's calibrated range {span[0]:g}-{span[1]:g}; "
+                         f"the lambda and solver of sigma {min(max(sigma, span[0]), span[1]):g} are used")
+    sat = _saturated(y)
+    if sat > SATURATION_NOTE and not clipped:
+        notes.append(f"{name}: {sat:.0%} of the pixels are exactly 0 or 1; if the noise was clipped "
+                     "(saturation), --clipped models it and restores them better")
+    if per_channel and model.in_channels == 1 and y.shape[1] == 3:
+        notes.append(f"{name}: a gray model on each colour channel restores about 2 dB worse than the colour "
+                     "model (--model color)")
+    opts = solver_options(model, task, sigma, clipped)
+    if method is not None and method != opts["method"]:  # keep what defines the energy, drop the rest
+        opts = {"method": method, **{k: opts[k] for k in ("boundary", "concavity", "score_ref") if k in opts}}
+    if concavity is not None:
+        if concavity > 0 and "score_ref" not in opts:
+            raise AlrError("this model's table has no score reference for --concavity; calibrate one with "
+                           "alr bench calibrate --concavity ... (or pass --concavity 0)")
+        opts["concavity"] = concavity
+    return Settings(task=task, sigma=sigma, lam=float(lam), method=opts["method"],
+                    iters=iters or opts.get("iters"), boundary=boundary or opts.get("boundary", "reflect"),
+                    concavity=float(opts.get("concavity", 0.0)), score_ref=float(opts.get("score_ref", 0.0)),
+                    symmetric=symmetric, per_channel=per_channel, clipped=clipped,
+                    max_memory=max_memory if max_memory is not None else memory_budget(device), skip=skip, notes=notes)
