@@ -19,7 +19,8 @@ from _common import print_table, write_json
 import alr
 import alr.solver
 from alr.physics import Denoising
-from alr.solver import Problem, Regularizer
+from alr.critic import Regularizer
+from alr.solver import Problem
 
 
 def _timed(f, device) -> float:
@@ -41,7 +42,7 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args()
     dev = torch.device(args.device)
-    model = alr.load("gray").to(dev)
+    model = alr.load("gray").to(dev).requires_grad_(False)
     rows = []
     for size in (int(s) for s in args.sizes.split(",")):
         b = args.batch

@@ -58,7 +58,7 @@ def main() -> None:
                                 **kw)
             acc[name].append((time.perf_counter() - t0, float(psnr(xh, x))))
             traces.setdefault(name, []).append(tr)
-        from alr.baselines import bm3d_restore
+        from alr.bench.baselines import bm3d_restore
         t0 = time.perf_counter()
         xb = bm3d_restore(y, 0.1)
         acc["bm3d"].append((time.perf_counter() - t0, float(psnr(xb, x))))

@@ -39,7 +39,7 @@ def run_demo(output: str | Path) -> float:
     from .data import add_noise
     from .images import figure_panels, write_image
     from .metrics import psnr
-    from .pretrained import lam_for, load, shipped_models, solver_options
+    from .pretrained import load, shipped_models
     from .solver import restore
 
     out = Path(output)
@@ -48,15 +48,13 @@ def run_demo(output: str | Path) -> float:
     sigma = 0.1
     y = add_noise(x, sigma, seed=0)
     model = load("gray") if "gray" in shipped_models() else _fallback_model(out)
-    lam = lam_for(model, "denoise", sigma)
-    opts = solver_options(model, "denoise", sigma)
     t0 = time.perf_counter()
-    xh, _ = restore(y, None, model, lam, progress=True, **opts)
+    xh = restore(y, model, sigma=sigma, progress=True)
     dt = time.perf_counter() - t0
     write_image(out / "noisy.png", y)
     write_image(out / "restored.png", xh)
     p_in, p_out = float(psnr(y, x)), float(psnr(xh, x))
     figure_panels(out / "comparison.png", [(f"noisy {p_in:.2f} dB", y), (f"ALR {p_out:.2f} dB", xh), ("clean", x)])
     print(f"camera (512x512), sigma {sigma}: noisy {p_in:.2f} dB -> restored {p_out:.2f} dB in {dt:.1f} s "
-          f"(lam {lam:.4g}); see {out}/comparison.png")
+          f"; see {out}/comparison.png")
     return p_out

@@ -72,14 +72,26 @@ def _table(model, task: str, clipped: bool = False) -> dict | None:
 
 def calibrated_range(model, task: str, clipped: bool = False) -> tuple[float, float] | None:
     """(lowest, highest) noise level of the model's lambda table for ``task``, or None without one;
-    outside it :func:`lam_for` and :func:`solver_options` use the nearest level's values."""
+    outside it :func:`solver_options` uses the nearest level's values, and :func:`lam_for` the highest
+    level's above it and the table's power law below it."""
     table = _table(model, task, clipped)
     return (table["sigma"][0], table["sigma"][-1]) if table else None
 
 
-def _interp_loglog(xs: list[float], ys: list[float], s: float, log_y: bool = True) -> float:
+def _interp_loglog(xs: list[float], ys: list[float], s: float, log_y: bool = True, extrapolate_low: bool = False
+                   ) -> float:
     """Piecewise log-log interpolation of the points (xs, ys) at s, clamped at the ends
-    (``log_y=False``: linear in y, for values that may be 0)."""
+    (``log_y=False``: linear in y, for values that may be 0). ``extrapolate_low``: below the first
+    level, continue the first segment's power law ``y ~ s^p`` instead (0 at s = 0).
+
+    >>> _interp_loglog([0.1, 0.2], [1.0, 4.0], 0.05), _interp_loglog([0.1, 0.2], [1.0, 4.0], 0.05, extrapolate_low=True)
+    (1.0, 0.25)
+    """
+    if extrapolate_low and log_y and len(xs) > 1 and s < xs[0]:
+        if s <= 0:
+            return 0.0
+        p = math.log(ys[1] / ys[0]) / math.log(xs[1] / xs[0])
+        return float(ys[0] * (s / xs[0]) ** p)
     if len(xs) == 1:
         return float(ys[0])
     s = min(max(s, xs[0]), xs[-1])
@@ -93,7 +105,10 @@ def _interp_loglog(xs: list[float], ys: list[float], s: float, log_y: bool = Tru
 
 def lam_for(model: PatchCritic, task: str, sigma: float, clipped: bool = False) -> float:
     """Calibrated lam for ``task`` at noise level ``sigma`` from the model's table
-    (``clipped``: the table for clipped measurements and the censored data term, if any).
+    (``clipped``: the table for clipped measurements and the censored data term, if any):
+    log-log interpolated between its levels, the highest level's above them, and below the lowest
+    level the power law of its first two levels (lam ~ sigma^p, about p = 1.5 for denoising), which
+    restores low noise better than the lowest level's lambda (camera + noise 0.02: +2.6 dB).
 
     Raises KeyError when the model has no table for the task: pass lam explicitly.
     """
@@ -101,7 +116,9 @@ def lam_for(model: PatchCritic, task: str, sigma: float, clipped: bool = False) 
     if not table:
         raise KeyError(f"model has no calibrated lambda for task {task!r}; pass --lam, or write one into "
                        f"a copy of the model with: alr bench calibrate --model FILE --tasks {task} -o DIR")
-    return _interp_loglog(table["sigma"], table["lam"], sigma)
+    if not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma >= 0):
+        raise ValueError(f"sigma must be a finite number >= 0, got {sigma!r}")
+    return _interp_loglog(table["sigma"], table["lam"], sigma, extrapolate_low=True)
 
 
 def solver_options(model, task: str = "denoise", sigma: float | None = None, clipped: bool = False) -> dict:

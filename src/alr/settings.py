@@ -12,8 +12,11 @@ Rules, in order:
   (:func:`alr.data.estimate_sigma`); other tasks need it (or an explicit ``lam``);
 * lambda, iterations and score shaping: as given, else from the model's table for the task at
   ``sigma`` (log-log interpolated, the nearest level's values outside the table's range);
-* an estimated noise level below :data:`NO_NOISE_SIGMA` means there is little or nothing to
-  remove: the image is returned as it is, with a note, unless the user gives ``sigma``/``lam``;
+* an estimated noise level below the lowest level of the model's table (below
+  :data:`NO_NOISE_SIGMA` without a table) means there is little or nothing to remove, and fine
+  texture easily passes for that much noise (a clean JPEG of grass estimates 0.04 and loses 20 dB
+  when "denoised"): the image is returned as it is, with a note, unless the user gives
+  ``sigma`` or ``lam``;
 * the activation memory budget: as given, else a quarter of the memory available now,
   at most 1 GiB (:func:`alr.device.memory_budget`).
 """
@@ -29,8 +32,7 @@ from .errors import AlrError
 from .pretrained import calibrated_range, lam_for, solver_options
 
 TASKS = ("denoise", "deblur", "inpaint", "sr")
-#: Estimated noise levels below this are treated as a clean image (2.5 / 255): restoring it
-#: with the weakest calibrated lambda removes detail, not noise.
+#: Without a lambda table, estimated noise levels below this (2.5 / 255) count as a clean image.
 NO_NOISE_SIGMA = 0.01
 #: Fraction of pixels at exactly 0 or 1 above which the input looks clipped.
 SATURATION_NOTE = 0.01
@@ -141,19 +143,25 @@ def resolve(model: PatchCritic, y: torch.Tensor, task: str = "denoise", sigma: f
             notes.append(f"{name}: estimated noise sigma = {sigma:.4f}")
     if clipped and not sigma:
         raise AlrError("--clipped needs a noise level > 0 (--sigma)")
-    skip = estimated and lam is None and sigma < NO_NOISE_SIGMA
+    span = calibrated_range(model, task, clipped)
+    low = span[0] if span else NO_NOISE_SIGMA
+    skip = estimated and lam is None and sigma < low
     if skip:
-        notes.append(f"{name}: the estimated noise (sigma {sigma:.4f} < {NO_NOISE_SIGMA}) is too low to remove; "
-                     "the image is returned unchanged (give --sigma to restore it anyway)")
+        notes.append(f"{name}: little or no noise (estimated sigma {sigma:.4f} < {low:g}, the lowest level the model "
+                     "is calibrated for; fine texture can look like that much noise): returned unchanged; give "
+                     "--sigma to restore it anyway")
     if lam is None:
         try:
             lam = lam_for(model, task, sigma, clipped) if not skip else 0.0
         except KeyError as e:
             raise AlrError(e.args[0]) from None
-        span = calibrated_range(model, task, clipped)
-        if span and not skip and not span[0] <= sigma <= span[1]:
-            notes.append(f"{name}: sigma {sigma:.4g} is outside the model's calibrated range {span[0]:g}-{span[1]:g}; "
-                         f"the lambda and solver of sigma {min(max(sigma, span[0]), span[1]):g} are used")
+        if span and not skip and sigma > span[1]:
+            notes.append(f"{name}: sigma {sigma:.4g} is above the model's calibrated range {span[0]:g}-{span[1]:g}; "
+                         f"the lambda and solver of sigma {span[1]:g} are used")
+        elif span and not skip and sigma < span[0]:
+            notes.append(f"{name}: sigma {sigma:.4g} is below the model's calibrated range {span[0]:g}-{span[1]:g}; "
+                         f"lambda follows the table's power law down to it ({lam:.3g}), the solver is that of "
+                         f"sigma {span[0]:g}")
     sat = _saturated(y)
     if sat > SATURATION_NOTE and not clipped:
         notes.append(f"{name}: {sat:.0%} of the pixels are exactly 0 or 1; if the noise was clipped "
