@@ -42,7 +42,7 @@ from ..critic import pad_boundary
 from ..data import add_noise
 from ..device import resolve_device
 from ..fidelity import ClippedGaussian
-from ..images import data_root, figure_panels, list_images, read_image, write_image
+from ..images import data_root, figure_panels, list_images, pyplot, read_image, write_image
 from ..metrics import LPIPS, psnr, ssim
 from ..modelfile import load_model, save_model
 from ..physics import Blur, Denoising, Downsampling, Inpainting, gaussian_kernel, random_mask
