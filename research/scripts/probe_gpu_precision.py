@@ -6,16 +6,16 @@ restores the same noisy crop (scikit-image's camera, 256x256, sigma 0.1, seed 0)
 ``gray`` on the CPU and on the GPU with TF32 allowed and forbidden, and prints the largest pixel
 difference to the CPU result, the PSNR of each, and the relative error of one gradient of R.
 
-    python scripts/probe_gpu_precision.py        # needs a CUDA device
+    python research/scripts/probe_gpu_precision.py        # needs a CUDA device
 """
 import torch
 from skimage import data
 
 import alr
+from alr.critic import Regularizer
 from alr.data import add_noise
 from alr.metrics import psnr
 from alr.pretrained import lam_for, solver_options
-from alr.solver import Regularizer
 
 
 def set_tf32(on: bool) -> None:
@@ -25,7 +25,8 @@ def set_tf32(on: bool) -> None:
 
 def run(model: alr.PatchCritic, y: torch.Tensor, device: str) -> tuple[torch.Tensor, torch.Tensor]:
     model = model.to(device)
-    x, _ = alr.restore(y.to(device), None, model, lam_for(model, "denoise", 0.1), **solver_options(model, "denoise", 0.1))
+    x, _ = alr.solver.minimize(y.to(device), None, model, lam_for(model, "denoise", 0.1),
+                               **solver_options(model, "denoise", 0.1))
     _, g = Regularizer(model)._value_and_grad(y.to(device), True)
     return x.cpu(), g.cpu()
 

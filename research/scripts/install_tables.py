@@ -1,8 +1,8 @@
 """Copy lambda tables calibrated by `alr bench calibrate` into the shipped model files.
 
-    python scripts/install_tables.py runs/cal_gray_denoise runs/cal_gray_tasks \
+    python research/scripts/install_tables.py runs/cal_gray_denoise runs/cal_gray_tasks \
         runs/cal_color_denoise runs/cal_color_tasks
-    python scripts/install_tables.py --into gray runs/cal_new_denoise runs/cal_new_tasks
+    python research/scripts/install_tables.py --into gray runs/cal_new_denoise runs/cal_new_tasks
 
 Each RUN folder holds the model copy that `alr bench calibrate -o RUN` wrote; the tasks it
 calibrated (its results.csv) replace those of the shipped model of the same name, or of the
@@ -14,7 +14,7 @@ import csv
 import sys
 from pathlib import Path
 
-from alr.critic import load_file
+from alr.modelfile import load_model, save_model
 from alr.pretrained import MODEL_DIR
 
 
@@ -37,11 +37,11 @@ if args[:1] == ["--into"]:
 for run in map(Path, args):
     (copy,) = run.glob("*.safetensors")
     tasks = {r["task"] for r in csv.DictReader(open(run / "results.csv"))}
-    src = load_file(copy)
+    src = load_model(copy)
     target = MODEL_DIR / (f"{into}.safetensors" if into else copy.name)
-    m = load_file(target)
+    m = load_model(target)
     tables = m.meta.get("lambda", {})
     m.meta["lambda"] = {**tables, **{t: merge(tables.get(t), src.meta["lambda"][t]) for t in tasks}}
     m.meta["lambda_calibration"] = src.meta["lambda_calibration"]
-    m.save(target)
+    save_model(m, target)
     print(target.name, {t: m.meta["lambda"][t] for t in sorted(tasks)})

@@ -13,11 +13,11 @@
 # Since measured on the CPU (README, Table 2, "The authors' released code"): from scratch the
 # authors' recipe reaches the shipped gray's probe score in 20,000 steps and levels off there.
 # Results (models included): $OUT/results.tar.gz, $OUT/log.txt.
-# Usage (device machine): ALR_DATA=DIR OUT=DIR bash scripts/gpu_recipe.sh
+# Usage (device machine): ALR_DATA=DIR OUT=DIR bash research/scripts/gpu_recipe.sh
 # CPU dry run of the plumbing: TRAIN_SECONDS=5 CHECK_AFTER=2 CAL_ARGS=--quick TABLE2_ARGS=--quick \
-#   DEVICE=cpu ALR_DATA=DIR OUT=/tmp/recipe bash scripts/gpu_recipe.sh
+#   DEVICE=cpu ALR_DATA=DIR OUT=/tmp/recipe bash research/scripts/gpu_recipe.sh
 T=${TRAIN_SECONDS:-320}; E=${EVAL_SECONDS:-190}; N=${CAL_IMAGES:-12}
-source scripts/gpu_common.sh
+source research/scripts/gpu_common.sh
 train() {  # name args...
   local name=$1; shift
   python3 -m alr train --clean $ALR_DATA/cbsd432 --channels 1 --sigma-range 0 0.4 --steps 100000000 \

@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
-"""Put the rows of scripts/gpu_iters.sh (longer solves at sigma 0.4, and 0.2 for gray's clipped table)
-into the committed per-image CSVs of Table 2, on top of what scripts/merge_table2.py wrote.
+"""Put the rows of research/scripts/gpu_iters.sh (longer solves at sigma 0.4, and 0.2 for gray's clipped table)
+into the committed per-image CSVs of Table 2, on top of what research/scripts/merge_table2.py wrote.
 
 The rows they replace (the same method, protocol and noise level, solved with the previous tables, which
 stopped at 20 L-BFGS iterations) stay beside them with the suffix ``_table20``. Idempotent: a CSV that
 already holds ``_table20`` rows for a cell is left as it is. Prints the means of every changed cell.
 
-    python scripts/merge_iters.py runs/gpu_iters     # the folder holding the unpacked r/ of each call
+    python research/scripts/merge_iters.py runs/gpu_iters     # the folder holding the unpacked r/ of each call
 """
 import csv
 import statistics

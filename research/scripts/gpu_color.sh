@@ -10,9 +10,9 @@
 #      that solver), and the deblurring / inpainting / SR tables; installed into a model named color2.
 #   3. CBSD68, paper protocol (alr, alr-clipped) and standard protocol (alr), sigma 0.1 / 0.2 / 0.4.
 # Everything stops at DEADLINE seconds; what has finished is packed into $OUT/results.tar.gz as it goes.
-# Usage (device machine): ALR_DATA=DIR OUT=DIR bash scripts/gpu_color.sh   (QUICK=1: a CPU dry run)
+# Usage (device machine): ALR_DATA=DIR OUT=DIR bash research/scripts/gpu_color.sh   (QUICK=1: a CPU dry run)
 T=${TRAIN_SECONDS:-180}; D=${DEADLINE:-540}; N=${CAL_IMAGES:-12}
-source scripts/gpu_common.sh
+source research/scripts/gpu_common.sh
 Q=${QUICK:+--quick}
 cal() {  # name model calibrate-arguments...
   local name=$1 model=$2; shift 2
@@ -22,7 +22,7 @@ bench() {  # name table2-arguments...
   local name=$1; shift
   run $name python3 -m alr bench table2 --color --model color2 $Q "$@" -o $R/$name
 }
-install() { python3 scripts/install_tables.py "$@" && cp src/alr/models/color2.safetensors $M/; pack; }
+install() { python3 research/scripts/install_tables.py "$@" && cp src/alr/models/color2.safetensors $M/; pack; }
 
 python3 -m alr train --clean $ALR_DATA/cbsd432 --channels 3 --init src/alr/models/color.safetensors \
   --sigma-range 0 0.4 --steps ${STEPS:-10000000} --batch-size ${BATCH:-2048} --lr0 3e-4 --lr1 1e-5 \

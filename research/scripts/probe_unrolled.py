@@ -16,7 +16,7 @@ noise makes them free) and so gives up the paper's unpaired training: it is a pr
 architecture, not the paper's method.
 
 Every ``--eval-every`` steps and at the end it scores the model with the production solver,
-``alr.restore(..., method="gd", step=[t_1, ..., t_K], iters=K)``, on the probe crops of
+``alr.solver.minimize(..., method="gd", step=[t_1, ..., t_K], iters=K)``, on the probe crops of
 ``probe_critic.py`` (8 centre crops 128x128 of set12, training side, noise seed 1; both protocols),
 and writes it as a model file whose header holds the solver and the lambda table, so that ``alr
 restore --model OUT --sigma S`` uses them: to ``OUT.last.safetensors`` each time, to ``-o OUT`` when
@@ -24,8 +24,8 @@ its mean paper-protocol score is the best so far. The learning rates decay expon
 clock, ``--lr`` -> ``--lr1`` (the scalars' from 1e-2 by the same factor). References on the same
 crops: the shipped ``gray`` with its table and L-BFGS, and BM3D (``--references``).
 
-    python scripts/probe_unrolled.py --references
-    python scripts/probe_unrolled.py --seconds 3600 -o runs/unrolled/gray_unrolled.safetensors
+    python research/scripts/probe_unrolled.py --references
+    python research/scripts/probe_unrolled.py --seconds 3600 -o runs/unrolled/gray_unrolled.safetensors
 """
 import argparse
 import math
@@ -34,14 +34,14 @@ import time
 import torch
 
 import alr
-from alr.baselines import bm3d_restore
+from alr.bench.baselines import bm3d_restore
+from alr.bench.experiments import calibration_crops
 from alr.critic import pad_boundary
 from alr.data import ImageStack, add_noise
-from alr.experiments import calibration_crops
+from alr.device import resolve_device
 from alr.images import data_root
 from alr.metrics import psnr
 from alr.pretrained import lam_for, solver_options
-from alr.train import resolve_device
 
 SIGMA_REF = 0.1
 
@@ -97,8 +97,8 @@ def evaluate(x: torch.Tensor, sigmas: list[float], denoise) -> dict:
 def with_own_solver(model: alr.PatchCritic):
     """``denoise(y, sigma)`` with the model's own solver and lambda table."""
     def denoise(y: torch.Tensor, s: float) -> torch.Tensor:
-        return alr.restore(y, None, model.to(y.device), lam_for(model, "denoise", s),
-                           **solver_options(model, "denoise", s))[0]
+        return alr.solver.minimize(y, None, model.to(y.device), lam_for(model, "denoise", s),
+                                   **solver_options(model, "denoise", s))[0]
     return denoise
 
 
@@ -148,11 +148,11 @@ def main() -> None:
         model = net.export(sigmas)
         model.meta["unrolled"] = {**{k: v for k, v in vars(args).items() if k != "references"}, "steps_done": step}
         scores = evaluate(x_eval.to(dev), args.eval_sigmas, with_own_solver(model))
-        model.save(last)
+        alr.save(model, last)
         paper = sum(v for k, v in scores.items() if k.startswith("paper")) / len(args.eval_sigmas)
         if paper > best:
             best = paper
-            model.save(args.output)
+            alr.save(model, args.output)
         print(f"step {step}: {scores}{' (best so far)' if best == paper else ''}", flush=True)
 
     # the exported model's solver is the unrolled one: check that they agree before training
@@ -161,9 +161,9 @@ def main() -> None:
         y = add_noise(probe, 0.1, seed=2)
         mine = net(y, torch.tensor([0.1], device=dev)).detach()
     model = net.export(sigmas)
-    theirs, _ = alr.restore(y, None, model.to(dev), lam_for(model, "denoise", 0.1),
-                            clip=False, **solver_options(model, "denoise", 0.1))
-    print(f"unrolled steps vs alr.restore(method='gd'): max difference {float((mine - theirs).abs().max()):.2e}")
+    theirs, _ = alr.solver.minimize(y, None, model.to(dev), lam_for(model, "denoise", 0.1),
+                                    clip=False, **solver_options(model, "denoise", 0.1))
+    print(f"unrolled steps vs alr.solver.minimize(method='gd'): max difference {float((mine - theirs).abs().max()):.2e}")
     report(0)
     t0, step, losses = time.perf_counter(), 0, []
     lr0s = [group["lr"] for group in opt.param_groups]

@@ -11,9 +11,9 @@
 # In the session that ran it (2026-11-28, H200) the calibrations took 375 s, so step 2 ran as two more
 # calls on the warm machine (the same commands); one call needs about 600 s.
 # Everything stops at DEADLINE seconds; what has finished is packed into $OUT/results.tar.gz as it goes.
-# Usage (device machine): ALR_DATA=DIR OUT=DIR bash scripts/gpu_iters.sh   (QUICK=1: a CPU dry run)
+# Usage (device machine): ALR_DATA=DIR OUT=DIR bash research/scripts/gpu_iters.sh   (QUICK=1: a CPU dry run)
 D=${DEADLINE:-590}; N=${CAL_IMAGES:-12}; IT=${ITERS:-20,40,80}
-source scripts/gpu_common.sh
+source research/scripts/gpu_common.sh
 Q=${QUICK:+--quick}
 cal() {  # name model task sigma
   run $1 python3 -m alr bench calibrate --model $2 --tasks $3 --sigmas $4 --iters $IT --concavity 0,0.5 \
@@ -36,8 +36,8 @@ t2 old_gray_std04 gray standard 0.4 alr & W="$W $!"; sleep 1
 t2 old_gray_02 gray paper 0.2 alr-clipped & W="$W $!"
 wait $W
 for f in $R/cal_*/results.csv; do echo "== $f"; grep True $f; done
-python3 scripts/install_tables.py --into color_it $R/cal_color_c04 $R/cal_color_g04
-python3 scripts/install_tables.py --into gray_it $R/cal_gray_g04 $R/cal_gray_c02
+python3 research/scripts/install_tables.py --into color_it $R/cal_color_c04 $R/cal_color_g04
+python3 research/scripts/install_tables.py --into gray_it $R/cal_gray_g04 $R/cal_gray_c02
 cp src/alr/models/*_it.safetensors $M/; pack
 
 W=""

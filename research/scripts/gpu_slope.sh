@@ -9,12 +9,12 @@
 #     sigma 0.2 / 0.4, BSD68 deblurring at noise 0.01 / 0.03, Table 1 (one process per noise level).
 # Everything stops at DEADLINE seconds; every bench writes its tables as it goes, and what has finished
 # is packed into $OUT/results.tar.gz after each process (models included), the log in $OUT/log.txt.
-# Usage (device machine): ALR_DATA=DIR OUT=DIR bash scripts/gpu_slope.sh
+# Usage (device machine): ALR_DATA=DIR OUT=DIR bash research/scripts/gpu_slope.sh
 # RERUN=1 MODELS_IN=DIR: only the jobs that the first H100 run lost to a cuBLAS start-up failure (17
 # processes creating their handles at once), the trained models read from DIR. Processes now start
 # one second apart, and a job whose start fails that way is tried again.
 T=${TRAIN_SECONDS:-220}; D=${DEADLINE:-470}; N=${CAL_IMAGES:-12}; B=${BATCH:-1024}
-source scripts/gpu_common.sh
+source research/scripts/gpu_common.sh
 bench() {  # name bench-arguments...
   local name=$1; shift
   run $name python3 -m alr bench "$@" ${BENCH_ARGS} -o $R/$name

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Third GPU recipe: continue the shipped / Table 1 critics for longer (and two probes of the
 # recipe), then measure every candidate on BSD68 with lambda calibrated on set12 crops.
-# Usage (device machine): ALR_DATA=DIR OUT=DIR bash scripts/gpu_continue.sh
+# Usage (device machine): ALR_DATA=DIR OUT=DIR bash research/scripts/gpu_continue.sh
 # Six trainings share the GPU (one process reaches ~40 steps/s whatever the batch, so batches
 # are large and the processes many). `wait` names its PIDs: a bare one would also wait for tee. Everything lands in $OUT/results.tar.gz and $OUT/log.txt.
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 OMP_NUM_THREADS=2

@@ -7,9 +7,9 @@
 # Six trainings share the GPU for TRAIN_SECONDS; then each candidate gets lambda, the iterations
 # (8 / 20) and the shaping (kappa 0 / 0.7) at sigma 0.1 on the 12 set12 crops and is measured on
 # BSD68 at sigma 0.1 (paper protocol). Results (models included): $OUT/results.tar.gz, $OUT/log.txt.
-# Usage (device machine): ALR_DATA=DIR OUT=DIR bash scripts/gpu_smooth.sh
+# Usage (device machine): ALR_DATA=DIR OUT=DIR bash research/scripts/gpu_smooth.sh
 T=${TRAIN_SECONDS:-320}; E=${EVAL_SECONDS:-190}; B=${BATCH:-2048}; N=${CAL_IMAGES:-12}
-source scripts/gpu_common.sh
+source research/scripts/gpu_common.sh
 train() {  # name args...
   local name=$1; shift
   python3 -m alr train --clean $ALR_DATA/cbsd432 --channels 1 --sigma-range 0 0.4 --steps 10000000 \

@@ -2,7 +2,7 @@
 # GPU recipe 6: the EPLL rows of the color Table 2 (CBSD68, both protocols), one process per protocol and
 # noise level, with the 3-channel GMM shipped in src/alr/models/epll_gmm_3ch.safetensors (fitted on
 # cbsd432 on the CPU, model card). Color EPLL takes about 40 s per image on 2 CPU threads (408 solves).
-# Usage (device machine): ALR_DATA=DIR OUT=DIR bash scripts/gpu_epll_color.sh
+# Usage (device machine): ALR_DATA=DIR OUT=DIR bash research/scripts/gpu_epll_color.sh
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 OMP_NUM_THREADS=2
 E=${EVAL_SECONDS:-200}
 R=$OUT/r; mkdir -p $R

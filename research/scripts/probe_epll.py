@@ -3,7 +3,7 @@
 images (the noisy inputs of `alr bench table2`, seeded per image) with a GMM of K components fitted on
 P bsd400 patches, beside the shipped 20-component GMM on the same inputs.
 
-    python scripts/probe_epll.py --k 100 --patches 300000 --sigma 0.1 --max-images 20 -o runs/epll_k100
+    python research/scripts/probe_epll.py --k 100 --patches 300000 --sigma 0.1 --max-images 20 -o runs/epll_k100
 
 Writes the GMM (OUT/gmm.safetensors, reused when present) and OUT/per_image.csv; prints the means.
 """
@@ -12,13 +12,12 @@ import csv
 import time
 from pathlib import Path
 
-from alr.baselines import GMM, epll_restore, fit_gmm_from_folder
+from alr.bench.baselines import GMM, epll_restore, fit_gmm_from_folder
+from alr.bench.experiments import EPLL_DIR, _images, _seed
 from alr.data import add_noise
-from alr.experiments import _images, _seed
 from alr.images import data_root
 from alr.metrics import psnr
 from alr.physics import Denoising
-from alr.pretrained import MODEL_DIR
 
 p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
 p.add_argument("--k", type=int, default=100)
@@ -36,7 +35,7 @@ t0 = time.perf_counter()
 big = GMM.load(gmm_file) if gmm_file.is_file() else \
     fit_gmm_from_folder(root / "bsd400", 1, gmm_file, n_patches=args.patches, k=args.k)
 print(f"GMM: {big.weights.numel()} components ({time.perf_counter() - t0:.0f} s)", flush=True)
-shipped = GMM.load(MODEL_DIR / "epll_gmm_1ch.safetensors")
+shipped = GMM.load(EPLL_DIR / "epll_gmm_1ch.safetensors")
 rows = []
 for name, x in _images(root / "bsd68", 1, False, args.max_images):
     y = add_noise(x, args.sigma, seed=_seed(name, args.sigma, 0), clip=args.protocol == "paper")

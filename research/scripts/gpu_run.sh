@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One-shot GPU recipe: train the shipped critics, calibrate lambda, run the GPU-side benchmarks.
-# Usage (device machine): ALR_DATA=DIR OUT=DIR bash scripts/gpu_run.sh
+# Usage (device machine): ALR_DATA=DIR OUT=DIR bash research/scripts/gpu_run.sh
 # Everything lands in $OUT/results.tar.gz (re-packed after each phase) and $OUT/log.txt.
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 OMP_NUM_THREADS=2
 T=${TRAIN_SECONDS:-200}

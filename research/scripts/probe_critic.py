@@ -47,25 +47,25 @@ solves) on 8 centre crops 128x128 of set12, noise ``--sigma`` seeded 1 and clipp
 
 The runs reported in the README (ALR_DATA set; T=docs/models/table1)::
 
-    python scripts/probe_critic.py eval $T/critic_0.1.safetensors
-    python scripts/probe_critic.py finetune $T/critic_0.1.safetensors --steps 5 -o runs/probe_5.safetensors
-    python scripts/probe_critic.py finetune $T/critic_0.1.safetensors --clip -o runs/probe_clip.safetensors
-    python scripts/probe_critic.py finetune $T/critic_0.1.safetensors --restored-fraction 0.5 \
+    python research/scripts/probe_critic.py eval $T/critic_0.1.safetensors
+    python research/scripts/probe_critic.py finetune $T/critic_0.1.safetensors --steps 5 -o runs/probe_5.safetensors
+    python research/scripts/probe_critic.py finetune $T/critic_0.1.safetensors --clip -o runs/probe_clip.safetensors
+    python research/scripts/probe_critic.py finetune $T/critic_0.1.safetensors --restored-fraction 0.5 \
         -o runs/probe_restored.safetensors
-    python scripts/probe_critic.py finetune $T/critic_0.1.safetensors --steps 8000 --lr0 3e-4 \
+    python research/scripts/probe_critic.py finetune $T/critic_0.1.safetensors --steps 8000 --lr0 3e-4 \
         -o runs/probe_long.safetensors
-    python scripts/probe_critic.py finetune $T/critic_0.1.safetensors --paired [--slope W] -o runs/paired_W.safetensors
-    python scripts/probe_critic.py ensemble \
+    python research/scripts/probe_critic.py finetune $T/critic_0.1.safetensors --paired [--slope W] -o runs/paired_W.safetensors
+    python research/scripts/probe_critic.py ensemble \
         $T/critic_0.05.safetensors,$T/critic_0.1.safetensors,$T/critic_0.2.safetensors,$T/critic_range.safetensors
-    python scripts/probe_critic.py iters gray
-    python scripts/probe_critic.py solver gray --sigma 0.1
-    python scripts/probe_critic.py solver gray --sigma 0.2
-    python scripts/probe_critic.py clipped color --sigma 0.4
-    python scripts/probe_critic.py symmetric gray
-    python scripts/probe_critic.py multiscale gray
-    python scripts/probe_critic.py lambda gray --sigma 0.1
-    python scripts/probe_critic.py eval runs/cpu_recipe/lr_new.safetensors.ckpt --iters 8 --concavity 0
-    python scripts/probe_critic.py semidual new --lr0 1e-3 --lr1 1e-4 --iters 20 --concavity 0 --lam 0.005 \
+    python research/scripts/probe_critic.py iters gray
+    python research/scripts/probe_critic.py solver gray --sigma 0.1
+    python research/scripts/probe_critic.py solver gray --sigma 0.2
+    python research/scripts/probe_critic.py clipped color --sigma 0.4
+    python research/scripts/probe_critic.py symmetric gray
+    python research/scripts/probe_critic.py multiscale gray
+    python research/scripts/probe_critic.py lambda gray --sigma 0.1
+    python research/scripts/probe_critic.py eval runs/cpu_recipe/lr_new.safetensors.ckpt --iters 8 --concavity 0
+    python research/scripts/probe_critic.py semidual new --lr0 1e-3 --lr1 1e-4 --iters 20 --concavity 0 --lam 0.005 \
         -o runs/semidual_new.safetensors
 """
 import argparse
@@ -74,9 +74,10 @@ import time
 import torch
 
 import alr
+from alr.bench.experiments import calibration_crops
+from alr.calibration import line_search
 from alr.critic import CRITERIA, PatchCritic
 from alr.data import Degradation, ImageStack, PatchPairs, add_noise, make_patch_pairs, split_unpaired
-from alr.experiments import calibration_crops, line_search
 from alr.fidelity import ClippedGaussian
 from alr.images import data_root
 from alr.metrics import psnr
@@ -94,8 +95,10 @@ def probe_crops(root, sigma: float, images: int = IMAGES) -> tuple[torch.Tensor,
 
 def score(model, x, y, lam0: float, opts: dict, evals: int = 6) -> tuple[float, float]:
     """(best lambda, best mean PSNR) on the crops ``x`` restored from ``y`` with solver options ``opts``."""
-    best, seen = line_search(lambda lam: float(psnr(alr.restore(y, None, model, lam, **opts)[0], x).mean()),
-                             lam0, evals)
+    def f(lam: float) -> float:
+        return float(psnr(alr.solver.minimize(y, None, model, lam, **opts)[0], x).mean())
+
+    best, seen = line_search(f, lam0, evals)
     print("  lambda -> PSNR:", ", ".join(f"{k:.3g}: {v:.3f}" for k, v in sorted(seen.items())), flush=True)
     return best, seen[best]
 
@@ -105,7 +108,7 @@ def lambda_grid(model, root, sigma: float) -> None:
     x, y = probe_crops(root, sigma, images=12)
     lam, opts = alr.lam_for(model, "denoise", sigma), solver_options(model, "denoise", sigma)
     factors = (0.35, 0.5, 0.7, 1.0, 1.4, 2.0, 2.8)
-    table = torch.stack([psnr(alr.restore(y, None, model, f * lam, **opts)[0], x) for f in factors])
+    table = torch.stack([psnr(alr.solver.minimize(y, None, model, f * lam, **opts)[0], x) for f in factors])
     for f, row in zip(factors, table):
         print(f"lambda {f * lam:.3g} (x{f}): {float(row.mean()):.3f} dB", flush=True)
     best = [factors[i] for i in table.argmax(0).tolist()]
@@ -132,7 +135,7 @@ def solver_grid(model, root, sigma: float) -> None:
     default = solver_options(model, "denoise", sigma)
     x, y = probe_crops(root, sigma)
     print(f"sigma {sigma}, default solver {default}, lambda {lam:.3g}: "
-          f"{float(psnr(alr.restore(y, None, model, lam, **default)[0], x).mean()):.3f} dB", flush=True)
+          f"{float(psnr(alr.solver.minimize(y, None, model, lam, **default)[0], x).mean()):.3f} dB", flush=True)
     theirs = {**default, "method": "adam", "iters": 50, "lr0": 0.1, "lr1": 0.01, "concavity": 0.0}
     best, value = score(model, x, y, lam, theirs, evals=7)
     print(f"sigma {sigma}, Adam 50 iterations, lr 0.1 -> 0.01, paper's R: {value:.3f} dB at lambda {best:.3g}")
@@ -172,7 +175,7 @@ def finetune(model, root, args) -> PatchCritic:
         x = source.sample(args.restored_crops, 96, g)
         y = x + args.sigma * torch.randn(x.shape, generator=g)
         opts = solver_options(model)
-        xr = torch.cat([alr.restore(y[i:i + 16], None, model, args.lam, **opts)[0]
+        xr = torch.cat([alr.solver.minimize(y[i:i + 16], None, model, args.lam, **opts)[0]
                         for i in range(0, len(y), 16)])
         print(f"restored {len(y)} crops: {float(psnr(xr, x).mean()):.2f} dB")
         restored = ImageStack(list(xr))
@@ -221,7 +224,7 @@ def semidual(model, root, args) -> PatchCritic:
         continue_from(model, args.models)
     model.meta["semidual"] = {"steps": step, "seconds": args.seconds, "batch": args.batch,
                               "lr": [args.lr0, args.lr1]}
-    model.eval().requires_grad_(False).save(args.output)
+    alr.save(model.eval().requires_grad_(False), args.output)
     return model
 
 
@@ -234,7 +237,7 @@ def iteration_grid(model, root) -> None:
             y = add_noise(x, sigma, seed=1, clip=clip)
             lams = [f * alr.lam_for(model, "denoise", sigma) for f in (0.7, 1.0, 1.4)]
             for it in (5, 8, 20):
-                vals = [float(psnr(alr.restore(y, None, model, lam, **{**opts, "iters": it})[0], x).mean())
+                vals = [float(psnr(alr.solver.minimize(y, None, model, lam, **{**opts, "iters": it})[0], x).mean())
                         for lam in lams]
                 print(f"{'paper' if clip else 'standard'} sigma {sigma} iters {it:2d}: " +
                       ", ".join(f"lambda {lam:.3g}: {v:.2f}" for lam, v in zip(lams, vals)), flush=True)
@@ -250,7 +253,7 @@ def clipped_grid(model, root, sigma: float) -> None:
         lam = f * alr.lam_for(model, "denoise", sigma)
         runs = {"unclipped, Gaussian": (y, None), "clipped, Gaussian": (yc, None),
                 "clipped, censored": (yc, ClippedGaussian(sigma))}
-        vals = {k: float(psnr(alr.restore(v, None, model, lam, fidelity=fid, **opts)[0], x).mean())
+        vals = {k: float(psnr(alr.solver.minimize(v, None, model, lam, fidelity=fid, **opts)[0], x).mean())
                 for k, (v, fid) in runs.items()}
         print(f"sigma {sigma} lambda {lam:.3g} (x{f}): " + ", ".join(f"{k} {v:.2f}" for k, v in vals.items()),
               flush=True)
@@ -264,7 +267,7 @@ def symmetric_grid(model, root) -> None:
         opts = solver_options(model, "denoise", sigma)
         for f in (0.7, 1.0, 1.4):
             lam = f * alr.lam_for(model, "denoise", sigma)
-            vals = {sym: float(psnr(alr.restore(y, None, model, lam, symmetric=sym, **opts)[0], x).mean())
+            vals = {sym: float(psnr(alr.solver.minimize(y, None, model, lam, symmetric=sym, **opts)[0], x).mean())
                     for sym in (False, True)}
             print(f"sigma {sigma} lambda {lam:.3g} (x{f}): R {vals[False]:.2f}, R_sym {vals[True]:.2f}", flush=True)
 

@@ -3,12 +3,12 @@
 # both protocols with the clipped data term, deblurring, inpainting, SR), in parallel processes (one
 # process is latency-bound; the GPU runs several at once). Baseline rows (BM3D, EPLL, TV) come from the
 # CPU runs on the same seeded inputs. Seventeen processes share the GPU (one per table and noise level).
-# Usage (device machine): ALR_DATA=DIR OUT=DIR bash scripts/gpu_eval.sh
+# Usage (device machine): ALR_DATA=DIR OUT=DIR bash research/scripts/gpu_eval.sh
 # Each benchmark is bounded by EVAL_SECONDS and writes its tables after every noise level. A bench that
 # failed for another reason than its time box is run once more at the end, alone.
 export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
 E=${EVAL_SECONDS:-240}
-source scripts/gpu_common.sh
+source research/scripts/gpu_common.sh
 bench() {  # run-folder bench-arguments...
   local name=$1; shift
   retry $R/$name.log timeout $E python3 -m alr bench "$@" ${BENCH_ARGS} -o $R/$name

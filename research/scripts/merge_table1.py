@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Merge Table 1 runs that each tested some noise levels (`alr bench table1 --sigmas S`, one process
-per level, as `scripts/gpu_data_depth.sh` runs them) into one table, CSV and figure.
+per level, as `research/scripts/gpu_data_depth.sh` runs them) into one table, CSV and figure.
 
-    python scripts/merge_table1.py OUT RUN [RUN ...]
+    python research/scripts/merge_table1.py OUT RUN [RUN ...]
 
 The runs must share the critics (`--models`) and the lambda table; rows keep the runs' values.
 """
@@ -10,7 +10,7 @@ import csv
 import sys
 from pathlib import Path
 
-from alr.experiments import Table, _plot_table1
+from alr.bench.experiments import Table, _plot_table1
 
 out, runs = Path(sys.argv[1]), [Path(p) for p in sys.argv[2:]]
 out.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,7 @@ and print the means (protocol, sigma, method, images, PSNR, SSIM, seconds per im
 
 Every method of every run saw the same inputs (noise seeded per image and noise level), so rows of
 different runs can sit side by side. Run from the repository root after the commands in the README.
-scripts/merge_iters.py then puts the longer solves of scripts/gpu_iters.sh on top (their cells' earlier rows keep
+research/scripts/merge_iters.py then puts the longer solves of research/scripts/gpu_iters.sh on top (their cells' earlier rows keep
 the suffix _table20).
 """
 import collections
@@ -35,7 +35,7 @@ def write(rows: list[dict], path: str) -> None:
         print(k, len(v), *(round(sum(r[m] for r in v) / len(v), n) for m, n in (("psnr", 2), ("ssim", 3), ("seconds", 2))))
 
 
-# ALR rows: the shipped models (GPU run of scripts/gpu_eval.sh: runs/gpu8, and CPU runs); the previous
+# ALR rows: the shipped models (GPU run of research/scripts/gpu_eval.sh: runs/gpu8, and CPU runs); the previous
 # releases' rows keep a suffix (_prefix, _prev, _kappa0, _20iters); baselines: the CPU runs below.
 alr = {"alr"}
 # paper protocol: sigma 0.1 / 0.2 rows were saved from the running process (README), the rest are run folders
@@ -64,7 +64,7 @@ def renamed(rows: list[dict], suffix: str) -> list[dict]:
 
 
 # the shipped models' ALR rows after the batch fix of L-BFGS (each image solved alone) and the
-# recalibrated tables: one H200 run of scripts/gpu_eval.sh (runs/gpu8: both protocols at sigma 0.1,
+# recalibrated tables: one H200 run of research/scripts/gpu_eval.sh (runs/gpu8: both protocols at sigma 0.1,
 # the standard protocol at 0.2 / 0.4, CBSD68 likewise) and CPU runs of the paper protocol at 0.2 / 0.4
 NEW = "runs/gpu8/r"
 paper += from_csv(f"{NEW}/table2_paper_0.1/per_image.csv", {"alr", "alr-clipped"})
@@ -105,7 +105,7 @@ color += from_csv("runs/table2_color_hi/per_image.csv", base)  # sigma 0.2 and 0
 # after the batch fix: sigma 0.1 (runs/gpu8); before it (suffix _prefix): runs/gpu6, and alr-clipped at 0.2 / 0.4
 # with the previous clipped table on the CPU (the GPU rows there, the Gaussian table, keep _gausstable)
 color += from_csv(f"{NEW}/color_paper_0.1/per_image.csv", {"alr", "alr-clipped"})
-# sigma 0.2 / 0.4 after the batch fix: the H100 run of scripts/gpu_slope.sh (runs/gpu9, both of its calls)
+# sigma 0.2 / 0.4 after the batch fix: the H100 run of research/scripts/gpu_slope.sh (runs/gpu9, both of its calls)
 GPU9 = "runs/gpu9/r"
 color += [r for s in (0.2, 0.4) for r in from_csv(f"{GPU9}/color_paper_{s}/per_image.csv", {"alr", "alr-clipped"})]
 color += renamed(from_csv(f"{OLD}/color_paper/per_image.csv", {"alr"}), "_prefix")
@@ -114,7 +114,7 @@ color += renamed([r for r in color_clipped if r["sigma"] == 0.1], "_prefix")
 color += renamed([r for s in ("02", "04") for r in from_csv(f"runs/color_clipped_lam{s}/per_image.csv", {"alr-clipped"})],
                  "_prefix")
 color += renamed([r for r in color_clipped if r["sigma"] != 0.1], "_gausstable")
-EPLL3 = "runs/gpu7/r/epll_{}_{}/per_image.csv"  # color EPLL: scripts/gpu_epll_color.sh
+EPLL3 = "runs/gpu7/r/epll_{}_{}/per_image.csv"  # color EPLL: research/scripts/gpu_epll_color.sh
 color += [r for s in (0.1, 0.2, 0.4) for r in from_csv(EPLL3.format("paper", s), {"epll"})]
 # the previous color table (no shaping): CPU runs
 color += renamed(from_csv("runs/table2_color/per_image.csv", alr), "_prev")
@@ -123,24 +123,24 @@ for run in ("runs/table2_color_clip04", "runs/table2_color_clip02", "runs/table2
     color += renamed(from_csv(f"{run}/per_image.csv", {"alr-clipped"}), "_prev")
 write(color, "docs/results/table2_color_paper_per_image.csv")
 
-# critics continued on the GPU (scripts/gpu_continue.sh, results folder runs/gpu3); method = the critic
+# critics continued on the GPU (research/scripts/gpu_continue.sh, results folder runs/gpu3); method = the critic
 continued = []
 for name in ("c01_b256", "c01_c", "c02_c", "c04_c", "gray_c"):
     for r in from_csv(f"runs/gpu3/t2_{name}/per_image.csv", alr):
         continued.append({**r, "method": name})
-# more data / larger patches (scripts/gpu_data_depth.sh, runs/gpu5): sigma 0.1 (t2a) and 0.2 (t2b)
+# more data / larger patches (research/scripts/gpu_data_depth.sh, runs/gpu5): sigma 0.1 (t2a) and 0.2 (t2b)
 for name in ("g400_init", "g432_init", "g432_d6", "g432_d8"):
     for run in ("t2a", "t2b"):
         continued += [{**r, "method": name} for r in from_csv(f"runs/gpu5/r/{run}_{name}/per_image.csv", alr)]
-# smooth activations and augmentation (scripts/gpu_smooth.sh, runs/gpu_smooth): sigma 0.1
+# smooth activations and augmentation (research/scripts/gpu_smooth.sh, runs/gpu_smooth): sigma 0.1
 for name in ("r_init", "r_init_aug", "s_init", "r_new", "s_new", "s_new_aug"):
     continued += [{**r, "method": name} for r in from_csv(f"runs/gpu_smooth/r/t2_{name}/per_image.csv", alr)]
-# the slope penalty at GPU scale (scripts/gpu_slope.sh, runs/gpu9): gray further with / without --slope 10, a
+# the slope penalty at GPU scale (research/scripts/gpu_slope.sh, runs/gpu9): gray further with / without --slope 10, a
 # new critic with it; paper protocol, each sigma with its own calibration
 for name, sigmas in (("gray_slope10", (0.1, 0.2, 0.4)), ("gray_more", (0.1, 0.2, 0.4)), ("new_slope10", (0.1,))):
     for s in sigmas:
         continued += [{**r, "method": name} for r in from_csv(f"{GPU9}/t2_{name}_{s}/per_image.csv", alr)]
-write(continued, "docs/results/table2_continued_critics_per_image.csv")
+write(continued, "research/results/table2_continued_critics_per_image.csv")
 
 # BSD68 deblurring: ALR from runs/gpu9 (before the batch fix: runs/gpu6, _prefix), TV from the GPU run
 # runs/gpu4, BM3D and EPLL from CPU runs
@@ -165,4 +165,4 @@ write(color_std, "docs/results/table2_color_standard_per_image.csv")
 # previous tables and the L-BFGS of that time, batches of 16 as in runs/gpu6): methods suffixed _sym
 symmetric = [{**r, "method": r["method"] + "_sym"} for p in ("paper", "std") for s in (0.1, 0.2, 0.4)
              for r in from_csv(f"runs/gpu6sym/r/sym_{p}_{s}/per_image.csv", alr | {"alr-clipped"})]
-write(symmetric, "docs/results/table2_symmetric_per_image.csv")
+write(symmetric, "research/results/table2_symmetric_per_image.csv")

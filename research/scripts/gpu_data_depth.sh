@@ -8,10 +8,10 @@
 # candidate gets lambda (and the score shaping) at sigma 0.1 and 0.2 on the 12 set12 crops and is
 # measured on BSD68 (paper protocol). Every bench writes its tables as it goes; all results land in
 # $OUT/results.tar.gz (models included) and $OUT/log.txt.
-# Usage (device machine): ALR_DATA=DIR OUT=DIR bash scripts/gpu_data_depth.sh
+# Usage (device machine): ALR_DATA=DIR OUT=DIR bash research/scripts/gpu_data_depth.sh
 T=${TRAIN_SECONDS:-280}; E=${EVAL_SECONDS:-170}; T1=${TABLE1_SECONDS:-470}; B=${BATCH:-2048}
 N=${CAL_IMAGES:-12}
-source scripts/gpu_common.sh
+source research/scripts/gpu_common.sh
 train() {  # name clean-folder args...
   local name=$1 clean=$2; shift 2
   python3 -m alr train --clean $ALR_DATA/$clean --sigma-range 0 0.4 --steps 10000000 --batch-size $B \
