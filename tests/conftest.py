@@ -33,6 +33,26 @@ def sample_dir(tmp_path_factory) -> Path:
     return d
 
 
-def data_dir() -> Path | None:
+#: The folders of the data folder that the experiments (``alr bench``) read.
+DATA_FOLDERS = ("bsd400", "bsd68", "set12", "cbsd432", "cbsd68", "rni15")
+
+
+def _missing_data() -> list[str]:
     p = os.environ.get("ALR_DATA")
-    return Path(p) if p and (Path(p) / "bsd68").is_dir() else None
+    return [d for d in DATA_FOLDERS if not p or not (Path(p) / d).is_dir()]
+
+
+def data_dir() -> Path | None:
+    """The data folder ``$ALR_DATA`` if it holds every folder of :data:`DATA_FOLDERS`, else None."""
+    return None if _missing_data() else Path(os.environ["ALR_DATA"])
+
+
+def no_data_reason() -> str:
+    """Why :func:`data_dir` is None: the path tried and what the folder must hold."""
+    p = os.environ.get("ALR_DATA")
+    need = "set ALR_DATA to a folder holding " + ", ".join(f"{d}/" for d in DATA_FOLDERS)
+    if not p:
+        return f"ALR_DATA is not set: {need}"
+    if not Path(p).is_dir():
+        return f"ALR_DATA={p} does not exist: {need}"
+    return f"ALR_DATA={p} has no {', '.join(f'{d}/' for d in _missing_data())}: {need}"

@@ -4,9 +4,9 @@ from pathlib import Path
 import pytest
 
 from alr.cli import main
-from conftest import data_dir
+from conftest import data_dir, no_data_reason
 
-pytestmark = pytest.mark.skipif(data_dir() is None, reason="set ALR_DATA to the shared data folder")
+pytestmark = pytest.mark.skipif(data_dir() is None, reason=no_data_reason())
 
 
 @pytest.mark.parametrize("name,extra", [
