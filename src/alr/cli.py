@@ -46,14 +46,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default relu, or the --init model's (another one keeps its weights)")
     t.add_argument("--criterion", default=None, choices=CRITERIA,
                    help="w1: the paper's critic, R grows like the distance to clean patches; w2: R = half its "
-                        "square, the variant the paper proposes for high noise, measured worse on images (README; "
+                        "square, the variant the paper proposes for high noise, measured worse on images (docs/negative-results.md; "
                         "default w1, or the --init model's; another one keeps its weights)")
     t.add_argument("--anchor", type=argtypes.positive_float, default=100.0,
                    help="w2 only: weight that pins the critic to 0 on clean patches (default 100)")
     t.add_argument("--slope", type=argtypes.positive_float, default=0.0, metavar="W",
                    help="weight of the slope penalty (synthetic noise only): each degraded patch is its clean patch "
-                        "degraded, and the critic's slope from one to the other is held at 1 (README, 'The slope "
-                        "penalty'; default 0, the paper's unpaired training)")
+                        "degraded, and the critic's slope from one to the other is held at 1 (docs/method.md; "
+                        "default 0, the paper's unpaired training)")
     t.add_argument("--steps", type=argtypes.count, default=20000,
                    help="training steps (0: only convert --init to a new --activation / --criterion)")
     t.add_argument("--batch-size", type=argtypes.positive_int, default=128)

@@ -146,7 +146,7 @@ def solver_options(model, task: str = "denoise", sigma: float | None = None, cli
 
 # L-BFGS iterations per task: denoising converges in 20; the other operators spread
 # information further (inpainting fills holes) and gain 0.3-1.6 dB from 20 to 60
-# iterations on bsd400 images, little beyond (see the README's Performance section)
+# iterations on bsd400 images, little beyond (research/notebook.md, "Performance")
 TASK_ITERS = {"denoise": 20, "deblur": 60, "inpaint": 60, "sr": 60}
 DEFAULT_SOLVER = {"method": "lbfgs", "options": {"boundary": "reflect"}, "iters": TASK_ITERS}
 

@@ -20,7 +20,7 @@ Methods (``method=``):
 * ``"adam"``: the paper's solver (sec. 3.3): Adam on the pixels with betas (0.9, 0.999),
   learning rate decaying exponentially from ``lr0`` to ``lr1`` (default 300 iterations,
   0.01 -> 1e-4; the authors' released code uses 50 iterations, 0.1 -> 0.01, which restores
-  0.3-0.5 dB worse than the default L-BFGS with our critics, see the README).
+  0.3-0.5 dB worse than the default L-BFGS with our critics, docs/negative-results.md).
 * ``"gd"``: explicit gradient steps of eq. (5),
   ``x <- x - tau (A^T(Ax - y) + n lam grad R(x))``, with a fixed ``step`` or an
   Armijo backtracking line search when ``step`` is None.

@@ -59,7 +59,7 @@ LOG_FIELDS = ["step", "loss", "wasserstein", "gradient_penalty", "grad_norm_mean
 
 @dataclass
 class TrainConfig:
-    """Hyper-parameters of the critic training (defaults: see docs/model card)."""
+    """Hyper-parameters of the critic training (the options of ``alr train``, docs/usage.md)."""
 
     steps: int = 20000
     batch_size: int = 128

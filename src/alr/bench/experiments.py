@@ -10,7 +10,7 @@
   ``--protocol paper`` (noisy input clipped to [0, 1]) or ``standard``; method
   ``alr-clipped`` is ALR with the censored data term of :mod:`alr.fidelity`, which
   models the clipping (paper protocol only); ``bm3d-channels`` is grayscale BM3D on
-  each colour channel alone (the paper's BM3D setting as the README reads it).
+  each colour channel alone (the paper's BM3D setting as docs/results.md reads it).
 * ``histogram``: critic values on clean and noisy patches (paper Fig. 3).
 * ``deblur``, ``inpaint``, ``sr``: ALR against the baselines that apply.
 * ``toy``: the circle of Fig. 1.
