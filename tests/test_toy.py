@@ -1,6 +1,5 @@
 import math
 
-import pytest
 import torch
 
 from alr.bench.toy import PointCritic, run_toy

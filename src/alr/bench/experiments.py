@@ -36,9 +36,8 @@ from pathlib import Path
 import torch
 
 from .. import __version__, argtypes
-from ..calibration import (BLUR_STD, CAL_TASKS, alr_options, calibrate_lambda, calibrate_tables, center_crop,
+from ..calibration import (BLUR_STD, alr_options, calibrate_lambda, calibrate_tables, center_crop,
                            denoise_start, score_reference)
-from ..critic import pad_boundary
 from ..data import add_noise
 from ..device import resolve_device
 from ..fidelity import ClippedGaussian
@@ -46,7 +45,7 @@ from ..images import data_root, figure_panels, list_images, pyplot, read_image, 
 from ..metrics import LPIPS, psnr, ssim
 from ..modelfile import load_model, save_model
 from ..physics import Blur, Denoising, Downsampling, Inpainting, gaussian_kernel, random_mask
-from ..pretrained import lam_for, load, split_table_name, table_name
+from ..pretrained import lam_for, load
 from ..solver import minimize
 
 EPLL_DIR = Path(__file__).parent / "models"  # the EPLL baseline's Gaussian mixtures
