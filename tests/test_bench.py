@@ -103,6 +103,7 @@ def test_sigmas_option_selects_the_noise_levels(tmp_path, capsys):
 ])
 def test_every_solve_runs_on_the_bench_device(tmp_path, monkeypatch, name, extra):
     """Table 1 and the calibration once left --device unset and so solved on the CPU of a GPU machine."""
+    from alr import calibration
     from alr.bench import experiments
     from alr.device import resolve_device
 
@@ -114,6 +115,7 @@ def test_every_solve_runs_on_the_bench_device(tmp_path, monkeypatch, name, extra
 
     real = experiments.minimize
     monkeypatch.setattr(experiments, "minimize", spy)
+    monkeypatch.setattr(calibration, "minimize", spy)  # the calibration solves there
     assert main(["bench", name, "--quick", "-o", str(tmp_path / name), "--data", str(data_dir())] + extra) == 0
     assert devices and set(devices) == {str(resolve_device())}
 
@@ -146,6 +148,7 @@ def test_calibrate_chooses_iterations_and_lambda_per_noise_level(tmp_path, monke
     import csv
 
     import alr
+    from alr import calibration
     from alr.bench import experiments
 
     iters = []
@@ -156,6 +159,7 @@ def test_calibrate_chooses_iterations_and_lambda_per_noise_level(tmp_path, monke
 
     real = experiments.minimize
     monkeypatch.setattr(experiments, "minimize", spy)
+    monkeypatch.setattr(calibration, "minimize", spy)  # the calibration solves there
     out = tmp_path / "cal"
     assert main(["bench", "calibrate", "--quick", "--tasks", "denoise", "--sigmas", "0.1,0.3", "--iters", "2,5",
                  "-o", str(out), "--data", str(data_dir())]) == 0
@@ -212,6 +216,7 @@ def test_calibrate_clipped_table_serves_the_censored_data_term(tmp_path, monkeyp
     term; the table lands under "denoise-clipped", which lam_for / solver_options use with
     clipped=True (the Gaussian table otherwise, and as the fallback of a model without one)."""
     import alr
+    from alr import calibration
     from alr.bench import experiments
     from alr.fidelity import ClippedGaussian
 
@@ -223,6 +228,7 @@ def test_calibrate_clipped_table_serves_the_censored_data_term(tmp_path, monkeyp
 
     real = experiments.minimize
     monkeypatch.setattr(experiments, "minimize", spy)
+    monkeypatch.setattr(calibration, "minimize", spy)  # the calibration solves there
     out = tmp_path / "cal"
     assert main(["bench", "calibrate", "--quick", "--tasks", "denoise-clipped", "--sigmas", "0.2",
                  "--iters", "3", "-o", str(out), "--data", str(data_dir())]) == 0
