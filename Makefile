@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export ALR_DATA ?= $(abspath ../shared/data)
 
-.PHONY: install demo test test-all bench clean
+.PHONY: install demo test test-all test-deepinv bench clean
 
 $(BIN)/alr: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -24,6 +24,24 @@ test: install
 test-all: install
 	$(BIN)/python -m pytest -q -m "slow or not slow" tests
 
+# DeepInverse interop (tests/interop/) in its own environment: deepinv needs torchvision, whose
+# registry wheels are linked against the registry's default (CUDA-linked) torch build, which also
+# runs on the CPU. About 2 minutes and 5.6 GB; the main .venv stays CPU-only and small.
+# alr is installed without its torch pin (--no-deps), then its other dependencies from pyproject.toml.
+DVENV := .venv-deepinv
+DBIN := $(DVENV)/bin
+
+$(DBIN)/.ready: pyproject.toml
+	$(PY) -m venv $(DVENV)
+	$(DBIN)/pip install -q --upgrade pip
+	$(DBIN)/pip install -q torch==2.14.1 torchvision==0.29.1 deepinv==0.5.0
+	$(DBIN)/pip install -q --no-deps -e .
+	$(DBIN)/pip install -q $$($(DBIN)/python -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; print(" ".join(d for d in p["dependencies"] + p["optional-dependencies"]["test"] if not d.startswith("torch")))')
+	touch $@
+
+test-deepinv: $(DBIN)/.ready
+	$(DBIN)/python -m pytest -q tests/interop
+
 bench: install
 	$(BIN)/python benchmarks/restore_speed.py
 	$(BIN)/python benchmarks/restore_folder.py
@@ -32,4 +50,4 @@ bench: install
 	$(BIN)/python benchmarks/batched_energy.py
 
 clean:
-	rm -rf $(VENV) demo_out .pytest_cache src/*.egg-info
+	rm -rf $(VENV) $(DVENV) demo_out .pytest_cache src/*.egg-info

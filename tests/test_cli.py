@@ -273,6 +273,20 @@ def test_train_cli_and_resume(tmp_path, sample_dir):
     assert main(["train", "--clean", str(tmp_path / "nope"), "--sigma", "0.1", "-o", str(out)]) == 2
 
 
+def test_train_poisson_gaussian(tmp_path, sample_dir, capsys):
+    """--poisson GAIN trains on Poisson-Gaussian noise (no DeepInverse needed), recorded in the model and
+    calibrated at the noise's std at mid-grey; it is an error with real degraded images."""
+    out = tmp_path / "pg.safetensors"
+    assert main(["train", "--clean", str(sample_dir), "--sigma", "0.02", "--poisson", "0.02", "--blur", "0.8",
+                 "--steps", "5", "--batch-size", "8", "--width", "8", "--max-images", "6", "-q", "-o", str(out)]) == 0
+    model = alr.load(out)
+    assert model.meta["data"]["degradation"] == "gaussian blur std 0.8 + poisson noise gain 0.02 + gaussian noise sigma=0.02"
+    assert model.meta["lambda"]["denoise"]["sigma"] == [0.102]  # hypot(0.02, sqrt(0.02 / 2))
+    assert main(["train", "--clean", str(sample_dir), "--degraded", str(sample_dir), "--poisson", "0.02",
+                 "-o", str(tmp_path / "bad.safetensors")]) == 2
+    assert "--poisson apply to synthetic noise" in capsys.readouterr().err
+
+
 def test_train_init_continues_a_model(tmp_path, sample_dir, capsys):
     """--init starts from the given weights, drops the stale lambda tables and records the lineage."""
     out = tmp_path / "m.safetensors"

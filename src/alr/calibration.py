@@ -188,16 +188,20 @@ def training_levels(degradation) -> list[float]:
     """Noise levels at which to calibrate a critic trained on ``degradation`` (an
     :class:`alr.data.Degradation`, or None for real degraded images): its fixed sigma, or up to
     four levels spread log-evenly over its range (from 0.02), or 0.05 / 0.1 / 0.2 without one.
+    Poisson noise of gain g counts as its std at mid-grey, sqrt(g / 2), added in quadrature.
 
     >>> from alr.data import Degradation
     >>> training_levels(Degradation(0.0, 0.4))
     [0.02, 0.054, 0.15, 0.4]
     >>> training_levels(Degradation(0.1, 0.1))
     [0.1]
+    >>> training_levels(Degradation(0.0, 0.0, gain=0.02))
+    [0.1]
     """
     if degradation is None:
         return [0.05, 0.1, 0.2]
-    lo, hi = max(degradation.sigma_min, 0.02), degradation.sigma_max
+    lo, hi = (math.hypot(s, math.sqrt(degradation.gain / 2)) for s in (degradation.sigma_min, degradation.sigma_max))
+    lo = max(lo, 0.02)
     if hi <= lo * 1.01:
         return [float(f"{hi:.3g}")]
     return [float(f"{lo * (hi / lo) ** (k / 3):.2g}") for k in range(4)]

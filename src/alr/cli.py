@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="noise level drawn uniformly in [A, B] per patch")
     t.add_argument("--blur", type=argtypes.positive_float, default=0.0, metavar="STD",
                    help="Gaussian blur std (pixels) applied before the noise")
+    t.add_argument("--poisson", type=argtypes.positive_float, default=0.0, metavar="GAIN",
+                   help="Poisson noise of this gain before the Gaussian noise (Poisson-Gaussian, as DeepInverse's "
+                        "PoissonGaussianNoise: variance GAIN * x + sigma^2; --sigma 0 for Poisson alone)")
     t.add_argument("--init", default=None, metavar="MODEL",
                    help="continue training this model (file or shipped name) instead of a new critic")
     t.add_argument("--channels", type=int, choices=(1, 3), default=None, help="default 1, or the --init model's")
@@ -302,9 +305,9 @@ def cmd_train(args) -> None:
     deg = None
     if args.degraded is None:
         lo, hi = (args.sigma, args.sigma) if args.sigma is not None else tuple(args.sigma_range)
-        deg = Degradation(lo, hi, args.blur)
-    elif args.blur:
-        raise ValueError("--blur applies to synthetic noise (--sigma / --sigma-range), not --degraded")
+        deg = Degradation(lo, hi, args.blur, args.poisson)
+    elif args.blur or args.poisson:
+        raise ValueError("--blur and --poisson apply to synthetic noise (--sigma / --sigma-range), not --degraded")
     pairs = make_patch_pairs(args.clean, critic.receptive_field, args.channels, args.degraded, deg,
                              seed=args.seed, max_images=args.max_images, augment=args.augment,
                              paired=args.slope > 0)

@@ -8,6 +8,11 @@ vectorised gather. Two disjoint stacks feed the trainer: clean patches
 * Gaussian noise of fixed ``sigma``: ``q = p' + sigma * n``;
 * noise level drawn per patch, ``sigma ~ U[a, b]``;
 * an optional Gaussian blur before the noise (``q = k * p' + sigma n``);
+* optional Poisson noise of gain ``g`` before the Gaussian noise (Poisson-Gaussian,
+  ``q = g P(k * p' / g) + sigma n``);
+* any other forward model with its noise, as an object with the same three members as
+  :class:`Degradation` (``margin``, a call, ``describe``), such as
+  :class:`alr.integrations.deepinv.PhysicsDegradation` for a DeepInverse physics;
 * patches of real degraded images whose degradation is unknown.
 
 ``p`` and ``p'`` come from different images (:func:`split_unpaired`), so the
@@ -109,21 +114,35 @@ def split_unpaired(n: int, seed: int = 0, fraction: float = 0.5) -> tuple[list[i
 
 @dataclass
 class Degradation:
-    """Synthetic degradation of patches: optional Gaussian blur, then Gaussian noise.
+    """Synthetic degradation of patches: optional Gaussian blur, optional Poisson noise, then
+    Gaussian noise.
 
     ``sigma_min == sigma_max`` gives a fixed noise level, otherwise each patch
-    gets ``sigma ~ U[sigma_min, sigma_max]``. Noise is not clipped.
+    gets ``sigma ~ U[sigma_min, sigma_max]``. ``gain`` g > 0 adds Poisson noise first,
+    ``g P(z / g)`` of the (blurred) patch z clipped at 0, of variance g z: the Poisson-Gaussian model
+    of DeepInverse's ``PoissonGaussianNoise(gain, sigma)``. Noise is not clipped.
+
+    >>> import torch
+    >>> deg = Degradation(0.02, 0.02, gain=0.05)
+    >>> q = deg(torch.full((2000, 1, 5, 5), 0.5), torch.Generator().manual_seed(0))
+    >>> round(float(q.var()), 3)  # g * 0.5 + sigma^2
+    0.025
+    >>> deg.describe()
+    'poisson noise gain 0.05 + gaussian noise sigma=0.02'
     """
 
     sigma_min: float
     sigma_max: float
     blur_sigma: float = 0.0
+    gain: float = 0.0
 
     def __post_init__(self) -> None:
         if self.sigma_min < 0 or self.sigma_max < self.sigma_min:
             raise ValueError(f"invalid noise range [{self.sigma_min}, {self.sigma_max}]")
         if self.blur_sigma < 0:
             raise ValueError("blur sigma must be >= 0")
+        if self.gain < 0:
+            raise ValueError("Poisson gain must be >= 0")
 
     @property
     def margin(self) -> int:
@@ -137,6 +156,8 @@ class Degradation:
             k = gaussian_kernel(self.blur_sigma).to(x)
             c = x.shape[1]
             x = F.conv2d(x, k.flip(0, 1)[None, None].expand(c, 1, *k.shape), groups=c)
+        if self.gain > 0:
+            x = self.gain * torch.poisson(x.clamp_min(0) / self.gain, generator=generator)
         n = x.shape[0]
         sig = self.sigma_min + (self.sigma_max - self.sigma_min) * torch.rand(n, 1, 1, 1, generator=generator)
         return x + sig * torch.randn(x.shape, generator=generator)
@@ -144,7 +165,8 @@ class Degradation:
     def describe(self) -> str:
         s = (f"gaussian noise sigma={self.sigma_min:g}" if self.sigma_min == self.sigma_max
              else f"gaussian noise sigma~U[{self.sigma_min:g}, {self.sigma_max:g}]")
-        return (f"gaussian blur std {self.blur_sigma:g} + " if self.blur_sigma else "") + s
+        return ((f"gaussian blur std {self.blur_sigma:g} + " if self.blur_sigma else "")
+                + (f"poisson noise gain {self.gain:g} + " if self.gain else "") + s)
 
 
 class PatchPairs:
@@ -155,7 +177,8 @@ class PatchPairs:
     clean : stack of clean images (patches ``p``).
     degraded_source : stack that degraded patches come from: clean images of a
         disjoint set when ``degradation`` is given, else real degraded images.
-    degradation : synthetic degradation, or None for real degraded images.
+    degradation : synthetic degradation (a :class:`Degradation` or an object with its ``margin``,
+        call and ``describe``), or None for real degraded images.
     size : patch side (the critic's receptive field).
     augment : turn each patch by one of the 8 flips / quarter turns drawn at random
         (:func:`random_dihedral`), so the critic sees 8 times the patch variety.

@@ -1,0 +1,221 @@
+"""DeepInverse interop: ``alr`` critics as DeepInverse priors, physics in both directions,
+DeepInverse forward models as the degradation that trains a critic.
+
+Importable only where DeepInverse is installed (``make test-deepinv`` builds such an
+environment; docs/deepinverse.md).
+
+**The lambda scaling.** ``alr`` minimises the per-pixel energy::
+
+    E(x) = 1/(2n) ||A x - y||^2 + lam R(x),        n = C * H * W pixels of x
+
+DeepInverse's ``optim`` minimises ``f(x) + lambda g(x)``, with the data term
+``deepinv.optim.L2(sigma=s)``: ``f(x) = 1/(2 s^2) ||A x - y||^2`` (``s = 1`` by default).
+Multiplying E by ``n / s^2`` changes nothing to its minimisers, so with ``g = R``
+(:class:`CriticPrior`) both solve the same problem when::
+
+    lambda = n * lam / s^2                                  (deepinv_lambda)
+
+The gradient steps differ by the same factor: DeepInverse's ``stepsize`` ``gamma`` on ``f + lambda g``
+is the step ``gamma`` of ``alr.solver.minimize(..., method="gd", step=gamma)`` when ``s = 1``.
+
+Example
+-------
+>>> import torch, deepinv as dinv, alr
+>>> from alr.integrations.deepinv import CriticPrior, deepinv_lambda
+>>> prior = CriticPrior("gray", sigma=0.1)                 # R with gray's shaping at sigma 0.1
+>>> x = torch.rand(1, 1, 32, 32)
+>>> prior(x).shape, prior.grad(x).shape
+(torch.Size([1]), torch.Size([1, 1, 32, 32]))
+>>> deepinv_lambda(prior.lam, x[0].numel()) == x[0].numel() * prior.lam
+True
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import deepinv
+import torch
+
+from ..critic import PatchCritic, Regularizer
+from ..physics import LinearOperator, as_operator
+from ..pretrained import lam_for, load, solver_options
+from ..solver import restore as _alr_restore
+from ..solver import task_of as _alr_task_of
+
+
+def deepinv_lambda(lam: float, pixels: int, l2_sigma: float = 1.0) -> float:
+    """DeepInverse's ``lambda`` for ``alr``'s ``lam`` on images of ``pixels`` = C*H*W values, with the
+    data term ``deepinv.optim.L2(sigma=l2_sigma)``: ``pixels * lam / l2_sigma^2`` (module docstring).
+
+    >>> round(deepinv_lambda(1e-4, 3 * 64 * 64), 6)
+    1.2288
+    """
+    return pixels * lam / l2_sigma ** 2
+
+
+class CriticPrior(deepinv.optim.Prior):
+    """An ``alr`` critic's regulariser as an explicit DeepInverse prior: ``g(x) = R(x)``.
+
+    ``fn(x)`` is :class:`alr.Regularizer` (the model's boundary and score shaping), one value per
+    image; ``grad(x)`` comes from autograd: under ``torch.no_grad()`` (how DeepInverse runs an
+    algorithm for inference) it is :meth:`alr.Regularizer.value_and_grad`, exact and tiled under
+    ``max_memory``; with gradients enabled (unrolled training) it is DeepInverse's autograd
+    gradient with its graph. ``prox`` is DeepInverse's default (inner gradient descent).
+
+    Parameters
+    ----------
+    model : a shipped model name (``"gray"``, ``"color"``), a model file or a :class:`alr.PatchCritic`.
+    sigma : noise level whose table entry sets the shaping (``concavity``, ``score_ref``), the
+        boundary and :attr:`lam`; None: the paper's R (no shaping, reflect boundary), ``lam`` None.
+    task : which of the model's tables (``"denoise"``, ``"deblur"``, ``"inpaint"``, ``"sr"``).
+    lam : ``alr``'s per-pixel weight (default: the table's at ``sigma``); give DeepInverse
+        ``deepinv_lambda(prior.lam, x[0].numel())``.
+    boundary, concavity, symmetric, per_channel, max_memory : as in :class:`alr.Regularizer`
+        (None: the table's or the default).
+    """
+
+    def __init__(self, model: "str | PatchCritic" = "gray", sigma: float | None = None, task: str = "denoise",
+                 lam: float | None = None, *, boundary: str | None = None, concavity: float | None = None,
+                 symmetric: bool = False, per_channel: bool = False, max_memory: float | None = None) -> None:
+        super().__init__()
+        self.explicit_prior = True
+        self.critic = model if isinstance(model, PatchCritic) else load(model)  # a submodule: .to() moves it
+        opts = solver_options(self.critic, task, sigma) if sigma is not None else {}
+        self.lam = lam if lam is not None or sigma is None else lam_for(self.critic, task, sigma)
+        self.reg = Regularizer(self.critic, per_channel=per_channel, max_memory=max_memory,
+                               boundary=boundary or opts.get("boundary", "reflect"),
+                               concavity=opts.get("concavity", 0.0) if concavity is None else concavity,
+                               score_ref=opts.get("score_ref", 0.0), symmetric=symmetric)
+
+    def fn(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        """R(x), shape (B,)."""
+        return self.reg(x)
+
+    def grad(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        """grad_x R(x), shape of ``x``."""
+        if torch.is_grad_enabled():
+            return super().grad(x)
+        return self.reg.value_and_grad(x)[1]
+
+
+class AlrPhysics(deepinv.physics.LinearPhysics):
+    """An ``alr`` operator (or any object with ``A`` and ``A_adjoint``) as a DeepInverse
+    ``LinearPhysics``, with an optional DeepInverse ``noise_model`` (:func:`to_deepinv`).
+
+    DeepInverse's methods built on ``A`` and ``A_adjoint`` (``A_dagger``, ``prox_l2``,
+    ``compute_norm``...) then work on it; :attr:`op` is the ``alr`` operator.
+    """
+
+    def __init__(self, op, noise_model: deepinv.physics.NoiseModel | None = None, **kwargs) -> None:
+        super().__init__(noise_model=noise_model or deepinv.physics.ZeroNoise(), **kwargs)
+        self.op = as_operator(op)
+
+    def A(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        return self.op.A(x)
+
+    def A_adjoint(self, y: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        return self.op.A_adjoint(y)
+
+
+def to_deepinv(op, noise_model: deepinv.physics.NoiseModel | None = None) -> AlrPhysics:
+    """``op`` (an :mod:`alr.physics` operator) as a DeepInverse ``LinearPhysics`` whose ``physics(x)``
+    is ``noise_model(A x)``. Note that ``alr``'s blur is circular (periodic boundary), DeepInverse's
+    ``Blur`` defaults to ``padding="valid"``.
+
+    >>> import torch
+    >>> from alr.physics import Blur, gaussian_kernel
+    >>> blur = to_deepinv(Blur(gaussian_kernel(1.0)), deepinv.physics.GaussianNoise(0.05))
+    >>> blur(torch.rand(1, 1, 16, 16)).shape
+    torch.Size([1, 1, 16, 16])
+    """
+    return AlrPhysics(op, noise_model)
+
+
+def from_deepinv(physics) -> LinearOperator:
+    """A DeepInverse physics as an ``alr`` operator: the ``alr`` operator itself for :func:`to_deepinv`'s,
+    else :func:`alr.physics.as_operator` (``A`` and ``A_adjoint`` called as they are)."""
+    return physics.op if isinstance(physics, AlrPhysics) else as_operator(physics)
+
+
+#: DeepInverse physics classes and the ``alr`` table (task) that fits them.
+TASKS = ((deepinv.physics.Denoising, "denoise"), (deepinv.physics.Blur, "deblur"),
+         (deepinv.physics.BlurFFT, "deblur"), (deepinv.physics.Inpainting, "inpaint"),
+         (deepinv.physics.Downsampling, "sr"))
+
+
+def task_of(physics) -> str | None:
+    """The ``alr`` lambda table that fits a DeepInverse physics (or an ``alr`` operator); None for
+    an operator ``alr`` has no table for (tomography, MRI...: give ``lam``)."""
+    if isinstance(physics, AlrPhysics):
+        return _alr_task_of(physics.op)
+    return next((task for cls, task in TASKS if isinstance(physics, cls)), _alr_task_of(physics))
+
+
+def noise_sigma(physics) -> float | None:
+    """The standard deviation of a physics' ``GaussianNoise`` (one value for the batch), else None."""
+    noise = getattr(physics, "noise_model", None)
+    if not isinstance(noise, deepinv.physics.GaussianNoise):
+        return None
+    s = torch.as_tensor(noise.sigma).flatten()
+    return float(s[0]) if bool((s == s[0]).all()) else None
+
+
+def restore(y: torch.Tensor, physics, model: "str | PatchCritic | None" = None, sigma: float | None = None,
+            task: str | None = None, **kwargs) -> torch.Tensor:
+    """:func:`alr.restore` of measurements ``y = physics(x)`` of a DeepInverse physics, its table
+    (:func:`task_of`) and noise level (:func:`noise_sigma`) read from the physics unless given.
+
+    For an operator ``alr`` has no table for, give ``lam=`` (``alr``'s per-pixel weight).
+    Other keyword arguments: those of :func:`alr.restore`.
+    """
+    sigma = noise_sigma(physics) if sigma is None else sigma
+    return _alr_restore(y, model, sigma=sigma, task=task or task_of(physics), physics=from_deepinv(physics),
+                        **kwargs)
+
+
+class PhysicsDegradation:
+    """Degraded training patches made by a DeepInverse physics with its noise model:
+    ``q = crop(to_image(physics(p)))``, for :class:`alr.data.PatchPairs` / :func:`alr.data.make_patch_pairs`.
+
+    ``physics(p)`` is ``noise_model(A p)`` on patches of side ``s + 2 * margin``; ``margin`` is
+    what the operator needs beyond the patch for its centre to be exact (the kernel's radius for a
+    blur). Measurements of another shape (downsampling, tomography) are brought back to the
+    image by ``to_image`` (for instance ``physics.A_dagger`` or ``physics.A_adjoint``), so that the
+    critic learns what the degraded images that the solver starts from look like. The noise is
+    drawn from the global RNG seeded by the batch's ``generator`` (a seed fixes the stream), unless
+    the noise model has its own ``rng``.
+
+    >>> import torch, deepinv as dinv
+    >>> physics = dinv.physics.Denoising(dinv.physics.PoissonGaussianNoise(gain=0.05, sigma=0.02))
+    >>> deg = PhysicsDegradation(physics)
+    >>> q = deg(torch.rand(4, 1, 13, 13), torch.Generator().manual_seed(0))
+    >>> q.shape, deg.describe()
+    (torch.Size([4, 1, 13, 13]), 'DeepInverse Denoising with PoissonGaussianNoise(gain=0.05, sigma=0.02)')
+    """
+
+    def __init__(self, physics, margin: int = 0,
+                 to_image: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+        if margin < 0:
+            raise ValueError(f"margin must be >= 0, got {margin}")
+        self.physics, self.margin, self.to_image = physics, int(margin), to_image
+
+    def __call__(self, patches: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Degrade patches of side ``s + 2 * margin``; returns the centre ``s x s`` of each."""
+        seed = int(torch.randint(2 ** 62, (1,), generator=generator))
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            torch.manual_seed(seed)
+            y = self.physics(patches)
+            q = y if self.to_image is None else self.to_image(y)
+        if q.shape[:2] != patches.shape[:2] or min(q.shape[-2:]) < patches.shape[-1] - 2 * self.margin:
+            raise ValueError(f"the physics turns patches {tuple(patches.shape)} into {tuple(q.shape)}: give "
+                             "to_image= (e.g. physics.A_dagger) to bring its measurements back to images")
+        s = patches.shape[-1] - 2 * self.margin
+        top, left = (q.shape[-2] - s) // 2, (q.shape[-1] - s) // 2
+        return q[..., top:top + s, left:left + s]
+
+    def describe(self) -> str:
+        noise = getattr(self.physics, "noise_model", None)
+        params = ", ".join(f"{k}={float(v.flatten()[0]):g}" for k, v in
+                           getattr(noise, "_buffers", {}).items() if v is not None and v.numel() and k != "initial_random_state")
+        return (f"DeepInverse {type(self.physics).__name__} with {type(noise).__name__}"
+                + (f"({params})" if params else ""))
