@@ -215,7 +215,8 @@ class PhysicsDegradation:
 
     def describe(self) -> str:
         noise = getattr(self.physics, "noise_model", None)
-        params = ", ".join(f"{k}={float(v.flatten()[0]):g}" for k, v in
-                           getattr(noise, "_buffers", {}).items() if v is not None and v.numel() and k != "initial_random_state")
+        buffers = noise.named_buffers(recurse=False) if isinstance(noise, torch.nn.Module) else ()
+        params = ", ".join(f"{k}={float(v.flatten()[0]):g}" for k, v in buffers
+                           if v.numel() and k != "initial_random_state")
         return (f"DeepInverse {type(self.physics).__name__} with {type(noise).__name__}"
                 + (f"({params})" if params else ""))
