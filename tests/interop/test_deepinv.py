@@ -132,7 +132,7 @@ def deepinv_physics(name: str, side: int):
                                                    rng=torch.Generator().manual_seed(2)),
         "sr": lambda: dinv.physics.Downsampling(img_size=(1, side, side), factor=2, filter="gaussian",
                                                 noise_model=noise(0.02)),
-        "ct": lambda: dinv.physics.Tomography(angles=24, img_width=side, noise_model=noise(0.02)),
+        "ct": lambda: dinv.physics.Tomography(angles=24, img_width=side, normalize=True, noise_model=noise(0.02)),
     }[name]()
 
 
@@ -274,9 +274,10 @@ def test_readme_example():
     import deepinv as dinv
     from skimage import data
     from alr.integrations.deepinv import CriticPrior, deepinv_lambda, restore
+    from alr.physics import gaussian_kernel
 
     x = torch.from_numpy(data.camera()[100:148, 200:248] / 255).float()[None, None]
-    physics = dinv.physics.Blur(dinv.physics.blur.gaussian_blur(1.6), padding="circular",
+    physics = dinv.physics.Blur(gaussian_kernel(1.6)[None, None], padding="circular",
                                 noise_model=dinv.physics.GaussianNoise(0.03))
     y = physics(x)
     x1 = restore(y, physics)                               # alr's solver; task and sigma from the physics
