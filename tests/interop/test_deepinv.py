@@ -269,24 +269,15 @@ def test_train_critic_for_a_deepinv_forward_model(sample_dir, camera):
 
 # ----------------------------------------------------------------------------- the README example
 def test_readme_example():
-    """The README's DeepInverse example, line for line (docs/deepinverse.md)."""
-    import torch
-    import deepinv as dinv
-    from skimage import data
-    from alr.integrations.deepinv import CriticPrior, deepinv_lambda, restore
-    from alr.physics import gaussian_kernel
+    """The README's DeepInverse example, run as written (its python block that imports deepinv)."""
+    import re
+    from pathlib import Path
 
-    x = torch.from_numpy(data.camera()[100:148, 200:248] / 255).float()[None, None]
-    physics = dinv.physics.Blur(gaussian_kernel(1.6)[None, None], padding="circular",
-                                noise_model=dinv.physics.GaussianNoise(0.03))
-    y = physics(x)
-    x1 = restore(y, physics)                               # alr's solver; task and sigma from the physics
-    prior = CriticPrior("gray", sigma=0.03, task="deblur")  # R(x) with gray's shaping at this sigma
-    solver = dinv.optim.optim_builder("GD", prior=prior, data_fidelity=dinv.optim.L2(), max_iter=50,
-                                      params_algo={"stepsize": 0.5, "lambda": deepinv_lambda(prior.lam, x[0].numel())})
-    with torch.no_grad():
-        x2 = solver(y, physics)                            # DeepInverse's solver with alr's prior
-
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    (code,) = [c for c in re.findall(r"^```python\n(.*?)^```", text, re.S | re.M) if "import torch, deepinv" in c]
+    ns: dict = {}
+    exec(compile(code, "README.md DeepInverse example", "exec"), ns)
+    x, y, x1, x2 = (ns[k] for k in ("x", "y", "x1", "x2"))
     before = float(psnr(y, x))
     print(f"README example: input {before:.2f} dB, alr {float(psnr(x1, x)):.2f}, DeepInverse GD "
           f"{float(psnr(x2.clamp(0, 1), x)):.2f}")
