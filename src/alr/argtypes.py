@@ -45,15 +45,16 @@ def positive_floats(text: str) -> list[float]:
     return [positive_float(v) for v in text.split(",")]
 
 
-def int_at_least(low: int):
-    """An argparse type: an integer >= ``low``."""
+def int_at_least(low: int, high: int | None = None):
+    """An argparse type: an integer >= ``low`` (and <= ``high``, if given)."""
     def parse(text: str) -> int:
         try:
             v = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if v < low:
-            raise argparse.ArgumentTypeError(f"must be >= {low}, got {text}")
+        if v < low or (high is not None and v > high):
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {text}" if high is None
+                                             else f"must be in [{low}, {high}], got {text}")
         return v
     return parse
 

@@ -18,6 +18,7 @@ import torch
 
 from . import argtypes
 from .critic import ACTIVATIONS, CRITERIA
+from .settings import MAX_SR_FACTOR
 
 TASKS = ("denoise", "deblur", "inpaint", "sr")
 
@@ -58,14 +59,17 @@ def build_parser() -> argparse.ArgumentParser:
                         "degraded, and the critic's slope from one to the other is held at 1 (docs/method.md; "
                         "default 0, the paper's unpaired training)")
     t.add_argument("--steps", type=argtypes.count, default=20000,
-                   help="training steps (0: only convert --init to a new --activation / --criterion)")
+                   help="training steps (0: only convert --init to a new --activation / --criterion); with "
+                        "--resume, the new total (at least the checkpoint's steps)")
     t.add_argument("--batch-size", type=argtypes.positive_int, default=128)
     t.add_argument("--lr0", type=argtypes.positive_float, default=1e-4)
     t.add_argument("--lr1", type=argtypes.positive_float, default=1e-5)
     t.add_argument("--mu", type=argtypes.positive_float, default=10.0, help="gradient penalty weight")
     t.add_argument("--betas", type=float, nargs=2, default=(0.5, 0.9), metavar=("B1", "B2"),
                    help="Adam betas of the critic's optimiser (default 0.5 0.9, the WGAN-GP choice)")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=int, default=0,
+                   help="seeds the initial weights and every random draw: on the CPU the same seed, data and "
+                        "options give the same model file, bit for bit")
     t.add_argument("--ckpt-every", type=argtypes.positive_int, default=1000, help="checkpoint (MODEL.ckpt) every N steps")
     t.add_argument("--max-seconds", type=argtypes.positive_float, default=None, help="stop (and save) after this wall time")
     t.add_argument("--max-images", type=argtypes.positive_int, default=None, help="use only the first N images of each folder")
@@ -94,8 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     kern = r.add_mutually_exclusive_group()
     kern.add_argument("--kernel", help="blur kernel file (.npy or image), for --task deblur")
     kern.add_argument("--blur-sigma", type=argtypes.positive_float, help="Gaussian blur std, for --task deblur")
-    r.add_argument("--mask", help="mask image (1 = known pixel), for --task inpaint")
-    r.add_argument("--factor", type=argtypes.positive_int, default=2, help="super-resolution factor, for --task sr")
+    r.add_argument("--mask", help="mask image (known pixels: above half its maximum), for --task inpaint")
+    r.add_argument("--factor", type=argtypes.int_at_least(1, MAX_SR_FACTOR), default=2,
+                   help=f"super-resolution factor, for --task sr (at most {MAX_SR_FACTOR})")
     r.add_argument("--method", default=None, choices=("adam", "gd", "agd", "lbfgs"),
                    help="solver of min_x 1/(2n) ||Ax - y||^2 + lam R(x) (default: the model's; L-BFGS for the "
                         "shipped ones)")
@@ -114,7 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--batch-size", type=argtypes.positive_int, default=4,
                    help="images of equal size solved together in a folder (default 4)")
     r.add_argument("--shard", type=argtypes.shard, default=None, help="process the i-th of n parts of a folder")
-    r.add_argument("--overwrite", action="store_true", help="redo outputs that already exist (folders)")
+    r.add_argument("--overwrite", action="store_true",
+                   help="redo outputs that already exist (folders; without it a rerun restores only what is "
+                        "missing, and images that fail are reported and skipped)")
     r.add_argument("-q", "--quiet", action="store_true")
 
     d = sub.add_parser("degrade", help="make a degraded test input from a clean image")
@@ -151,7 +158,7 @@ def _version() -> str:
 # ---------------------------------------------------------------------------- helpers
 def _read_kernel(path: str) -> torch.Tensor:
     from .images import read_image
-    k = read_image(path)[0]
+    k = read_image(path, bounded=False)[0]
     if k.shape[0] != 1:
         k = k.mean(0, keepdim=True)
     k = k[0]
@@ -176,8 +183,10 @@ def make_physics(task: str, args: argparse.Namespace):
         if not getattr(args, "mask", None):
             raise ValueError("--task inpaint needs --mask FILE")
         from .images import read_image
-        m = read_image(args.mask)
-        return ph.Inpainting((m.mean(1, keepdim=True) > 0.5).float())
+        m = read_image(args.mask).mean(1, keepdim=True)
+        if float(m.max()) <= 0:
+            raise ValueError(f"--mask {args.mask} has no known pixel (known: above half the mask's maximum)")
+        return ph.Inpainting((m > 0.5 * m.max()).float())
     if task == "sr":
         return ph.Downsampling(args.factor)
     raise ValueError(f"unknown task {task!r}")
@@ -186,7 +195,7 @@ def make_physics(task: str, args: argparse.Namespace):
 class _Job:
     """One input image made ready for the solver: measurement, model, operator, settings."""
 
-    def __init__(self, path: Path, out: Path, args, models: dict, say) -> None:
+    def __init__(self, path: Path, out: Path, args, physics, models: dict, say) -> None:
         from .images import read_image
         from .pretrained import load
         from .settings import match_channels, resolve
@@ -197,7 +206,7 @@ class _Job:
             models[name] = load(name)
         self.model = models[name]
         self.y = match_channels(self.model, y, args.per_channel, path.name)
-        self.physics = make_physics(args.task, args)
+        self.physics = physics
         self.physics.check_measurement(self.y)
         self.settings = resolve(self.model, self.y, args.task, args.sigma, args.lam, clipped=args.clipped,
                                 method=args.method, iters=args.iters, concavity=args.concavity,
@@ -236,15 +245,29 @@ def _solve(jobs: list[_Job], args, say) -> None:
         say(f"{j.path.name} -> {j.out} ({what})")
 
 
-def _restore_folder(files: list[Path], dst: Path, args, say) -> None:
-    """Stream a folder: images of equal shape and settings are batched up to --batch-size."""
+def _restore_folder(files: list[Path], dst: Path, args, physics, say) -> None:
+    """Stream a folder: images of equal shape and settings are batched up to --batch-size.
+
+    An image that cannot be restored (unreadable, wrong size or channels, no noise level) is
+    reported on one line and skipped; the others are restored, and the run then fails with the
+    count (a rerun restores only the missing outputs)."""
     from tqdm.auto import tqdm
+
+    from .errors import AlrError, one_line
 
     models: dict = {}
     pending: dict[tuple, list[_Job]] = {}
+    failed: list[str] = []
     bar = tqdm(total=len(files), desc="images", unit="img", disable=args.quiet)
     for f in files:
-        job = _Job(f, dst / f.name, args, models, say)
+        try:
+            job = _Job(f, dst / f.name, args, physics, models, say)
+        except (AlrError, ValueError, OSError) as e:
+            msg = one_line(e)
+            print(f"alr: error: {msg if f.name in msg else f'{f}: {msg}'} (skipped)", file=sys.stderr)
+            failed.append(f.name)
+            bar.update(1)
+            continue
         group = pending.setdefault(job.group(), [])
         group.append(job)
         if len(group) >= args.batch_size:
@@ -258,6 +281,9 @@ def _restore_folder(files: list[Path], dst: Path, args, say) -> None:
         bar.update(len(pending[key]))
         _solve(pending.pop(key), args, say)
     bar.close()
+    if failed:
+        raise AlrError(f"{len(failed)} of {len(files)} images could not be restored ({', '.join(failed[:3])}"
+                       f"{', ...' if len(failed) > 3 else ''}); the others are in {dst}")
 
 
 # ---------------------------------------------------------------------------- commands
@@ -265,15 +291,16 @@ def _training_critic(args):
     """A new critic from the architecture options, or the ``--init`` model prepared to train on."""
     from .critic import PatchCritic
     from .pretrained import load
-    from .train import continue_from
+    from .train import continue_from, new_critic
 
     arch = {"in_channels": args.channels, "depth": args.depth, "width": args.width, "activation": args.activation,
             "criterion": args.criterion}
     weightless = ("activation", "criterion")  # hold no weights: a model trains on with another one
     if args.init is None:
+        if args.steps == 0 and not args.resume:
+            raise ValueError("--steps 0 would write an untrained critic; it only converts an --init model")
         defaults = {"in_channels": 1, "depth": 6, "width": 64, "activation": "relu", "criterion": "w1"}
-        critic = PatchCritic(**{k: defaults[k] if v is None else v for k, v in arch.items()})
-        critic.meta = {}
+        critic = new_critic(args.seed, **{k: defaults[k] if v is None else v for k, v in arch.items()})
     else:
         if args.resume:
             raise ValueError("--init starts from a model and --resume from a checkpoint: give one")
@@ -295,12 +322,19 @@ def _training_critic(args):
 
 
 def cmd_train(args) -> None:
-    from .data import Degradation, make_patch_pairs
-    from .modelfile import portable_path
     from .calibration import calibrate_trained
+    from .data import Degradation, make_patch_pairs
+    from .files import check_output
+    from .modelfile import portable_path
+    from .pretrained import resolve
     from .train import TrainConfig, init_distributed, train_critic
 
     rank, world = init_distributed()
+    out = Path(args.output)
+    log = args.log or out.with_suffix(".csv")
+    inputs, folders = [args.init and resolve(args.init)], [args.clean, args.degraded]
+    for option, path in (("-o", out), ("-o", f"{out}.ckpt"), ("--log", log)):
+        check_output(path, inputs, folders, option)
     critic = _training_critic(args)
     deg = None
     if args.degraded is None:
@@ -317,8 +351,6 @@ def cmd_train(args) -> None:
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr0=args.lr0, lr1=args.lr1, mu=args.mu,
                       anchor=args.anchor, slope=args.slope, betas=tuple(args.betas), seed=args.seed,
                       ckpt_every=args.ckpt_every, device=args.device, max_seconds=args.max_seconds)
-    out = Path(args.output)
-    log = args.log or out.with_suffix(".csv")
     t0 = time.perf_counter()
     train_critic(critic, pairs.sample, cfg, out=out, log_csv=log, resume=args.resume, progress=not args.quiet)
     if rank == 0:
@@ -336,49 +368,54 @@ def cmd_train(args) -> None:
 
 def cmd_restore(args) -> None:
     from .device import resolve_device
-    from .images import IMAGE_EXTENSIONS, list_images
+    from .files import check_output_folder
+    from .images import image_output, list_images
 
     args.device = str(resolve_device(args.device))  # once, for every batch: the GPU when there is one
     say = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr))
     src, dst = Path(args.input), Path(args.output)
+    others = [args.kernel, args.mask, args.model]  # inputs besides the images: never overwritten either
     if src.is_dir():
-        if dst.exists() and dst.resolve() == src.resolve():
-            raise ValueError(f"-o {dst} is the input folder: restoring into it would replace the inputs")
+        check_output_folder(dst, [src])
         files = list_images(src)
         if args.shard:
             i, n = args.shard
             files = files[i::n]
+        for f in files:
+            image_output(dst / f.name, others)
+        physics = make_physics(args.task, args)
         dst.mkdir(parents=True, exist_ok=True)
         todo = [f for f in files if args.overwrite or not (dst / f.name).exists()]
         say(f"{len(files) - len(todo)} of {len(files)} outputs exist already; restoring {len(todo)}")
-        _restore_folder(todo, dst, args, say)
+        _restore_folder(todo, dst, args, physics, say)
         return
     if not src.is_file():
         raise FileNotFoundError(f"no such file or folder: {src}")
-    if dst.suffix.lower() not in IMAGE_EXTENSIONS:
-        raise ValueError(f"unsupported output format {dst.suffix!r} for -o {dst}; use one of {', '.join(IMAGE_EXTENSIONS)}")
-    if dst.is_dir():
-        raise ValueError(f"-o {dst} is a folder; give an image file name")
-    if dst.exists() and dst.resolve() == src.resolve():
-        raise ValueError(f"-o {dst} is the input file: write the result elsewhere")
-    _solve([_Job(src, dst, args, {}, say)], args, say)
+    image_output(dst, [src, *others])
+    _solve([_Job(src, dst, args, make_physics(args.task, args), {}, say)], args, say)
 
 
 def cmd_degrade(args) -> None:
     from . import physics as ph
     from .data import add_noise
-    from .images import FLOAT_EXTENSIONS, read_image, write_image
+    from .images import FLOAT_EXTENSIONS, image_output, read_image, write_image
 
-    x = read_image(args.input)
-    out = Path(args.output)
+    out = image_output(args.output, [args.input, args.kernel])
     if args.task == "inpaint":
         if args.mask_out is None:
             raise ValueError("--task inpaint needs --mask-out FILE to save the mask")
+        if Path(args.mask_out).resolve() == out.resolve():
+            raise ValueError(f"--mask-out {args.mask_out} is also -o: give two files")
+        image_output(args.mask_out, [args.input, args.kernel], option="--mask-out")
+    x = read_image(args.input)
+    if args.task == "inpaint":
         m = ph.random_mask(tuple(x.shape[-2:]), args.missing, args.seed)
         physics = ph.Inpainting(m)
     elif args.task == "sr":
         k = args.factor
         h, w = x.shape[-2] // k * k, x.shape[-1] // k * k
+        if not h or not w:
+            raise ValueError(f"--factor {k} is larger than the image {args.input} ({x.shape[-1]}x{x.shape[-2]})")
         if (h, w) != tuple(x.shape[-2:]):
             print(f"note: cropped to {h}x{w}, a multiple of the factor {k}", file=sys.stderr)
         x = x[..., :h, :w]
@@ -426,7 +463,7 @@ def _threads() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .errors import AlrError
+    from .errors import AlrError, one_line
 
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["bench"]:  # the paper's experiments parse their own options
@@ -440,10 +477,7 @@ def main(argv: list[str] | None = None) -> int:
         _threads()
         handler(args)
     except (AlrError, FileNotFoundError, ValueError, KeyError, RuntimeError, FloatingPointError, OSError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-        if isinstance(e, OSError) and e.filename and str(e.filename) not in msg:
-            msg = f"{e.filename}: {e.strerror or msg}"
-        print(f"alr: error: {' '.join(str(msg).split())}", file=sys.stderr)
+        print(f"alr: error: {one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("alr: interrupted", file=sys.stderr)

@@ -13,3 +13,17 @@ class AlrError(Exception):
     >>> str(AlrError("model x.safetensors: not found"))
     'model x.safetensors: not found'
     """
+
+
+def one_line(e: BaseException) -> str:
+    """The message of a user-caused error on one line, naming the file of an ``OSError``.
+
+    >>> one_line(FileNotFoundError(2, "No such file or directory", "a.png"))
+    'a.png: No such file or directory'
+    >>> one_line(AlrError("first\\n  second"))
+    'first second'
+    """
+    msg = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+    if isinstance(e, OSError) and e.filename and e.strerror:
+        msg = f"{e.filename}: {e.strerror}"
+    return " ".join(msg.split())

@@ -1,20 +1,35 @@
-"""Reading and writing image files as float tensors in [0, 1].
+"""Reading and writing image files as float tensors in [0, 1], and the one check of image data.
 
-Supported: PNG, JPEG, TIFF (8/16-bit integer, 32-bit float) and ``.npy``
-float arrays shaped (H, W) or (H, W, C). Integer images are scaled by their
-type's maximum; float files are taken as they are (not clipped), so noisy
-inputs keep their exact values. Images are returned as (1, C, H, W) tensors.
-Writes are atomic: a failed write never leaves a partial file.
+Supported: PNG, JPEG, BMP, TIFF and ``.npy`` arrays shaped (H, W), (H, W, C) or (C, H, W) with
+C = 1, 3 or 4 (an alpha channel is dropped). Images are returned as (1, C, H, W) float32
+tensors. Every array, from a file or given to the Python API, goes through one rule
+(:func:`as_image` for arrays, :func:`check_image` for tensors):
+
+* ``bool``: 0 / 1. ``uint8``: divided by 255; ``uint16``: by 65535 (the types of image
+  files, whose range they state);
+* other integer types (``int8`` ... ``int64``, ``uint32``, ``uint64``, as ``.npy`` or TIFF
+  hold them): divided by 255 when every value lies in [0, 255], by 65535 when in [0, 65535];
+  negative or larger values are refused (no scale can be guessed);
+* floats are taken as they are, unclipped, so noisy inputs keep their exact values; they must
+  be finite and lie in [-FLOAT_SLACK, 1 + FLOAT_SLACK] (data in 0-255 is refused: divide it
+  by 255);
+* complex, structured and object arrays are refused, and so is an image without pixels or
+  declaring more than :data:`MAX_VALUES` values (checked before decoding the file).
+
+A refused file or array raises :class:`ImageError` naming it. Writes are atomic
+(:func:`alr.files.atomic_write`): a failed write never leaves a partial file.
 """
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .files import atomic_write
+from .errors import AlrError
+from .files import PathLike, atomic_write, check_output
 
 
 def pyplot():
@@ -27,23 +42,125 @@ def pyplot():
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".npy")
 FLOAT_EXTENSIONS = (".npy", ".tif", ".tiff")
+#: Most values (pixels x channels) an image may hold or a file declare (1 GiB as float32).
+MAX_VALUES = 1 << 28
+#: Float images are [0, 1] up to noise: values outside [-FLOAT_SLACK, 1 + FLOAT_SLACK] are refused.
+FLOAT_SLACK = 4.0
 
 
-def _to_float(arr: np.ndarray) -> np.ndarray:
+class ImageError(AlrError, ValueError):
+    """An image file or array that alr cannot take, with the reason and its name."""
+
+
+def _integer_scale(arr: np.ndarray, name: str) -> int:
+    """The value that maps an integer image to [0, 1] (module docstring)."""
+    if arr.dtype in (np.uint8, np.uint16):
+        return int(np.iinfo(arr.dtype).max)
+    lo, hi = int(arr.min()), int(arr.max())
+    for top in (255, 65535):
+        if 0 <= lo and hi <= top:
+            return top
+    raise ImageError(f"{name}: {arr.dtype} values in [{lo}, {hi}] fit neither 8-bit [0, 255] nor 16-bit "
+                     "[0, 65535] data; save the image as floats in [0, 1]")
+
+
+def check_values(x: torch.Tensor, name: str, bounded: bool = True) -> torch.Tensor:
+    """``x`` (float) itself if it has pixels, is finite and (``bounded``) lies in [0, 1] up to
+    noise (:data:`FLOAT_SLACK`); :class:`ImageError` naming ``name`` otherwise."""
+    if x.numel() == 0:
+        raise ImageError(f"{name}: the image has no pixels (shape {tuple(x.shape)})")
+    if x.numel() > MAX_VALUES:
+        raise ImageError(f"{name}: {x.numel():,} values is more than alr takes ({MAX_VALUES:,})")
+    if not bool(torch.isfinite(x).all()):
+        raise ImageError(f"{name}: the image contains NaN or infinite values")
+    lo, hi = float(x.min()), float(x.max())
+    if bounded and lo < -FLOAT_SLACK or hi > 1 + FLOAT_SLACK:
+        hint = "; it looks like 0-255 data: divide it by 255" if hi > 1 + FLOAT_SLACK and lo > -FLOAT_SLACK else ""
+        raise ImageError(f"{name}: float values in [{lo:.4g}, {hi:.4g}]; alr takes images in [0, 1] (up to "
+                         f"noise, at most [{-FLOAT_SLACK:g}, {1 + FLOAT_SLACK:g}]){hint}")
+    return x
+
+
+def as_image(arr: np.ndarray, name: str = "the image", bounded: bool = True) -> np.ndarray:
+    """The float32 (H, W) or (H, W, C) image of an array, by the module's rule; :class:`ImageError`
+    naming ``name`` for an array that is no image (``bounded=False``: floats of any finite scale,
+    for a blur kernel).
+
+    >>> as_image(np.array([[0, 51], [204, 255]], dtype=np.int64)).tolist()
+    [[0.0, 0.20000000298023224], [0.800000011920929, 1.0]]
+    >>> as_image(np.full((2, 2), 200.0), "a.npy")
+    Traceback (most recent call last):
+    ...
+    alr.images.ImageError: a.npy: float values in [200, 200]; alr takes images in [0, 1] ...: divide it by 255
+    """
+    arr = np.asarray(arr)
+    if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[-1] not in (1, 3, 4):
+        arr = np.moveaxis(arr, 0, -1)  # channel-first (TIFF, .npy)
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] not in (1, 3, 4)):
+        raise ImageError(f"{name}: unsupported image shape {arr.shape}; expected (H, W), (H, W, C) or (C, H, W) "
+                         "with C = 1, 3 or 4")
+    if arr.size == 0:
+        raise ImageError(f"{name}: the image has no pixels (shape {arr.shape})")
     if arr.dtype == np.bool_:
-        return arr.astype(np.float32)
-    if np.issubdtype(arr.dtype, np.integer):
-        return arr.astype(np.float32) / np.iinfo(arr.dtype).max
-    return arr.astype(np.float32)
+        arr = arr.astype(np.float32)
+    elif np.issubdtype(arr.dtype, np.integer):
+        arr = arr.astype(np.float32) / _integer_scale(arr, name)
+    elif np.issubdtype(arr.dtype, np.floating):
+        arr = arr.astype(np.float32)
+    else:
+        raise ImageError(f"{name}: {arr.dtype} data is not an image (expected integers, bool or real floats)")
+    if arr.ndim == 3 and arr.shape[-1] == 4:
+        arr = arr[..., :3]  # RGBA -> RGB (alpha dropped)
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    check_values(torch.from_numpy(arr), name, bounded)
+    return arr
 
 
-def read_array(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file into a float32 (H, W) or (H, W, C) array."""
+def check_image(x, name: str = "y") -> torch.Tensor:
+    """``x`` itself if it is a float (B, C, H, W) image tensor that :func:`check_values` accepts;
+    :class:`ImageError` naming ``name`` otherwise (integer tensors are refused, not rescaled)."""
+    if not isinstance(x, torch.Tensor) or x.dim() != 4:
+        raise ImageError(f"{name} must be a (B, C, H, W) tensor, got {type(x).__name__}"
+                         + (f" of shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else ""))
+    if not x.is_floating_point():
+        raise ImageError(f"{name} must be a float tensor with values in [0, 1], got {x.dtype}"
+                         + (" (divide by 255 for 8-bit data)" if x.dtype == torch.uint8 else ""))
+    return check_values(x, name)
+
+
+def _declared_values(path: Path, ext: str) -> int:
+    """The values (pixels x channels) a file declares, read from its header without decoding."""
+    if ext == ".npy":
+        from numpy.lib import format as npy
+        with open(path, "rb") as f:
+            version = npy.read_magic(f)
+            shape, _, dtype = (npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0)(f)
+            data = os.fstat(f.fileno()).st_size - f.tell()
+        n = math.prod(shape)
+        if not dtype.hasobject and n * dtype.itemsize > data:
+            raise ValueError(f"truncated: the header declares {n * dtype.itemsize:,} bytes of data, "
+                             f"the file holds {data:,}")
+        return n
+    if ext in (".tif", ".tiff"):
+        import tifffile
+        with tifffile.TiffFile(path) as t:
+            return math.prod(t.series[0].shape)
+    from PIL import Image
+    with Image.open(path) as im:
+        return im.size[0] * im.size[1] * len(im.getbands())
+
+
+def read_array(path: PathLike, bounded: bool = True) -> np.ndarray:
+    """Read an image file into a float32 (H, W) or (H, W, C) array (:func:`as_image`)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such image file: {path}")
     ext = path.suffix.lower()
     try:
+        declared = _declared_values(path, ext)
+        if declared > MAX_VALUES:
+            raise ImageError(f"{path}: declares {declared:,} values, more than alr reads ({MAX_VALUES:,})")
         if ext == ".npy":
             arr = np.load(path, allow_pickle=False)
         elif ext in (".tif", ".tiff"):
@@ -55,20 +172,11 @@ def read_array(path: str | os.PathLike) -> np.ndarray:
                 if im.mode in ("P", "PA", "CMYK", "YCbCr", "LA", "1"):
                     im = im.convert("RGBA" if "A" in im.mode or im.mode == "P" else "RGB")
                 arr = np.array(im)
-    except Exception as e:
-        raise ValueError(f"cannot read image {path}: {e}") from None
-    if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[-1] not in (1, 3, 4):
-        arr = np.moveaxis(arr, 0, -1)  # channel-first TIFF
-    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] not in (1, 3, 4)):
-        raise ValueError(f"{path}: unsupported image shape {arr.shape}")
-    arr = _to_float(arr)
-    if arr.ndim == 3 and arr.shape[-1] == 4:
-        arr = arr[..., :3]  # RGBA -> RGB (alpha dropped)
-    if arr.ndim == 3 and arr.shape[-1] == 1:
-        arr = arr[..., 0]
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{path}: image contains NaN or infinite values")
-    return arr
+    except ImageError:
+        raise
+    except Exception as e:  # noqa: BLE001 -- whatever a corrupt file makes a decoder raise
+        raise ImageError(f"cannot read image {path}: {e}") from None
+    return as_image(arr, str(path), bounded)
 
 
 def to_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
@@ -83,24 +191,40 @@ def to_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
     raise ValueError(f"cannot convert {x.shape[1]} channels to {channels}")
 
 
-def read_image(path: str | os.PathLike, channels: int | None = None) -> torch.Tensor:
-    """Read an image as a (1, C, H, W) float32 tensor; optionally convert to ``channels``."""
-    arr = read_array(path)
+def read_image(path: PathLike, channels: int | None = None, bounded: bool = True) -> torch.Tensor:
+    """Read an image as a (1, C, H, W) float32 tensor; optionally convert to ``channels``
+    (``bounded=False``: float data of any finite scale, :func:`as_image`)."""
+    arr = read_array(path, bounded)
     x = torch.from_numpy(np.ascontiguousarray(arr))
     x = x[None, None] if x.dim() == 2 else x.permute(2, 0, 1)[None].contiguous()
     return x if channels is None else to_channels(x, channels)
 
 
-def write_image(path: str | os.PathLike, x: torch.Tensor, bits: int = 8) -> None:
+def image_output(path: PathLike, inputs=(), folders=(), option: str = "-o") -> Path:
+    """``path`` checked as an image file to write: a supported format, and the output policy of
+    :func:`alr.files.check_output` (never an input, never a folder); :class:`AlrError` otherwise."""
+    path = check_output(path, inputs, folders, option)
+    _image_format(path, option)
+    return path
+
+
+def _image_format(path: Path, option: str = "") -> str:
+    """The extension of an image file to write, if alr writes that format."""
+    ext = path.suffix.lower()
+    if ext not in IMAGE_EXTENSIONS:
+        raise ImageError(f"{option + ' ' if option else ''}{path}: unsupported output format {ext!r}; use one of "
+                         f"{', '.join(IMAGE_EXTENSIONS)}")
+    return ext
+
+
+def write_image(path: PathLike, x: torch.Tensor, bits: int = 8) -> None:
     """Write a (1, C, H, W) or (C, H, W) tensor, atomically.
 
     ``.npy`` and ``.tif`` get unclipped float32 data; PNG/JPEG get values
     clipped to [0, 1] and quantised to ``bits`` (8, or 16 for PNG).
     """
     path = Path(path)
-    ext = path.suffix.lower()
-    if ext not in IMAGE_EXTENSIONS:
-        raise ValueError(f"unsupported output format {ext!r}; use one of {', '.join(IMAGE_EXTENSIONS)}")
+    ext = _image_format(path)
     x = x.detach().float().cpu()
     if x.dim() == 4:
         if x.shape[0] != 1:
@@ -130,7 +254,7 @@ def write_image(path: str | os.PathLike, x: torch.Tensor, bits: int = 8) -> None
     atomic_write(path, write)
 
 
-def list_images(folder: str | os.PathLike) -> list[Path]:
+def list_images(folder: PathLike) -> list[Path]:
     """Sorted image files of a folder (non-recursive)."""
     folder = Path(folder)
     if not folder.is_dir():
@@ -141,7 +265,7 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
     return files
 
 
-def data_root(path: str | os.PathLike | None = None) -> Path:
+def data_root(path: PathLike | None = None) -> Path:
     """The data folder (holding bsd400/, bsd68/, ...): ``path``, else ``$ALR_DATA``."""
     if path is None:
         path = os.environ.get("ALR_DATA")
@@ -153,7 +277,7 @@ def data_root(path: str | os.PathLike | None = None) -> Path:
     return p
 
 
-def figure_panels(path: str | os.PathLike, panels: list[tuple[str, torch.Tensor]]) -> None:
+def figure_panels(path: PathLike, panels: list[tuple[str, torch.Tensor]]) -> None:
     """Save the images ``panels`` ((title, (1, C, H, W) tensor) pairs) side by side as one figure."""
     plt = pyplot()
 
@@ -164,5 +288,5 @@ def figure_panels(path: str | os.PathLike, panels: list[tuple[str, torch.Tensor]
         ax.set_title(title, fontsize=9)
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format=Path(path).suffix.lstrip(".") or "png"))
     plt.close(fig)

@@ -54,15 +54,29 @@ class ModelNotFoundError(AlrError, FileNotFoundError):
 
 def save_model(model: nn.Module, path: str | os.PathLike) -> None:
     """Write ``model``'s weights to ``path`` as safetensors, atomically; ``model.config()`` and
-    ``model.meta`` go to the header."""
-    from safetensors.torch import save_file
+    ``model.meta`` go to the header.
+
+    The header's JSON is written with sorted keys (safetensors orders it at random), so the same
+    model gives the same bytes: a file's digest identifies its model.
+    """
+    from safetensors.torch import save
 
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     header = {"alr_version": __version__, "config": json.dumps(model.config()),
               "meta": json.dumps(getattr(model, "meta", {}) or {})}
     if hasattr(model, "receptive_field"):
         header["receptive_field"] = str(model.receptive_field)
-    atomic_write(path, lambda tmp: save_file(state, tmp, metadata=header))
+    blob = save(state, metadata=header)
+    n = int.from_bytes(blob[:8], "little")
+    head = json.dumps(json.loads(blob[8:8 + n]), sort_keys=True, separators=(",", ":")).encode()
+    head += b" " * (-len(head) % 8)  # the data stays 8-byte aligned, as safetensors writes it
+    data = len(head).to_bytes(8, "little") + head + blob[8 + n:]
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            f.write(data)
+
+    atomic_write(path, write)
 
 
 def _int_in(cfg: dict, key: str, low: int, high: int, where: str) -> int:
@@ -95,24 +109,31 @@ def validate_config(cfg: Any, where: str = "model file") -> dict:
     return out
 
 
-def _numbers(v: Any, key: str, where: str, positive: bool = True) -> list[float]:
+def _numbers(v: Any, key: str, where: str, positive: bool = True, integer: bool = False) -> list[float]:
     if not isinstance(v, list) or not v or not all(isinstance(a, (int, float)) and not isinstance(a, bool)
                                                    for a in v):
         raise ModelFileError(f"{where}: lambda table {key!r} must be a non-empty list of numbers")
-    if not all(math.isfinite(a) and (a > 0 if positive else a >= 0) for a in v):
-        raise ModelFileError(f"{where}: lambda table {key!r} must hold finite numbers "
-                             + ("> 0" if positive else ">= 0"))
+    if not all(math.isfinite(a) and (a > 0 if positive else a >= 0) and (float(a).is_integer() or not integer)
+               for a in v):
+        raise ModelFileError(f"{where}: lambda table {key!r} must hold finite "
+                             + ("integers >= 1" if integer else "numbers > 0" if positive else "numbers >= 0"))
     return [float(a) for a in v]
+
+
+#: Metadata entries that, when present, must be JSON objects (what :func:`alr.pretrained.describe` reads).
+META_OBJECTS = ("data", "training", "continued_from", "lambda", "solver")
+#: Options a model may recommend for its solver (keyword arguments of :func:`alr.solver.minimize`).
+SOLVER_OPTIONS = ("boundary", "iters", "lr0", "lr1", "step", "tol")
 
 
 def validate_meta(meta: Any, where: str = "model file") -> dict:
     """The metadata, checked where the library reads it: the lambda tables (``meta["lambda"]``)."""
     if not isinstance(meta, dict):
         raise ModelFileError(f"{where}: meta must be a JSON object, got {type(meta).__name__}")
-    tables = meta.get("lambda", {})
-    if not isinstance(tables, dict):
-        raise ModelFileError(f"{where}: meta 'lambda' must be an object of tables, one per task")
-    for task, t in tables.items():
+    for key in META_OBJECTS:
+        if meta.get(key) is not None and not isinstance(meta[key], dict):
+            raise ModelFileError(f"{where}: meta {key!r} must be a JSON object, got {type(meta[key]).__name__}")
+    for task, t in (meta.get("lambda") or {}).items():
         w = f"{where}: table {task!r}"
         if not isinstance(t, dict):
             raise ModelFileError(f"{w} must be an object with 'sigma' and 'lam' lists")
@@ -121,15 +142,31 @@ def validate_meta(meta: Any, where: str = "model file") -> dict:
             raise ModelFileError(f"{w}: 'sigma' must be increasing")
         for key in ("lam", "iters", "concavity"):
             if key in t or key == "lam":
-                vals = _numbers(t.get(key), key, w, positive=key != "concavity")
+                vals = _numbers(t.get(key), key, w, positive=key != "concavity", integer=key == "iters")
                 if len(vals) != len(sig):
                     raise ModelFileError(f"{w}: {len(vals)} values of {key!r} for {len(sig)} noise levels")
         if "concavity" in t and not isinstance(t.get("score_ref"), (int, float)):
             raise ModelFileError(f"{w}: a table with 'concavity' needs a number 'score_ref'")
-    solver = meta.get("solver")
-    if solver is not None and not (isinstance(solver, dict) and isinstance(solver.get("method"), str)):
-        raise ModelFileError(f"{where}: meta 'solver' must be an object with a 'method'")
+    _validate_solver(meta.get("solver"), where)
     return meta
+
+
+def _validate_solver(solver: dict | None, where: str) -> None:
+    """The solver a model recommends: ``{"method": M, "options": {...}, "iters": {task: n}}``."""
+    from .solver import METHODS
+
+    if solver is None:
+        return
+    if solver.get("method") not in METHODS:
+        raise ModelFileError(f"{where}: meta 'solver' needs a 'method' among {', '.join(METHODS)}, "
+                             f"got {solver.get('method')!r}")
+    options, iters = solver.get("options", {}), solver.get("iters", {})
+    if not isinstance(options, dict) or set(options) - set(SOLVER_OPTIONS):
+        raise ModelFileError(f"{where}: meta 'solver' 'options' must be an object with keys among "
+                             f"{', '.join(SOLVER_OPTIONS)}")
+    if not isinstance(iters, dict) or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1
+                                              for n in iters.values()):
+        raise ModelFileError(f"{where}: meta 'solver' 'iters' must map tasks to integers >= 1")
 
 
 def read_header(path: str | os.PathLike) -> dict[str, str]:
@@ -146,7 +183,12 @@ def read_header(path: str | os.PathLike) -> dict[str, str]:
     except (OSError, ValueError, UnicodeDecodeError) as e:
         raise ModelFileError(f"{path} is not a valid alr model file (not safetensors: {e})") from None
     meta = header.get("__metadata__") if isinstance(header, dict) else None
-    return meta if isinstance(meta, dict) else {}
+    if not isinstance(meta, dict):
+        return {}
+    bad = sorted(k for k, v in meta.items() if not isinstance(v, str))
+    if bad:
+        raise ModelFileError(f"{path}: header metadata {bad[0]!r} must be a string (safetensors metadata)")
+    return meta
 
 
 def load_model(path: str | os.PathLike, classes: dict[str, type] | None = None) -> nn.Module:
@@ -168,7 +210,10 @@ def load_model(path: str | os.PathLike, classes: dict[str, type] | None = None) 
         raise ModelFileError(f"{path}: malformed JSON in the model's metadata ({e.msg} at char {e.pos})") from None
     kind = cfg.get("kind") if isinstance(cfg, dict) else None
     if classes and kind in classes:
-        model = classes[kind](**{k: v for k, v in cfg.items() if k != "kind"})
+        try:
+            model = classes[kind](**{k: v for k, v in cfg.items() if k != "kind"})
+        except (TypeError, ValueError) as e:
+            raise ModelFileError(f"{path}: config of a {kind!r} model does not build ({e})") from None
     else:
         model = PatchCritic(**validate_config(cfg, str(path)))
     model.meta = validate_meta(meta, str(path))

@@ -15,10 +15,12 @@ and falls back to the task's own table where the model has none.
 from __future__ import annotations
 
 import math
+import numbers
 import os
 from pathlib import Path
 
 from .critic import PatchCritic
+from .errors import AlrError
 from .modelfile import ModelNotFoundError, load_model
 
 MODEL_DIR = Path(__file__).parent / "models"
@@ -103,6 +105,14 @@ def _interp_loglog(xs: list[float], ys: list[float], s: float, log_y: bool = Tru
     return float(ys[-1])
 
 
+def check_number(value, name: str = "sigma") -> float:
+    """``value`` itself if it is a finite real number >= 0 (a noise level, a lambda), else
+    :class:`AlrError` naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < math.inf:
+        raise AlrError(f"{name} must be a finite number >= 0, got {value!r}")
+    return value
+
+
 def lam_for(model: PatchCritic, task: str, sigma: float, clipped: bool = False) -> float:
     """Calibrated lam for ``task`` at noise level ``sigma`` from the model's table
     (``clipped``: the table for clipped measurements and the censored data term, if any):
@@ -110,8 +120,15 @@ def lam_for(model: PatchCritic, task: str, sigma: float, clipped: bool = False) 
     level the power law of its first two levels (lam ~ sigma^p, about p = 1.5 for denoising), which
     restores low noise better than the lowest level's lambda (camera + noise 0.02: +2.6 dB).
 
-    Raises KeyError when the model has no table for the task: pass lam explicitly.
+    Raises KeyError when the model has no table for the task: pass lam explicitly; AlrError
+    for a noise level that is not a finite number >= 0.
+
+    >>> lam_for(load("gray"), "denoise", float("nan"))
+    Traceback (most recent call last):
+    ...
+    alr.errors.AlrError: sigma must be a finite number >= 0, got nan
     """
+    check_number(sigma)
     table = _table(model, task, clipped)
     if not table:
         raise KeyError(f"model has no calibrated lambda for task {task!r}; pass --lam, or write one into "
@@ -131,6 +148,8 @@ def solver_options(model, task: str = "denoise", sigma: float | None = None, cli
     where that restores better); given ``sigma``, that count is used (log-log interpolated).
     ``clipped``: the settings of the table for clipped measurements, if any (:func:`lam_for`).
     """
+    if sigma is not None:
+        check_number(sigma)
     rec = (getattr(model, "meta", None) or {}).get("solver") or DEFAULT_SOLVER
     opts = {"method": rec["method"], **rec.get("options", {})}
     if "iters" not in opts and opts["method"] == "lbfgs":

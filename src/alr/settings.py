@@ -16,12 +16,15 @@ Rules, in order:
   :data:`NO_NOISE_SIGMA` without a table) means there is little or nothing to remove, and fine
   texture easily passes for that much noise (a clean JPEG of grass estimates 0.04 and loses 20 dB
   when "denoised"): the image is returned as it is, with a note, unless the user gives
-  ``sigma`` or ``lam``;
+  ``sigma`` or ``lam`` (a constant image estimates 0); with ``clipped``, an estimate below
+  :data:`NO_NOISE_SIGMA` is refused instead, since saturated pixels hide the noise from the
+  estimator (a sharp 0/1 edge estimates 1e-33);
 * the activation memory budget: as given, else a quarter of the memory available now,
   at most 1 GiB (:func:`alr.device.memory_budget`).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -29,13 +32,17 @@ import torch
 from .critic import PatchCritic
 from .device import memory_budget
 from .errors import AlrError
-from .pretrained import calibrated_range, lam_for, solver_options
+from .pretrained import calibrated_range, check_number, lam_for, solver_options
 
 TASKS = ("denoise", "deblur", "inpaint", "sr")
 #: Without a lambda table, estimated noise levels below this (2.5 / 255) count as a clean image.
 NO_NOISE_SIGMA = 0.01
 #: Fraction of pixels at exactly 0 or 1 above which the input looks clipped.
 SATURATION_NOTE = 0.01
+#: Largest super-resolution factor ``alr restore`` takes: the tables are calibrated at x2, and a
+#: 13-pixel patch prior has nothing left to recover beyond x8 (a 64x64 input would become a
+#: 6400x6400 solve at x100).
+MAX_SR_FACTOR = 8
 
 
 @dataclass
@@ -128,8 +135,8 @@ def resolve(model: PatchCritic, y: torch.Tensor, task: str = "denoise", sigma: f
     if task not in TASKS:
         raise AlrError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
     for opt, v in (("sigma", sigma), ("lam", lam), ("concavity", concavity)):
-        if v is not None and not (isinstance(v, (int, float)) and v == v and 0 <= v < float("inf")):
-            raise AlrError(f"{opt} must be a finite number >= 0, got {v!r}")
+        if v is not None:
+            check_number(v, opt)
     if iters is not None and iters < 1:
         raise AlrError(f"iters must be >= 1, got {iters}")
     notes: list[str] = []
@@ -140,7 +147,12 @@ def resolve(model: PatchCritic, y: torch.Tensor, task: str = "denoise", sigma: f
         if task == "denoise":
             sigma = estimate_sigma(y)
             estimated = True
+            if not math.isfinite(sigma):
+                raise AlrError(f"{name}: the noise level cannot be estimated from this image; give --sigma")
             notes.append(f"{name}: estimated noise sigma = {sigma:.4f}")
+    if clipped and estimated and sigma < NO_NOISE_SIGMA:
+        raise AlrError(f"{name}: --clipped needs a plausible noise level, and the one estimated from this image "
+                       f"({sigma:.2g}) is not: saturated pixels hide the noise; give it with --sigma")
     if clipped and not sigma:
         raise AlrError("--clipped needs a noise level > 0 (--sigma)")
     span = calibrated_range(model, task, clipped)

@@ -51,6 +51,7 @@ exactly the full-image gradient.
 from __future__ import annotations
 
 import itertools
+import math
 import threading
 from dataclasses import dataclass, field
 from typing import Callable
@@ -59,15 +60,32 @@ import torch
 from tqdm.auto import tqdm
 
 from .critic import PatchCritic, Regularizer, check_image_size
+from .device import available_memory, resolve_device
+from .errors import AlrError
 from .fidelity import Gaussian
+from .images import check_image
 from .physics import LinearOperator, as_operator
-from .device import resolve_device
 
 METHODS = ("adam", "gd", "agd", "lbfgs")
 #: Device types on which the L-BFGS of a batch solves its images one after another instead of
 #: evaluating their energies together (:func:`_lbfgs`): on the CPU a batched critic call is no
 #: faster per image (benchmarks/batched_energy.py).
 SEQUENTIAL_DEVICES = ("cpu",)
+#: Image-sized float32 vectors a solve keeps besides the critic's activations (which ``max_memory``
+#: bounds): L-BFGS its 10 pairs of curvature vectors and about 10 work vectors, the others about 10.
+SOLVER_VECTORS = {"lbfgs": 30, "adam": 10, "gd": 10, "agd": 12}
+
+
+def check_solve_memory(x: torch.Tensor, method: str, max_memory: float | None) -> None:
+    """Refuse (:class:`AlrError`) a solve of the images ``x`` whose vectors
+    (:data:`SOLVER_VECTORS`) and activation budget ``max_memory`` need more memory than is
+    available now on ``x``'s device: it would fail or swap after a long start, not restore."""
+    need = x.numel() * 4 * SOLVER_VECTORS[method] + (max_memory or 0)
+    free = available_memory(x.device)
+    if free is not None and need > free:
+        raise AlrError(f"restoring {x.shape[0]} image(s) of {x.shape[-1]}x{x.shape[-2]} pixels needs about "
+                       f"{need / 2 ** 30:.1f} GiB ({SOLVER_VECTORS[method]} image-sized vectors of {method} and "
+                       f"the activation budget); {free / 2 ** 30:.1f} GiB are available on {x.device}")
 
 
 @dataclass
@@ -198,6 +216,9 @@ def minimize(y: torch.Tensor, physics: LinearOperator | None, model: PatchCritic
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    if iters is not None and not (float(iters).is_integer() and iters >= 1):
+        raise AlrError(f"iters must be an integer >= 1, got {iters!r}")
+    check_image(y, "y")
     physics = as_operator(physics)
     physics.check_measurement(y)
     dev = resolve_device(device) if device else next(model.parameters()).device
@@ -208,10 +229,11 @@ def minimize(y: torch.Tensor, physics: LinearOperator | None, model: PatchCritic
     x = (physics.init(y) if x0 is None else x0.to(dev, torch.float32)).clone().contiguous()
     if not torch.isfinite(x).all():
         raise ValueError("starting point contains NaN or infinite values")
+    check_solve_memory(x, method, max_memory)
     prob = Problem(y, physics, Regularizer(model, per_channel, max_memory, precision, boundary, compile,
                                          _per_image_weight(concavity, b, x, "concavity"), score_ref, symmetric),
                    _per_image_weight(lam, b, x), fidelity)
-    iters = iters if iters is not None else (300 if method == "adam" else 100)
+    iters = int(iters) if iters is not None else (300 if method == "adam" else 100)
     if isinstance(step, (list, tuple)) and (method != "gd" or len(step) != iters):
         raise ValueError(f"a step schedule needs method 'gd' and one step per iteration ({iters}), "
                          f"got {len(step)} steps for {method!r}")
@@ -561,15 +583,10 @@ def restore(y: torch.Tensor, model: "str | PatchCritic | None" = None, sigma: fl
     >>> bool(alr.metrics.psnr(restored, clean) > alr.metrics.psnr(noisy, clean) + 5)
     True
     """
-    from .errors import AlrError
     from .pretrained import load
     from .settings import match_channels, resolve
 
-    if not isinstance(y, torch.Tensor) or y.dim() != 4:
-        raise AlrError(f"y must be a (B, C, H, W) tensor, got {type(y).__name__}"
-                       + (f" of shape {tuple(y.shape)}" if isinstance(y, torch.Tensor) else ""))
-    if not y.is_floating_point():
-        raise AlrError(f"y must be a float tensor with values in [0, 1], got {y.dtype} (divide by 255 for 8-bit data)")
+    check_image(y, "y")
     if isinstance(model, PatchCritic):
         critic = model
     else:

@@ -26,8 +26,14 @@ the penalty asks the critic for the pairing's direction where the unpaired loss 
 
 The learning rate decays exponentially, ``lr_k = lr0 (lr1 / lr0)^(k / steps)``.
 Every ``ckpt_every`` steps a checkpoint (weights, Adam state, sampler RNG,
-step) is written atomically; ``resume=True`` continues from it and reproduces
-the uninterrupted run exactly. Under ``torchrun`` the step is data-parallel:
+step, the recipe) is written atomically; ``resume=True`` continues from it and reproduces
+the uninterrupted run exactly. A resumed run may ask for more ``steps`` (the learning rate
+then follows the new total from the checkpoint on); any other change of the recipe, or fewer
+steps than the checkpoint has done, is refused (:class:`alr.errors.AlrError`).
+
+Training is deterministic on the CPU: the same seed, data and options give the same model file,
+bit for bit (:func:`new_critic` draws the initial weights from the seed; the patches, noise and
+mixing weights come from a generator seeded with it). Under ``torchrun`` the step is data-parallel:
 each of the N processes takes its 1/N slice of the same global batch and the
 gradients are averaged (gloo on CPU, NCCL on GPU), so N processes compute
 the same updates as one.
@@ -46,8 +52,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .critic import patch_scores
+from .critic import PatchCritic, patch_scores
 from .device import resolve_device
+from .errors import AlrError
 from .files import atomic_write
 from .modelfile import save_model
 
@@ -108,6 +115,59 @@ def init_distributed() -> tuple[int, int]:
         if backend == "nccl":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     return _dist_info()
+
+
+def new_critic(seed: int, **arch) -> PatchCritic:
+    """A new :class:`PatchCritic` (``arch``: its keyword arguments) with initial weights drawn
+    from ``seed``; torch's global random state is left as it was.
+
+    >>> a, b = new_critic(3, width=8), new_critic(3, width=8)
+    >>> all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    True
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return PatchCritic(**arch)
+
+
+#: Fields of :class:`TrainConfig` that a resumed run may change: its length, and how it logs and saves.
+RESUMABLE_CHANGES = ("steps", "ckpt_every", "log_every", "max_seconds", "device", "extra")
+
+
+def _recipe(config: TrainConfig, critic: nn.Module) -> dict:
+    """What a checkpoint records of a run: the fields of ``config`` a resumed run must keep, and
+    the training data the critic's metadata names."""
+    recipe = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()
+              if k not in RESUMABLE_CHANGES}
+    return {**recipe, "data": (getattr(critic, "meta", None) or {}).get("data")}
+
+
+def load_checkpoint(path: str | os.PathLike, config: TrainConfig, critic: nn.Module) -> dict:
+    """The state saved in the checkpoint ``path``, checked to continue training ``critic`` with ``config``.
+
+    Loaded with ``weights_only=True`` (tensors and plain containers only, nothing executed);
+    anything else, a recipe that differs from ``config`` in other than
+    :data:`RESUMABLE_CHANGES`, or more steps done than ``config.steps`` raises a one-line
+    :class:`AlrError` naming the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise AlrError(f"no checkpoint to resume from at {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        assert isinstance(state, dict) and {"model", "optim", "rng", "step"} <= set(state)
+    except Exception:  # noqa: BLE001 -- a pickle of anything else, a truncated or foreign file
+        raise AlrError(f"{path} is not an alr training checkpoint (or it is damaged); start again "
+                       "without --resume") from None
+    done, saved = int(state["step"]), state.get("recipe")
+    if saved is not None:
+        changed = [f"{k}={v!r} (checkpoint: {saved.get(k)!r})" for k, v in _recipe(config, critic).items()
+                   if saved.get(k) != v]
+        if changed:
+            raise AlrError(f"{path}: --resume continues the same training; it differs in " + ", ".join(changed))
+    if done > config.steps:
+        raise AlrError(f"{path} has done {done} steps, more than --steps {config.steps}: give --steps >= {done}")
+    return state
 
 
 def continue_from(model: nn.Module, source: str) -> nn.Module:
@@ -195,12 +255,14 @@ def train_critic(critic: nn.Module, sampler: Sampler, config: TrainConfig,
         checkpoint = str(out) + ".ckpt"
     start = 0
     if resume:
-        if checkpoint is None or not Path(checkpoint).is_file():
-            raise FileNotFoundError(f"no checkpoint to resume from at {checkpoint}")
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        critic.load_state_dict(state["model"])
-        opt.load_state_dict(state["optim"])
-        gen.set_state(state["rng"])
+        state = load_checkpoint(checkpoint, config, critic)
+        try:
+            critic.load_state_dict(state["model"])
+            opt.load_state_dict(state["optim"])
+            gen.set_state(state["rng"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise AlrError(f"{checkpoint}: the checkpoint does not fit this critic ({first})") from None
         start = int(state["step"])
     if world > 1:
         for prm in critic.parameters():
@@ -253,12 +315,12 @@ def train_critic(critic: nn.Module, sampler: Sampler, config: TrainConfig,
                                      "seconds": f"{time.perf_counter() - t0:.2f}"})
                     logf.flush()
             if checkpoint is not None and rank == 0 and (done % config.ckpt_every == 0 or done == config.steps):
-                _save_checkpoint(checkpoint, critic, opt, gen, done)
+                _save_checkpoint(checkpoint, critic, opt, gen, done, config)
             elapsed = time.perf_counter() - t0
             bar.update(min(elapsed, config.max_seconds) - bar.n if timed else 1)
             if timed and elapsed > config.max_seconds:
                 if checkpoint is not None and rank == 0:
-                    _save_checkpoint(checkpoint, critic, opt, gen, done)
+                    _save_checkpoint(checkpoint, critic, opt, gen, done, config)
                 break
     finally:
         bar.close()
@@ -290,7 +352,7 @@ def _open_log(path: Path, start: int):
     return f, w
 
 
-def _save_checkpoint(path, critic: nn.Module, opt, gen: torch.Generator, step: int) -> None:
+def _save_checkpoint(path, critic: nn.Module, opt, gen: torch.Generator, step: int, config: TrainConfig) -> None:
     state = {"model": {k: v.detach().cpu() for k, v in critic.state_dict().items()},
-             "optim": opt.state_dict(), "rng": gen.get_state(), "step": step}
+             "optim": opt.state_dict(), "rng": gen.get_state(), "step": step, "recipe": _recipe(config, critic)}
     atomic_write(path, lambda tmp: torch.save(state, tmp))

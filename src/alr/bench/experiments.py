@@ -41,11 +41,12 @@ from ..calibration import (BLUR_STD, alr_options, calibrate_lambda, calibrate_ta
 from ..data import add_noise
 from ..device import resolve_device
 from ..fidelity import ClippedGaussian
+from ..files import check_output
 from ..images import data_root, figure_panels, list_images, pyplot, read_image, write_image
 from ..metrics import LPIPS, psnr, ssim
 from ..modelfile import load_model, save_model
 from ..physics import Blur, Denoising, Downsampling, Inpainting, gaussian_kernel, random_mask
-from ..pretrained import lam_for, load
+from ..pretrained import lam_for, load, resolve
 from ..solver import minimize
 
 EPLL_DIR = Path(__file__).parent / "models"  # the EPLL baseline's Gaussian mixtures
@@ -224,6 +225,7 @@ def cmd_calibrate(args, out: Path) -> str:
     """Lambda tables of a model on set12 (gray) or cbsd432 (color) crops, written to a model copy."""
     root = data_root(args.data)
     name = args.model or ("color" if args.color else "gray")
+    target = check_output(out / f"{Path(name).stem}.safetensors", [resolve(name)])  # never over the model read
     model = load(name)
     folder = root / ("cbsd432" if model.in_channels == 3 else "set12")
     x = calibration_crops(folder, model.in_channels, args.quick, images=args.cal_images)
@@ -234,7 +236,6 @@ def cmd_calibrate(args, out: Path) -> str:
     tbl = Table()
     for r in rows:
         tbl.add(**r)
-    target = out / f"{Path(name).stem}.safetensors"
     save_model(model, target)
     text = tbl.write(out, f"Lambda calibration of {name} (model with the tables: {target})")
     _run_json(out, args, {}, {"model": str(name), "images": folder.name})
