@@ -32,6 +32,7 @@ import torch
 from .critic import PatchCritic
 from .device import memory_budget
 from .errors import AlrError
+from .images import check_image
 from .pretrained import calibrated_range, check_number, lam_for, solver_options
 
 TASKS = ("denoise", "deblur", "inpaint", "sr")
@@ -132,6 +133,7 @@ def resolve(model: PatchCritic, y: torch.Tensor, task: str = "denoise", sigma: f
     """
     from .data import estimate_sigma
 
+    check_image(y, name)
     if task not in TASKS:
         raise AlrError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
     for opt, v in (("sigma", sigma), ("lam", lam), ("concavity", concavity)):
