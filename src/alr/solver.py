@@ -118,7 +118,9 @@ class Problem:
 
     def energy(self, x: torch.Tensor, need_grad: bool = True) -> Energy:
         n = x[0].numel()
-        data, g = self.fidelity(self.physics.A(x), self.y)
+        ax = self.physics.A(x)
+        data, g = self.fidelity(ax, self.y)
+        data = data * (ax[0].numel() / n)  # the fidelity divides by the measurement's size, E by the image's
         r, gr = self.reg.value_and_grad(x, need_grad)
         lam = self.lam
         grad = None
