@@ -585,7 +585,7 @@ def _lbfgs_one(energy: Callable[[torch.Tensor], Energy], x, iters, hist,
                 seen[:] = [(v, e) for v, e in seen if torch.equal(v, start)]
                 opt.step(closure)
                 step = c * (var.detach() - start)
-                if step.norm() < tol * (x0 + c * start).norm():
+                if step.norm() < tol * (x0 + c * start).norm():  # 0 too: L-BFGS found no lower energy
                     hist.converged = True
                     break
                 if evals[0] >= max_eval:
