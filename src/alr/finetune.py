@@ -36,9 +36,7 @@ from __future__ import annotations
 
 import math
 import os
-import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
@@ -49,7 +47,7 @@ from .device import resolve_device
 from .metrics import psnr
 from .modelfile import save_model
 from .solver import minimize
-from .train import decayed_lr, load_checkpoint, open_log, save_checkpoint
+from .train import RunLog, decayed_lr, load_checkpoint, save_checkpoint, snapshot
 
 LOG_FIELDS = ["step", "loss", "psnr", "log_weight", "log_scale", "lr", "seconds", "val_psnr"]
 
@@ -142,16 +140,12 @@ def finetune(critic: PatchCritic, images: ImageStack, config: FinetuneConfig, la
             for v, saved in zip(scale, state["scale"]):
                 v.fill_(float(saved))
     validate = validator is not None and config.val_every > 0
-    logf = writer = None
-    if log_csv is not None:
-        logf, writer = open_log(Path(log_csv), start if resume else 0, LOG_FIELDS)
+    done = start
     bar = tqdm(total=config.steps, initial=start, disable=not progress, desc="fine-tune critic", unit="step",
                dynamic_ncols=True)
-    t0 = time.perf_counter()
-    done = start
-    try:
+    with RunLog(log_csv, start if resume else 0, LOG_FIELDS) as log, bar:
         for step in range(start, config.steps):
-            lr = decayed_lr(config, step, time.perf_counter() - t0)
+            lr = decayed_lr(config, step, log.seconds())
             for grp in opt.param_groups:
                 grp["lr"] = lr
             x = images.sample(config.batch_size, config.crop, gen)
@@ -174,25 +168,19 @@ def finetune(critic: PatchCritic, images: ImageStack, config: FinetuneConfig, la
                            log_weight=f"{float(scale[0].detach()):.5g}", log_scale=f"{float(scale[1].detach()):.5g}",
                            lr=f"{lr:.6g}")
                 bar.set_postfix(loss=row["loss"], psnr=row["psnr"], refresh=False)
-            timeout = bool(config.max_seconds) and time.perf_counter() - t0 > config.max_seconds
+            timeout = bool(config.max_seconds) and log.seconds() > config.max_seconds
             if validate and (done % config.val_every == 0 or done == config.steps or timeout):
                 score = validator(critic)[0]
                 row["val_psnr"] = f"{score:.4f}"
                 if best is None or score > best["val_psnr"]:
                     best = {"step": done, "val_psnr": score, "scale": [float(v.detach()) for v in scale],
-                            "state": {k: v.detach().cpu().clone() for k, v in critic.state_dict().items()}}
-            if writer is not None and row:
-                writer.writerow({"step": done, **row, "seconds": f"{time.perf_counter() - t0:.2f}"})
-                logf.flush()
+                        "state": snapshot(critic)}
+            log.write(done, row)
             if checkpoint is not None and (done % config.ckpt_every == 0 or done == config.steps or timeout):
                 save_checkpoint(checkpoint, critic, opt, gen, done, best=best, scale=[float(v.detach()) for v in scale])
             bar.update(1)
             if timeout:
                 break
-    finally:
-        bar.close()
-        if logf is not None:
-            logf.close()
     critic.cpu().eval()
     final = [float(v.detach()) for v in scale]
     if best is not None:

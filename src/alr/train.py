@@ -257,19 +257,15 @@ def train_critic(critic: nn.Module, sampler: Sampler, config: TrainConfig,
             torch.distributed.broadcast(prm.data, 0)
     lo, hi = rank * config.batch_size // world, (rank + 1) * config.batch_size // world
 
-    logf = writer = None
-    if log_csv is not None and rank == 0:
-        logf, writer = open_log(Path(log_csv), start if resume else 0, LOG_FIELDS)
     timed = bool(config.max_seconds)  # a wall-clock budget: the bar shows it, the steps go in the postfix
+    done = start
     bar = tqdm(total=config.max_seconds if timed else config.steps, initial=0 if timed else start,
                disable=not progress or rank != 0, desc="train critic", unit="s" if timed else "step",
                dynamic_ncols=True,
                bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}{postfix}]" if timed else None)
-    t0 = time.perf_counter()
-    done = start
-    try:
+    with RunLog(log_csv if rank == 0 else None, start if resume else 0, LOG_FIELDS) as log, bar:
         for step in range(start, config.steps):
-            lr = config.lr(step, time.perf_counter() - t0)
+            lr = config.lr(step, log.seconds())
             for grp in opt.param_groups:
                 grp["lr"] = lr
             p, q = sampler(config.batch_size, gen)
@@ -299,28 +295,21 @@ def train_critic(critic: nn.Module, sampler: Sampler, config: TrainConfig,
                                 gn=f"{vals['grad_norm_mean']:.2f}", **({"step": done} if timed else {}),
                                 refresh=False)
                 row.update({k: f"{v:.6g}" for k, v in vals.items()}, lr=f"{lr:.6g}")
-            timeout = timed and time.perf_counter() - t0 > config.max_seconds
+            timeout = timed and log.seconds() > config.max_seconds
             if validate and (done % config.val_every == 0 or done == config.steps or timeout):
                 score, lam = _validate(critic, validator, rank, world, device)
                 row.update(val_psnr=f"{score:.4f}", val_lambda=f"{lam:.4g}")
                 if best is None or score > best["val_psnr"]:
-                    best = {"step": done, "val_psnr": score, "val_lambda": lam,
-                            "state": {k: v.detach().cpu().clone() for k, v in critic.state_dict().items()}}
+                    best = {"step": done, "val_psnr": score, "val_lambda": lam, "state": snapshot(critic)}
                 bar.set_postfix(val=f"{score:.2f}", best=f"{best['val_psnr']:.2f}@{best['step']}", refresh=False)
-            if writer is not None and row:
-                writer.writerow({"step": done, **row, "seconds": f"{time.perf_counter() - t0:.2f}"})
-                logf.flush()
+            log.write(done, row)
             if checkpoint is not None and rank == 0 and (done % config.ckpt_every == 0 or done == config.steps
                                                           or timeout):
                 save_checkpoint(checkpoint, critic, opt, gen, done, best=best, val_lam=getattr(validator, "lam", None))
-            elapsed = time.perf_counter() - t0
+            elapsed = log.seconds()
             bar.update(min(elapsed, config.max_seconds) - bar.n if timed else 1)
             if timeout:
                 break
-    finally:
-        bar.close()
-        if logf is not None:
-            logf.close()
     critic.cpu().eval()
     if best is not None:
         critic.load_state_dict(best["state"])
@@ -339,19 +328,46 @@ def train_critic(critic: nn.Module, sampler: Sampler, config: TrainConfig,
     return critic
 
 
-def open_log(path: Path, start: int, fields: list[str]):
-    """Open a CSV log with columns ``fields``; on resume (``start > 0``) keep the rows up to the
-    checkpoint's step and drop the later ones."""
-    rows = []
-    if start > 0 and path.is_file():
-        with open(path, newline="") as f:
-            rows = [r for r in csv.DictReader(f) if int(r["step"]) <= start]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    f = open(path, "w", newline="")
-    w = csv.DictWriter(f, fieldnames=fields)
-    w.writeheader()
-    w.writerows(rows)
-    return f, w
+class RunLog:
+    """A training loop's CSV log with columns ``fields``, written a row at a time with the seconds
+    since it was opened; on resume (``start > 0``) it keeps the rows up to the checkpoint's step and
+    drops the later ones. ``path`` None: nothing is written."""
+
+    def __init__(self, path: str | os.PathLike | None, start: int, fields: list[str]) -> None:
+        self.t0 = time.perf_counter()
+        self.file = self.writer = None
+        if path is None:
+            return
+        path = Path(path)
+        rows = []
+        if start > 0 and path.is_file():
+            with open(path, newline="") as f:
+                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= start]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = open(path, "w", newline="")
+        self.writer = csv.DictWriter(self.file, fieldnames=fields)
+        self.writer.writeheader()
+        self.writer.writerows(rows)
+
+    def seconds(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def write(self, step: int, row: dict) -> None:
+        if self.writer is not None and row:
+            self.writer.writerow({"step": step, **row, "seconds": f"{self.seconds():.2f}"})
+            self.file.flush()
+
+    def __enter__(self) -> "RunLog":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.file is not None:
+            self.file.close()
+
+
+def snapshot(module: nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of ``module``'s weights on the CPU (the best checkpoint so far)."""
+    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
 
 
 def _validate(critic: nn.Module, validator, rank: int, world: int, device: torch.device) -> tuple[float, float]:
