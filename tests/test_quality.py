@@ -46,6 +46,8 @@ def test_widths_round_trip_and_old_files_load_unchanged(tmp_path):
     assert gray.config() == {"kind": "patch", "in_channels": 1, "depth": 6, "width": 64, "activation": "relu",
                              "criterion": "w1"}
     assert PatchCritic(widths=[8] * 3).config()["width"] == 8  # equal widths are stored as one
+    text = alr.pretrained.describe(back, "w")
+    assert "4 layers of widths 16-8-8 (9x9 patches)" in text and "log_scale 0.3" in text
 
 
 @pytest.mark.parametrize("cfg,message", [

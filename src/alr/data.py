@@ -1,4 +1,4 @@
-"""Unpaired clean / degraded patch sources for training the critic.
+"""Clean / degraded patch sources for training the critic (unpaired, or paired for the study's recipe).
 
 A :class:`ImageStack` holds a set of images (uint8/float, any sizes) padded
 into one tensor so that random ``s x s`` patches are drawn in a single
@@ -16,8 +16,10 @@ vectorised gather. Two disjoint stacks feed the trainer: clean patches
 * patches of real degraded images whose degradation is unknown.
 
 ``p`` and ``p'`` come from different images (:func:`split_unpaired`), so the
-critic never sees a clean/degraded pair of the same content. All sampling uses
-a ``torch.Generator``: a seed fixes the whole stream.
+critic never sees a clean/degraded pair of the same content; ``paired=True`` makes
+``p' = p`` instead (:class:`PatchPairs`). The last images of a folder may be held out
+of training to validate it (:func:`split_holdout`). All sampling uses a
+``torch.Generator``: a seed fixes the whole stream.
 """
 from __future__ import annotations
 
