@@ -9,9 +9,9 @@
 #     BM3D. The benches seed each image's noise from its name and sigma, so the separate runs see the
 #     same inputs. BM3D runs on the CPU from the start, the trained model's bench during the fine-tuning.
 # What has finished is packed into $OUT/lar_results.tar.gz after every stage (models, logs, tables);
-# the log is $OUT/lar_log.txt. Usage (device machine): ALR_DATA=DIR OUT=DIR bash research/gpu_lar.sh
+# the log is $OUT/lar_log.txt. Usage (device machine): ALR_DATA=DIR OUT=DIR bash research/scripts/gpu_lar.sh
 # Dry run on the CPU, under 2 minutes (a width-8 critic, a few steps, sigma 0.1 on 4 test images cropped to 96x96):
-#   QUICK=1 PYTHON=.venv/bin/python ALR_DATA=/work/shared/data OUT=/tmp/lar_out bash research/gpu_lar.sh
+#   QUICK=1 PYTHON=.venv/bin/python ALR_DATA=/work/shared/data OUT=/tmp/lar_out bash research/scripts/gpu_lar.sh
 set -u
 : "${ALR_DATA:?set ALR_DATA to the data folder}" "${OUT:?set OUT to the results folder}"
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
