@@ -10,6 +10,7 @@ Test images are never used here.
 """
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -207,6 +208,55 @@ def training_levels(degradation) -> list[float]:
     return [float(f"{lo * (hi / lo) ** (k / 3):.2g}") for k in range(4)]
 
 
+def center_crops(files: list, channels: int, size: int) -> torch.Tensor:
+    """Centre crops of the images ``files`` as one batch, ``size x size`` or the side of the
+    smallest image if shorter."""
+    from .images import read_image
+
+    images = [read_image(f, channels) for f in files]
+    side = min(size, *(min(im.shape[-2:]) for im in images))  # one size for the batch
+    return torch.cat([center_crop(im, side) for im in images])
+
+
+class Validator:
+    """Restoration PSNR of a critic on clean training-side crops: what checkpoint selection maximises.
+
+    The crops ``x`` are degraded by Gaussian noise of level ``sigma`` (seed 1, not clipped) and
+    restored with the critic's solver (:func:`alr.pretrained.solver_options`). With ``lam`` None
+    each call searches lambda (:func:`line_search`: the first call from ``denoise_start(sigma)`` to
+    the best, the next ones from the last best and in at most ``max_evals`` solves), so that every
+    checkpoint is judged at its own best lambda; a fixed
+    ``lam`` judges them all at it. Calling it returns ``(mean PSNR, lambda)``; the critic given is
+    not changed (it is solved with a copy).
+    """
+
+    def __init__(self, x: torch.Tensor, sigma: float, lam: float | None = None, device=None,
+                 max_evals: int = 4, source: str = "held-out crops") -> None:
+        self.x, self.sigma, self.device, self.max_evals, self.source = x, sigma, device, max_evals, source
+        self.y = add_noise(x, sigma, seed=1)
+        self.search, self.searched = lam is None, False
+        self.lam = denoise_start(sigma) if lam is None else lam
+
+    def __call__(self, critic) -> tuple[float, float]:
+        model = copy.deepcopy(critic)
+        opts = solver_options(model, "denoise", self.sigma)
+
+        def f(lam: float) -> float:
+            xh, _ = minimize(self.y, None, model, lam, device=self.device, **opts)
+            return float(psnr(xh.cpu(), self.x).mean())
+
+        if not self.search:
+            return f(self.lam), self.lam
+        self.lam, evals = line_search(f, self.lam, self.max_evals if self.searched else None)
+        self.searched = True
+        return evals[self.lam], self.lam
+
+    def describe(self) -> dict:
+        """What the model file records of the validation: images, crops, noise, lambda rule."""
+        return {"images": f"{len(self.x)} centre crops {self.x.shape[-1]}x{self.x.shape[-2]} of {self.source}",
+                "sigma": self.sigma, "lambda": "best of a line search per check" if self.search else self.lam}
+
+
 def calibrate_trained(model, clean_dir, degradation, out, device=None, progress: bool = False,
                       max_images: int | None = None) -> list[float]:
     """Give a freshly trained critic a denoising lambda table and save it to ``out`` again.
@@ -217,13 +267,11 @@ def calibrate_trained(model, clean_dir, degradation, out, device=None, progress:
     """
     from pathlib import Path
 
-    from .images import list_images, read_image
+    from .images import list_images
     from .modelfile import save_model
 
     files = list_images(clean_dir)[:max_images][-TRAIN_CAL_IMAGES:]
-    images = [read_image(f, model.in_channels) for f in files]
-    side = min(TRAIN_CAL_CROP, *(min(im.shape[-2:]) for im in images))  # one size for the batch
-    x = torch.cat([center_crop(im, side) for im in images])
+    x = center_crops(files, model.in_channels, TRAIN_CAL_CROP)
     sigmas = training_levels(degradation)
     calibrate_tables(model, x, ["denoise"], sigmas, device=device, source=f"{Path(clean_dir).name} (training side)",
                      progress=progress)

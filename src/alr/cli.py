@@ -1,4 +1,4 @@
-"""The ``alr`` command line: train, restore, degrade, info, demo, and bench (the paper's experiments).
+"""The ``alr`` command line: train, finetune, restore, degrade, info, demo, and bench (the paper's experiments).
 
 Every sub-command reads and writes ordinary image files (PNG, JPEG, TIFF,
 ``.npy``). Errors are reported on one line (``alr: error: ...``) with exit
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -19,6 +20,7 @@ import torch
 from . import argtypes
 from .critic import ACTIVATIONS, CRITERIA
 from .settings import MAX_SR_FACTOR
+from .train import PENALTIES, RECIPES
 
 TASKS = ("denoise", "deblur", "inpaint", "sr")
 
@@ -41,13 +43,21 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--poisson", type=argtypes.positive_float, default=0.0, metavar="GAIN",
                    help="Poisson noise of this gain before the Gaussian noise (Poisson-Gaussian, as DeepInverse's "
                         "PoissonGaussianNoise: variance GAIN * x + sigma^2; --sigma 0 for Poisson alone)")
+    t.add_argument("--recipe", choices=sorted(RECIPES), default="paper",
+                   help="defaults of the architecture and the options below: paper (the paper's unpaired critic, "
+                        "default) or lar (the comparative study's local adversarial regularizer: a 15x15 SiLU critic "
+                        "128-64-64-64-32-32, paired patches, one-sided penalty 0.1, checkpoint selection by PSNR on 8 "
+                        "held-out images, a fitted input scale); options given explicitly win")
     t.add_argument("--init", default=None, metavar="MODEL",
                    help="continue training this model (file or shipped name) instead of a new critic")
     t.add_argument("--channels", type=int, choices=(1, 3), default=None, help="default 1, or the --init model's")
-    t.add_argument("--depth", type=argtypes.positive_int, default=None, help="convolution layers (default 6)")
-    t.add_argument("--width", type=argtypes.positive_int, default=None, help="hidden channels (default 64)")
+    t.add_argument("--depth", type=argtypes.positive_int, default=None, help="convolution layers (paper recipe: 6)")
+    t.add_argument("--width", type=argtypes.positive_int, default=None, help="hidden channels (paper recipe: 64)")
+    t.add_argument("--widths", type=argtypes.positive_ints, default=None, metavar="W1,W2,...",
+                   help="channels of each hidden layer instead of one --width (depth = their number + 1)")
     t.add_argument("--activation", default=None, choices=sorted(ACTIVATIONS),
-                   help="default relu, or the --init model's (another one keeps its weights)")
+                   help="the recipe's (paper: relu, lar: silu), or the --init model's (another one keeps its "
+                        "weights)")
     t.add_argument("--criterion", default=None, choices=CRITERIA,
                    help="w1: the paper's critic, R grows like the distance to clean patches; w2: R = half its "
                         "square, the variant the paper proposes for high noise, measured worse on images (docs/negative-results.md; "
@@ -58,23 +68,41 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weight of the slope penalty (synthetic noise only): each degraded patch is its clean patch "
                         "degraded, and the critic's slope from one to the other is held at 1 (docs/method.md; "
                         "default 0, the paper's unpaired training)")
+    t.add_argument("--paired", action=argparse.BooleanOptionalAction, default=None,
+                   help="each noisy patch is its clean patch degraded (synthetic noise only; the gradient penalty's "
+                        "points then lie between the two; lar recipe) instead of patches of other images (paper)")
+    t.add_argument("--penalty", choices=PENALTIES, default=None,
+                   help="gradient penalty: (||grad|| - 1)^2 (two-sided, paper) or relu(||grad|| - 1)^2 (one-sided, lar)")
     t.add_argument("--steps", type=argtypes.count, default=20000,
                    help="training steps (0: only convert --init to a new --activation / --criterion); with "
                         "--resume, the new total (at least the checkpoint's steps)")
-    t.add_argument("--batch-size", type=argtypes.positive_int, default=128)
-    t.add_argument("--lr0", type=argtypes.positive_float, default=1e-4)
-    t.add_argument("--lr1", type=argtypes.positive_float, default=1e-5)
-    t.add_argument("--mu", type=argtypes.positive_float, default=10.0, help="gradient penalty weight")
-    t.add_argument("--betas", type=float, nargs=2, default=(0.5, 0.9), metavar=("B1", "B2"),
-                   help="Adam betas of the critic's optimiser (default 0.5 0.9, the WGAN-GP choice)")
+    t.add_argument("--batch-size", type=argtypes.positive_int, default=None, help="patches a step (paper 128, lar 512)")
+    t.add_argument("--lr0", type=argtypes.positive_float, default=None, help="first learning rate (paper 1e-4, lar 1e-3)")
+    t.add_argument("--lr1", type=argtypes.positive_float, default=None, help="last learning rate (paper 1e-5, lar 1e-4)")
+    t.add_argument("--mu", type=argtypes.positive_float, default=None,
+                   help="gradient penalty weight (paper 10, lar 0.1)")
+    t.add_argument("--betas", type=float, nargs=2, default=None, metavar=("B1", "B2"),
+                   help="Adam betas of the critic's optimiser (paper 0.5 0.9, the WGAN-GP choice; lar 0.9 0.999)")
+    t.add_argument("--val-images", type=argtypes.count, default=None, metavar="N",
+                   help="hold the last N images of --clean out of training to validate on (lar: 8)")
+    t.add_argument("--val", default=None, metavar="DIR",
+                   help="validate on the images of DIR instead (training side: never a test set)")
+    t.add_argument("--val-every", type=argtypes.count, default=None, metavar="N",
+                   help="every N steps restore the validation crops and keep the critic that restores best "
+                        "(0: the last one; lar: 1000)")
+    t.add_argument("--val-sigma", type=argtypes.positive_float, default=None,
+                   help="noise level of the validation (default: --sigma, or 0.1)")
+    t.add_argument("--fit-scale", action=argparse.BooleanOptionalAction, default=None,
+                   help="after training, fit the critic's input scale and weight R~(x) = e^(a-2s) R(e^s x) on "
+                        "training crops (bilevel, at the validation noise level; lar)")
     t.add_argument("--seed", type=int, default=0,
                    help="seeds the initial weights and every random draw: on the CPU the same seed, data and "
                         "options give the same model file, bit for bit")
     t.add_argument("--ckpt-every", type=argtypes.positive_int, default=1000, help="checkpoint (MODEL.ckpt) every N steps")
     t.add_argument("--max-seconds", type=argtypes.positive_float, default=None, help="stop (and save) after this wall time")
     t.add_argument("--max-images", type=argtypes.positive_int, default=None, help="use only the first N images of each folder")
-    t.add_argument("--augment", action="store_true",
-                   help="turn each training patch by a random flip / quarter turn (8x the patch variety)")
+    t.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                   help="turn each training patch by a random flip / quarter turn (8x the patch variety; lar)")
     t.add_argument("--device", type=argtypes.device, default=None, help=argtypes.DEVICE_HELP)
     t.add_argument("--resume", action="store_true", help="continue from MODEL.ckpt")
     t.add_argument("--log", default=None, help="CSV log (default: MODEL with .csv)")
@@ -82,6 +110,39 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-calibrate", action="store_true",
                    help="skip the lambda calibration that ends training (then restore needs --lam)")
     t.add_argument("-q", "--quiet", action="store_true")
+
+    f = sub.add_parser("finetune", help="bilevel fine-tuning of a critic on clean images (Jacobian-free "
+                                        "backpropagation through its energy's minimiser)")
+    f.add_argument("--clean", required=True, help="folder of clean training images")
+    f.add_argument("--sigma", type=argtypes.positive_float, required=True, help="noise level to fine-tune for")
+    f.add_argument("--init", required=True, metavar="MODEL", help="model to start from (file or shipped name)")
+    f.add_argument("-o", "--output", required=True, help="model file to write (.safetensors)")
+    f.add_argument("--lam", type=argtypes.positive_float, default=None,
+                   help="regularisation weight held fixed (default: the model's table at --sigma)")
+    f.add_argument("--fit-scale", action=argparse.BooleanOptionalAction, default=True,
+                   help="learn the input scale and weight of R with the critic (the learned weight: default on)")
+    f.add_argument("--steps", type=argtypes.positive_int, default=200)
+    f.add_argument("--batch-size", type=argtypes.positive_int, default=8, help="crops a step")
+    f.add_argument("--crop", type=argtypes.positive_int, default=64, help="side of the training crops")
+    f.add_argument("--lr0", type=argtypes.positive_float, default=2e-4)
+    f.add_argument("--lr1", type=argtypes.positive_float, default=2e-5)
+    f.add_argument("--method", choices=("lbfgs", "nmapg"), default="nmapg", help="solver of the inner problem")
+    f.add_argument("--iters", type=argtypes.positive_int, default=200, help="its maximum iterations")
+    f.add_argument("--tol", type=argtypes.positive_float, default=1e-4, help="its tolerance (relative change)")
+    f.add_argument("--val-images", type=argtypes.count, default=4, metavar="N",
+                   help="hold the last N images of --clean out to validate on (default 4)")
+    f.add_argument("--val", default=None, metavar="DIR", help="validate on the images of DIR instead")
+    f.add_argument("--val-every", type=argtypes.count, default=25, metavar="N",
+                   help="keep the critic that restores the validation crops best, checked every N steps (0: the last)")
+    f.add_argument("--max-images", type=argtypes.positive_int, default=None, help="use only the first N images")
+    f.add_argument("--max-seconds", type=argtypes.positive_float, default=None, help="stop (and save) after this wall time")
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--ckpt-every", type=argtypes.positive_int, default=50, help="checkpoint (MODEL.ckpt) every N steps")
+    f.add_argument("--resume", action="store_true", help="continue from MODEL.ckpt")
+    f.add_argument("--device", type=argtypes.device, default=None, help=argtypes.DEVICE_HELP)
+    f.add_argument("--log", default=None, help="CSV log (default: MODEL with .csv)")
+    f.add_argument("--no-calibrate", action="store_true", help="skip the lambda calibration at the end")
+    f.add_argument("-q", "--quiet", action="store_true")
 
     r = sub.add_parser("restore", help="restore an image (or a folder of images)")
     r.add_argument("input", help="degraded image file, or a folder of them")
@@ -101,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--mask", help="mask image (known pixels: above half its maximum), for --task inpaint")
     r.add_argument("--factor", type=argtypes.int_at_least(1, MAX_SR_FACTOR), default=2,
                    help=f"super-resolution factor, for --task sr (at most {MAX_SR_FACTOR})")
-    r.add_argument("--method", default=None, choices=("adam", "gd", "agd", "lbfgs"),
+    r.add_argument("--method", default=None, choices=("adam", "gd", "agd", "lbfgs", "nmapg"),
                    help="solver of min_x 1/(2n) ||Ax - y||^2 + lam R(x) (default: the model's; L-BFGS for the "
                         "shipped ones)")
     r.add_argument("--iters", type=argtypes.positive_int, default=None, help="solver iterations (default: the model's table)")
@@ -287,33 +348,38 @@ def _restore_folder(files: list[Path], dst: Path, args, physics, say) -> None:
 
 
 # ---------------------------------------------------------------------------- commands
-def _training_critic(args):
-    """A new critic from the architecture options, or the ``--init`` model prepared to train on."""
+def _training_critic(args, arch_defaults: dict):
+    """A new critic from the architecture options (``arch_defaults``: the recipe's), or the ``--init``
+    model prepared to train on."""
     from .critic import PatchCritic
     from .pretrained import load
     from .train import continue_from, new_critic
 
-    arch = {"in_channels": args.channels, "depth": args.depth, "width": args.width, "activation": args.activation,
-            "criterion": args.criterion}
+    arch = {"in_channels": args.channels, "depth": args.depth, "width": args.width, "widths": args.widths,
+            "activation": args.activation, "criterion": args.criterion}
     weightless = ("activation", "criterion")  # hold no weights: a model trains on with another one
     if args.init is None:
         if args.steps == 0 and not args.resume:
             raise ValueError("--steps 0 would write an untrained critic; it only converts an --init model")
-        defaults = {"in_channels": 1, "depth": 6, "width": 64, "activation": "relu", "criterion": "w1"}
-        critic = new_critic(args.seed, **{k: defaults[k] if v is None else v for k, v in arch.items()})
+        given = {k: v for k, v in arch.items() if v is not None}
+        if {"depth", "width", "widths"} & set(given):  # an explicit shape replaces the recipe's
+            arch_defaults = {k: v for k, v in arch_defaults.items() if k not in ("depth", "width", "widths")}
+        critic = new_critic(args.seed, **{"in_channels": 1, "criterion": "w1", **arch_defaults, **given})
+        critic.meta = {}
     else:
         if args.resume:
             raise ValueError("--init starts from a model and --resume from a checkpoint: give one")
         critic = load(args.init)
-        have = critic.config()
-        clash = [f"{k}={v} (model: {have[k]})" for k, v in arch.items()
-                 if k not in weightless and v is not None and v != have[k]]
+        have = {**critic.config(), "widths": list(critic.widths)}
+        clash = [f"{k}={v} (model: {have.get(k)})" for k, v in arch.items()
+                 if k not in weightless and v is not None and v != have.get(k)]
         if clash:
             raise ValueError(f"--init model {args.init} does not match " + ", ".join(clash))
         continue_from(critic, args.init)
         swap = {k: arch[k] for k in weightless if arch[k] is not None and arch[k] != have[k]}
         if swap:  # the same weights under a new nonlinearity or criterion
-            swapped = PatchCritic(**{**{k: have[k] for k in arch}, **swap})
+            keep = {k: v for k, v in critic.config().items() if k != "kind"}
+            swapped = PatchCritic(**{**keep, **swap})
             swapped.load_state_dict(critic.state_dict())
             swapped.meta = {**critic.meta, **{f"{k}_from": have[k] for k in swap}}
             critic = swapped
@@ -321,41 +387,81 @@ def _training_critic(args):
     return critic
 
 
+def _validator(args, deg, held: list, channels: int):
+    """The checkpoint selection's :class:`alr.calibration.Validator` (None without ``--val-every``),
+    and its noise level."""
+    from .calibration import TRAIN_CAL_CROP, Validator, center_crops
+    from .images import list_images
+    from .modelfile import portable_path
+
+    sigma = args.val_sigma or (deg.sigma_max if deg is not None and deg.sigma_min == deg.sigma_max else 0.1)
+    if not (args.val_every or args.fit_scale):
+        return None, sigma
+    files = list_images(args.val) if args.val else held
+    if not files:
+        raise ValueError("checkpoint selection (--val-every) and --fit-scale need validation images: "
+                         "--val-images N (held out of --clean) or --val DIR")
+    source = portable_path(args.val) if args.val else f"the last {len(held)} images of {portable_path(args.clean)}"
+    return Validator(center_crops(files, channels, TRAIN_CAL_CROP), sigma, device=args.device, source=source), sigma
+
+
 def cmd_train(args) -> None:
     from .calibration import calibrate_trained
-    from .data import Degradation, make_patch_pairs
+    from .data import Degradation, make_patch_pairs, split_holdout
     from .files import check_output
-    from .modelfile import portable_path
+    from .modelfile import portable_path, save_model
     from .pretrained import resolve
     from .train import TrainConfig, init_distributed, train_critic
 
     rank, world = init_distributed()
     out = Path(args.output)
     log = args.log or out.with_suffix(".csv")
-    inputs, folders = [args.init and resolve(args.init)], [args.clean, args.degraded]
+    inputs, folders = [args.init and resolve(args.init)], [args.clean, args.degraded, args.val]
     for option, path in (("-o", out), ("-o", f"{out}.ckpt"), ("--log", log)):
         check_output(path, inputs, folders, option)
-    critic = _training_critic(args)
+    recipe = RECIPES[args.recipe]
+    for key, value in recipe["options"].items():  # the recipe's defaults of the options not given
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    critic = _training_critic(args, recipe["arch"])
     deg = None
     if args.degraded is None:
         lo, hi = (args.sigma, args.sigma) if args.sigma is not None else tuple(args.sigma_range)
         deg = Degradation(lo, hi, args.blur, args.poisson)
     elif args.blur or args.poisson:
         raise ValueError("--blur and --poisson apply to synthetic noise (--sigma / --sigma-range), not --degraded")
+    holdout = 0 if args.val else args.val_images
     pairs = make_patch_pairs(args.clean, critic.receptive_field, args.channels, args.degraded, deg,
                              seed=args.seed, max_images=args.max_images, augment=args.augment,
-                             paired=args.slope > 0)
-    critic.meta.update({"data": {"clean": portable_path(args.clean), "degraded": portable_path(args.degraded),
+                             paired=args.paired or args.slope > 0, holdout=holdout)
+    validator, val_sigma = _validator(args, deg, split_holdout(args.clean, args.max_images, holdout)[1], args.channels)
+    critic.meta.update({"recipe": args.recipe,
+                        "data": {"clean": portable_path(args.clean), "degraded": portable_path(args.degraded),
                                  **pairs.describe()},
                         "noise_range": ([deg.sigma_min, deg.sigma_max] if deg else None)})
+    if "solver" in recipe:
+        critic.meta["solver"] = recipe["solver"]
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr0=args.lr0, lr1=args.lr1, mu=args.mu,
-                      anchor=args.anchor, slope=args.slope, betas=tuple(args.betas), seed=args.seed,
-                      ckpt_every=args.ckpt_every, device=args.device, max_seconds=args.max_seconds)
+                      anchor=args.anchor, slope=args.slope, penalty=args.penalty, val_every=args.val_every,
+                      betas=tuple(args.betas), seed=args.seed, ckpt_every=args.ckpt_every, device=args.device,
+                      max_seconds=args.max_seconds)
     t0 = time.perf_counter()
-    train_critic(critic, pairs.sample, cfg, out=out, log_csv=log, resume=args.resume, progress=not args.quiet)
+    train_critic(critic, pairs.sample, cfg, out=out, log_csv=log, resume=args.resume, progress=not args.quiet,
+                 validator=validator)
     if rank == 0:
         print(f"trained {critic.meta['training']['steps']} steps in {time.perf_counter() - t0:.0f} s on {world} process(es): {out} "
               f"(log {log})")
+        if "selected" in critic.meta["training"]:
+            sel = critic.meta["training"]["selected"]
+            print(f"kept the critic of step {sel['step']}: {sel['val_psnr']:.2f} dB on the validation crops at sigma "
+                  f"{val_sigma:g} (lambda {sel['val_lambda']:.3g})")
+        if args.fit_scale:
+            from .finetune import fit_scale
+            lam = critic.meta["training"].get("selected", {}).get("val_lambda") or validator(critic)[1]
+            fit_scale(critic, pairs.clean, val_sigma, lam, device=args.device, progress=not args.quiet)
+            save_model(critic, out)
+            print(f"fitted the input scale e^s = {math.exp(critic.log_scale):.4g} and weight e^a = "
+                  f"{math.exp(critic.log_weight):.4g} at sigma {val_sigma:g}")
         if not args.no_calibrate:
             sigmas = calibrate_trained(critic, args.clean, deg, out, device=args.device, progress=not args.quiet,
                                        max_images=args.max_images)
@@ -364,6 +470,25 @@ def cmd_train(args) -> None:
     if world > 1:  # leave together: a rank tearing gloo down while rank 0 still saves can abort
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
+
+
+def cmd_finetune(args) -> None:
+    from .finetune import FinetuneConfig, finetune_folder
+
+    cfg = FinetuneConfig(sigma=args.sigma, steps=args.steps, batch_size=args.batch_size, crop=args.crop,
+                         lr0=args.lr0, lr1=args.lr1, fit_scale=args.fit_scale, method=args.method, iters=args.iters,
+                         tol=args.tol, val_every=args.val_every, seed=args.seed, ckpt_every=args.ckpt_every,
+                         max_seconds=args.max_seconds, device=args.device)
+    out = Path(args.output)
+    log = args.log or out.with_suffix(".csv")
+    t0 = time.perf_counter()
+    critic = finetune_folder(args.init, args.clean, cfg, out, lam=args.lam, holdout=args.val_images, val_dir=args.val,
+                             max_images=args.max_images, calibrate=not args.no_calibrate, resume=args.resume,
+                             log_csv=log, progress=not args.quiet)
+    done = critic.meta["finetune"]
+    sel = done.get("selected")
+    print(f"fine-tuned {done['steps']} steps in {time.perf_counter() - t0:.0f} s at lambda {done['lam']:.3g}: {out} "
+          f"(log {log})" + (f"; kept step {sel['step']}, {sel['val_psnr']:.2f} dB on the validation crops" if sel else ""))
 
 
 def cmd_restore(args) -> None:
@@ -471,8 +596,8 @@ def main(argv: list[str] | None = None) -> int:
         args, handler = bench_parser().parse_args(argv[1:]), cmd_bench
     else:
         args = build_parser().parse_args(argv)
-        handler = {"train": cmd_train, "restore": cmd_restore, "degrade": cmd_degrade, "info": cmd_info,
-                   "demo": cmd_demo}[args.command]
+        handler = {"train": cmd_train, "finetune": cmd_finetune, "restore": cmd_restore, "degrade": cmd_degrade,
+                   "info": cmd_info, "demo": cmd_demo}[args.command]
     try:
         _threads()
         handler(args)

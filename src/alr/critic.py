@@ -2,7 +2,9 @@
 
 A :class:`PatchCritic` is a fully convolutional network with 3x3 kernels and
 no padding, so its receptive field is one ``s x s`` patch with
-``s = 2 * depth + 1``. Applied to an ``H x W`` image it returns an
+``s = 2 * depth + 1`` (its hidden layers all of one width, or of the widths given,
+such as the 128-64-64-64-32-32 of the comparative study's local adversarial regularizer).
+Applied to an ``H x W`` image it returns an
 ``(H - s + 1) x (W - s + 1)`` map holding one score ``r_theta(p)`` per patch
 ``p``, and the regularizer of eq. (3) of the paper is the mean of that map::
 
@@ -31,6 +33,17 @@ Example
 torch.Size([2, 1, 8, 18])
 >>> critic.regularizer(torch.rand(2, 1, 20, 30)).shape
 torch.Size([2])
+>>> alr.PatchCritic(widths=[128, 64, 64, 64, 32, 32], activation="silu").receptive_field
+15
+
+A fitted input scale ``s`` and weight ``a`` (``log_scale``, ``log_weight``; both 0 by default)
+make the scores ``r~(p) = e^(a - 2s) r(e^s p)``, so that, the boundary padding being linear,
+
+    R~(x) = e^(a - 2s) R(e^s x),    grad R~(x) = e^(a - s) (grad R)(e^s x),
+
+the rescaled regularizer of the comparative study (Hertrich et al. 2025). ``s`` changes what the
+critic sees (an image of contrast e^s: noise of level sigma looks like e^s sigma to it); ``a`` only
+weighs R, like lambda, and is fitted with ``s`` so that the pair is well posed.
 """
 from __future__ import annotations
 
@@ -88,33 +101,50 @@ class PatchCritic(nn.Module):
     Parameters
     ----------
     in_channels : 1 (grayscale) or 3 (RGB).
-    depth : number of 3x3 convolutions; receptive field ``2 * depth + 1``.
-    width : channels of the hidden layers.
+    depth : number of 3x3 convolutions; receptive field ``2 * depth + 1`` (default 6).
+    width : channels of every hidden layer (default 64).
     activation : ``"relu"`` (paper), or a smooth one (``"softplus"``, ``"silu"``,
         ``"elu"``) that makes R differentiable everywhere, as the convergence
         argument of eq. (5) wants.
     criterion : ``"w1"`` (paper, ``r = u``) or ``"w2"`` (``r = u^2 / 2``), see :func:`patch_scores`.
+    widths : channels of each hidden layer instead of one ``width`` (``depth - 1`` of them;
+        ``depth`` follows from them when omitted).
+    log_scale, log_weight : the fitted input scale ``s`` and weight ``a`` of the scores,
+        ``r~(p) = e^(a - 2s) r(e^s p)`` (module docstring); floats, or scalar tensors while they
+        are being fitted (:mod:`alr.finetune`).
     """
 
     kind = "patch"
 
-    def __init__(self, in_channels: int = 1, depth: int = 6, width: int = 64,
-                 activation: str = "relu", criterion: str = "w1") -> None:
+    def __init__(self, in_channels: int = 1, depth: int | None = None, width: int | None = None,
+                 activation: str = "relu", criterion: str = "w1", widths: list[int] | None = None,
+                 log_scale: float | torch.Tensor = 0.0, log_weight: float | torch.Tensor = 0.0) -> None:
         super().__init__()
         self.criterion = check_criterion(criterion)
         if in_channels not in (1, 3):
             raise ValueError(f"in_channels must be 1 or 3, got {in_channels}")
-        if depth < 1 or width < 1:
-            raise ValueError("depth and width must be positive")
+        if widths is None:
+            depth, width = (6 if depth is None else depth), (64 if width is None else width)
+            hidden = [width] * max(depth - 1, 0)
+        else:
+            if width is not None:
+                raise ValueError("give one width or the widths of the layers, not both")
+            hidden = list(widths)
+            if depth is not None and depth != len(hidden) + 1:
+                raise ValueError(f"{len(hidden)} widths make {len(hidden) + 1} layers, not depth {depth}")
+            depth = len(hidden) + 1
+            width = hidden[0] if len(set(hidden)) == 1 else None
+        if depth < 1 or (width is not None and width < 1) or any(w < 1 for w in hidden):
+            raise ValueError("depth and widths must be positive")
         self.in_channels, self.depth, self.width, self.activation = in_channels, depth, width, activation
+        self.widths = tuple(hidden)
+        self.log_scale, self.log_weight = log_scale, log_weight
         layers: list[nn.Module] = []
         ch = in_channels
-        for i in range(depth):
-            last = i == depth - 1
-            layers.append(nn.Conv2d(ch, 1 if last else width, 3, padding=0))
-            if not last:
-                layers.append(_activation(activation))
-            ch = width
+        for out in self.widths:
+            layers += [nn.Conv2d(ch, out, 3, padding=0), _activation(activation)]
+            ch = out
+        layers.append(nn.Conv2d(ch, 1, 3, padding=0))
         self.net = nn.Sequential(*layers)
         self.meta: dict[str, Any] = {}
 
@@ -124,8 +154,16 @@ class PatchCritic(nn.Module):
         return 2 * self.depth + 1
 
     def config(self) -> dict[str, Any]:
-        return {"kind": self.kind, "in_channels": self.in_channels, "depth": self.depth,
-                "width": self.width, "activation": self.activation, "criterion": self.criterion}
+        """The architecture as the model file stores it (``width`` when the hidden layers share
+        one, else ``widths``; the input scale and weight when fitted)."""
+        cfg: dict[str, Any] = {"kind": self.kind, "in_channels": self.in_channels, "depth": self.depth}
+        cfg.update({"width": self.width} if self.width is not None else {"widths": list(self.widths)})
+        cfg.update(activation=self.activation, criterion=self.criterion)
+        for key in ("log_scale", "log_weight"):
+            v = float(getattr(self, key))
+            if v:
+                cfg[key] = v
+        return cfg
 
     def _check(self, x: torch.Tensor) -> None:
         if x.dim() != 4:
@@ -140,8 +178,13 @@ class PatchCritic(nn.Module):
         return self.net(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Score map r_theta(p) of every patch: (B, 1, H - s + 1, W - s + 1)."""
-        return patch_scores(self.potential(x), self.criterion)
+        """Score map r_theta(p) of every patch: (B, 1, H - s + 1, W - s + 1), with the fitted
+        scale and weight, ``e^(a - 2s) r(e^s p)``, where the model has them."""
+        s, a = self.log_scale, self.log_weight
+        if not (torch.is_tensor(s) or torch.is_tensor(a) or s or a):
+            return patch_scores(self.potential(x), self.criterion)
+        s, a = torch.as_tensor(s, dtype=x.dtype, device=x.device), torch.as_tensor(a, dtype=x.dtype, device=x.device)
+        return torch.exp(a - 2 * s) * patch_scores(self.potential(x * torch.exp(s)), self.criterion)
 
     def regularizer(self, x: torch.Tensor, boundary: str = "reflect", concavity: float = 0.0,
                     score_ref: float = 0.0, symmetric: bool = False) -> torch.Tensor:
@@ -311,8 +354,7 @@ class Regularizer:
 
     def bytes_per_pixel(self) -> float:
         """Rough activation memory of forward + backward per output pixel (float32)."""
-        m = self.model
-        return 4.0 * 3 * m.width * max(1, m.depth - 1)
+        return 4.0 * 3 * max(sum(self.model.widths), 1)
 
     def tile_size(self, x: torch.Tensor) -> int | None:
         """Output tile side under ``max_memory``, or None if the image fits whole."""

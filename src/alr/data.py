@@ -1,4 +1,4 @@
-"""Unpaired clean / degraded patch sources for training the critic.
+"""Clean / degraded patch sources for training the critic (unpaired, or paired for the study's recipe).
 
 A :class:`ImageStack` holds a set of images (uint8/float, any sizes) padded
 into one tensor so that random ``s x s`` patches are drawn in a single
@@ -16,8 +16,10 @@ vectorised gather. Two disjoint stacks feed the trainer: clean patches
 * patches of real degraded images whose degradation is unknown.
 
 ``p`` and ``p'`` come from different images (:func:`split_unpaired`), so the
-critic never sees a clean/degraded pair of the same content. All sampling uses
-a ``torch.Generator``: a seed fixes the whole stream.
+critic never sees a clean/degraded pair of the same content; ``paired=True`` makes
+``p' = p`` instead (:class:`PatchPairs`). The last images of a folder may be held out
+of training to validate it (:func:`split_holdout`). All sampling uses a
+``torch.Generator``: a seed fixes the whole stream.
 """
 from __future__ import annotations
 
@@ -235,10 +237,22 @@ def random_dihedral(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor
     return out
 
 
+def split_holdout(clean_dir: str | os.PathLike, max_images: int | None = None,
+                  holdout: int = 0) -> tuple[list[Path], list[Path]]:
+    """The images of ``clean_dir`` (its first ``max_images``) that train, and its last ``holdout``,
+    held out to validate the training (:class:`alr.calibration.Validator`)."""
+    files = list_images(clean_dir)[: max_images or None]
+    if holdout and holdout > len(files) - 2:
+        raise ValueError(f"cannot hold {holdout} of the {len(files)} images of {clean_dir} out of training "
+                         "(at least 2 must train)")
+    return (files[:-holdout], files[-holdout:]) if holdout else (files, [])
+
+
 def make_patch_pairs(clean_dir: str | os.PathLike, size: int, channels: int,
                      degraded_dir: str | os.PathLike | None = None,
                      degradation: Degradation | None = None, seed: int = 0,
-                     max_images: int | None = None, augment: bool = False, paired: bool = False) -> PatchPairs:
+                     max_images: int | None = None, augment: bool = False, paired: bool = False,
+                     holdout: int = 0) -> PatchPairs:
     """Build the unpaired patch stream from folders.
 
     With ``degraded_dir`` its images are the degraded source and all of
@@ -247,10 +261,11 @@ def make_patch_pairs(clean_dir: str | os.PathLike, size: int, channels: int,
     ``paired`` there is no split: every patch of ``clean_dir`` gives a clean patch
     and its own degraded version (:class:`PatchPairs`).
     ``augment``: random flips / quarter turns of the patches (:class:`PatchPairs`).
+    ``holdout``: the last images of ``clean_dir`` are not trained on (:func:`split_holdout`).
     """
     if (degraded_dir is None) == (degradation is None):
         raise ValueError("give exactly one of a degraded folder or a synthetic degradation")
-    files = list_images(clean_dir)[: max_images or None]
+    files, _ = split_holdout(clean_dir, max_images, holdout)
     if degraded_dir is not None:
         return PatchPairs(ImageStack.from_folder(clean_dir, channels, files),
                           ImageStack.from_folder(degraded_dir, channels, max_images=max_images), size,

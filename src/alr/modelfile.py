@@ -86,20 +86,44 @@ def _int_in(cfg: dict, key: str, low: int, high: int, where: str) -> int:
     return v
 
 
+#: Largest |log_scale| / |log_weight| a model file may declare (e^20: far beyond any fit).
+MAX_LOG_SCALE = 20.0
+
+
 def validate_config(cfg: Any, where: str = "model file") -> dict:
-    """The architecture of a patch critic, checked: known keys, types and limits."""
+    """The architecture of a patch critic, checked: known keys, types and limits.
+
+    The hidden layers have one ``width`` or a list of ``widths`` (``depth - 1`` of them, each
+    at most :data:`MAX_WIDTH`); ``log_scale`` / ``log_weight`` are the fitted input scale and
+    weight (:class:`alr.critic.PatchCritic`), 0 when absent.
+    """
     if not isinstance(cfg, dict):
         raise ModelFileError(f"{where}: config must be a JSON object, got {type(cfg).__name__}")
     if cfg.get("kind") != "patch":
         raise ModelFileError(f"{where}: config 'kind' must be 'patch' (a patch critic), got {cfg.get('kind')!r}")
-    allowed = {"kind", "in_channels", "depth", "width", "activation", "criterion"}
+    allowed = {"kind", "in_channels", "depth", "width", "widths", "activation", "criterion", "log_scale",
+               "log_weight"}
     unknown = sorted(set(cfg) - allowed)
     if unknown:
         raise ModelFileError(f"{where}: unknown config key(s) {', '.join(map(repr, unknown))}")
     out = {"in_channels": _int_in(cfg, "in_channels", 1, 3, where),
            "depth": _int_in(cfg, "depth", 1, MAX_DEPTH, where),
-           "width": _int_in(cfg, "width", 1, MAX_WIDTH, where),
            "activation": cfg.get("activation", "relu"), "criterion": cfg.get("criterion", "w1")}
+    if ("width" in cfg) == ("widths" in cfg):
+        raise ModelFileError(f"{where}: config needs one of 'width' or 'widths'")
+    if "width" in cfg:
+        out["width"] = _int_in(cfg, "width", 1, MAX_WIDTH, where)
+    else:
+        widths = cfg["widths"]
+        if not isinstance(widths, list) or len(widths) != out["depth"] - 1:
+            raise ModelFileError(f"{where}: config 'widths' must list {out['depth'] - 1} layer widths (depth - 1)")
+        out["widths"] = [_int_in({"widths": w}, "widths", 1, MAX_WIDTH, where) for w in widths]
+    for key in ("log_scale", "log_weight"):
+        v = cfg.get(key, 0.0)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not abs(v) <= MAX_LOG_SCALE:
+            raise ModelFileError(f"{where}: config {key!r} must be a number in [-{MAX_LOG_SCALE:g}, "
+                                 f"{MAX_LOG_SCALE:g}], got {v!r}")
+        out[key] = float(v)
     if out["in_channels"] == 2:
         raise ModelFileError(f"{where}: config 'in_channels' must be 1 or 3, got 2")
     if out["activation"] not in ACTIVATIONS:

@@ -152,8 +152,9 @@ def solver_options(model, task: str = "denoise", sigma: float | None = None, cli
         check_number(sigma)
     rec = (getattr(model, "meta", None) or {}).get("solver") or DEFAULT_SOLVER
     opts = {"method": rec["method"], **rec.get("options", {})}
-    if "iters" not in opts and opts["method"] == "lbfgs":
-        opts["iters"] = rec.get("iters", TASK_ITERS).get(task, max(TASK_ITERS.values()))
+    if "iters" not in opts and (opts["method"] == "lbfgs" or "iters" in rec):
+        iters = rec.get("iters", TASK_ITERS)
+        opts["iters"] = iters.get(task, max(iters.values()))
     table = _table(model, task, clipped)
     if sigma is not None and table and "iters" in table:
         opts["iters"] = round(_interp_loglog(table["sigma"], table["iters"], sigma))
@@ -175,9 +176,16 @@ def describe(model: PatchCritic, name: str = "model") -> str:
     meta = model.meta or {}
     cfg = model.config()
     n = sum(p.numel() for p in model.parameters())
-    lines = [f"{name}: patch critic, {cfg['in_channels']} channel(s), {cfg['depth']} layers of width {cfg['width']} "
+    widths = f"width {cfg['width']}" if "width" in cfg else "widths " + "-".join(map(str, cfg["widths"]))
+    lines = [f"{name}: patch critic, {cfg['in_channels']} channel(s), {cfg['depth']} layers of {widths} "
              f"({model.receptive_field}x{model.receptive_field} patches), {cfg['activation']}, {cfg['criterion']}; "
              f"{n:,} parameters"]
+    if "log_scale" in cfg or "log_weight" in cfg:
+        s, a = cfg.get("log_scale", 0.0), cfg.get("log_weight", 0.0)
+        lines.append(f"fitted scale and weight: R(x) = {math.exp(a - 2 * s):.4g} R0({math.exp(s):.4g} x) "
+                     f"(log_scale {s:.4g}, log_weight {a:.4g})")
+    if meta.get("recipe"):
+        lines.append(f"recipe: {meta['recipe']}")
     data, train = meta.get("data") or {}, meta.get("training") or {}
     if data or train:
         steps = train.get("steps")

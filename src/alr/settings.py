@@ -66,6 +66,7 @@ class Settings:
     per_channel: bool = False
     clipped: bool = False
     max_memory: float | None = None
+    tol: float = 0.0
     skip: bool = False
     notes: list[str] = field(default_factory=list)
 
@@ -75,19 +76,21 @@ class Settings:
               "symmetric": self.symmetric, "per_channel": self.per_channel, "max_memory": self.max_memory}
         if self.iters is not None:
             kw["iters"] = self.iters
+        if self.tol:
+            kw["tol"] = self.tol
         return kw
 
     def batch_key(self) -> tuple:
         """Images whose settings share this key can be solved as one batch (lam, concavity and
         sigma may differ per image)."""
-        return (self.task, self.method, self.iters, self.boundary, self.score_ref, self.symmetric,
+        return (self.task, self.method, self.iters, self.tol, self.boundary, self.score_ref, self.symmetric,
                 self.per_channel, self.clipped)
 
     def describe(self) -> str:
         """One line: the settings that decide the result."""
         parts = [f"task {self.task}", f"lam {self.lam:.4g}", self.method]
         if self.iters is not None:
-            parts.append(f"{self.iters} iterations")
+            parts.append(f"{self.iters} iterations" if not self.tol else f"to tolerance {self.tol:g} (at most {self.iters} iterations)")
         if self.concavity:
             parts.append(f"shaping {self.concavity:g}")
         if self.clipped:
@@ -195,4 +198,5 @@ def resolve(model: PatchCritic, y: torch.Tensor, task: str = "denoise", sigma: f
                     iters=iters or opts.get("iters"), boundary=boundary or opts.get("boundary", "reflect"),
                     concavity=float(opts.get("concavity", 0.0)), score_ref=float(opts.get("score_ref", 0.0)),
                     symmetric=symmetric, per_channel=per_channel, clipped=clipped,
-                    max_memory=max_memory if max_memory is not None else memory_budget(device), skip=skip, notes=notes)
+                    max_memory=max_memory if max_memory is not None else memory_budget(device),
+                    tol=float(opts.get("tol", 0.0)), skip=skip, notes=notes)

@@ -27,6 +27,16 @@ Methods (``method=``):
 * ``"agd"``: Nesterov-accelerated gradient with backtracking and adaptive
   restart (O'Donoghue & Candes 2015) on the same smooth objective.
 * ``"lbfgs"``: limited-memory BFGS with a strong-Wolfe line search.
+* ``"nmapg"``: the nonmonotone accelerated proximal gradient method of Li & Lin (2015, Alg. 2
+  with the line search of their Alg. 4), whose prox is the identity here (E is smooth):
+  Nesterov extrapolation, a Barzilai-Borwein step with backtracking that accepts the
+  extrapolated step against a running average of past energies, and a plain gradient step
+  from the last iterate as a safeguard; converges to a critical point of the nonconvex E. The
+  solver of the comparative study of learned regularizers (Hertrich et al. 2025).
+
+With ``tol > 0`` every method stops an image once ``||x_{k+1} - x_k|| / ||x_k|| < tol``, so that
+with enough ``iters`` the minimiser of the energy, not an early stop, decides the result
+(``nmapg`` or ``lbfgs`` with ``tol`` 1e-5 and a few hundred iterations).
 
 Boundary (``boundary=``): the paper's R averages the scores of the patches that
 lie inside the image (``"valid"``), so a pixel k < s - 1 pixels from the border is
@@ -66,7 +76,7 @@ from .fidelity import Gaussian
 from .images import check_image
 from .physics import LinearOperator, as_operator
 
-METHODS = ("adam", "gd", "agd", "lbfgs")
+METHODS = ("adam", "gd", "agd", "lbfgs", "nmapg")
 #: Device types on which the L-BFGS of a batch solves its images one after another instead of
 #: evaluating their energies together (:func:`_lbfgs`): on the CPU a batched critic call is no
 #: faster per image (benchmarks/batched_energy.py).
@@ -136,7 +146,9 @@ class Problem:
 
     def energy(self, x: torch.Tensor, need_grad: bool = True) -> Energy:
         n = x[0].numel()
-        data, g = self.fidelity(self.physics.A(x), self.y)
+        ax = self.physics.A(x)
+        data, g = self.fidelity(ax, self.y)
+        data = data * (ax[0].numel() / n)  # the fidelity divides by the measurement's size, E by the image's
         r, gr = self.reg.value_and_grad(x, need_grad)
         lam = self.lam
         grad = None
@@ -178,12 +190,13 @@ def minimize(y: torch.Tensor, physics: LinearOperator | None, model: PatchCritic
         object with ``A`` and ``A_adjoint`` (a DeepInverse physics), see :func:`alr.physics.as_operator`.
     model : the critic defining R.
     lam : regularisation weight, scalar or one per image.
-    method : ``"adam"`` (paper), ``"gd"``, ``"agd"`` or ``"lbfgs"``.
+    method : ``"adam"`` (paper), ``"gd"``, ``"agd"``, ``"lbfgs"`` or ``"nmapg"``.
     iters : maximum iterations (default: 300 for adam, 100 otherwise).
     lr0, lr1 : Adam learning rate schedule (exponential decay).
     step : fixed gradient step for ``gd`` (None: backtracking), or one step per iteration
         (a list of ``iters`` values: the schedule of an unrolled, fine-tuned model).
-    tol : stop when ``||x_{k+1} - x_k|| / ||x_k|| < tol`` for every image (0: never).
+    tol : stop an image when ``||x_{k+1} - x_k|| / ||x_k|| < tol`` (0: never; adam, gd and agd stop
+        once every image meets it).
     x0 : starting point (default ``physics.init(y)``, i.e. A^T y or better).
     max_memory : activation budget in bytes; larger images are solved in exact tiles.
     precision : ``"fp32"`` or ``"bf16"`` for the critic's forward/backward.
@@ -242,7 +255,7 @@ def minimize(y: torch.Tensor, physics: LinearOperator | None, model: PatchCritic
     lbfgs = method == "lbfgs"  # one bar step per iteration of each image; energy evaluations in the postfix
     bar = tqdm(total=b * iters if lbfgs else iters, disable=not progress, desc=f"restore ({method})",
                unit="it", dynamic_ncols=True, leave=False)
-    solver = {"adam": _adam, "gd": _gd, "agd": _agd, "lbfgs": _lbfgs}[method]
+    solver = {"adam": _adam, "gd": _gd, "agd": _agd, "lbfgs": _lbfgs, "nmapg": _nmapg}[method]
     with torch.no_grad():
         x = solver(prob, x, iters, hist, bar, tol=tol, lr0=lr0, lr1=lr1, step=step)
     bar.close()
@@ -251,11 +264,13 @@ def minimize(y: torch.Tensor, physics: LinearOperator | None, model: PatchCritic
     return (x.clamp(0, 1) if clip else x), hist
 
 
+def _relative_change(x_new: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``||x_new - x|| / ||x||`` per image, shape (B,)."""
+    return (x_new - x).flatten(1).norm(dim=1) / x.flatten(1).norm(dim=1).clamp_min(1e-12)
+
+
 def _small_change(x_new: torch.Tensor, x: torch.Tensor, tol: float) -> bool:
-    if tol <= 0:
-        return False
-    rel = (x_new - x).flatten(1).norm(dim=1) / x.flatten(1).norm(dim=1).clamp_min(1e-12)
-    return bool((rel < tol).all())
+    return tol > 0 and bool((_relative_change(x_new, x) < tol).all())
 
 
 def _tick(hist: History, e: Energy, bar, x: torch.Tensor) -> None:
@@ -352,6 +367,77 @@ def _agd(prob: Problem, x, iters, hist, bar, tol, step, **_) -> torch.Tensor:
     return x
 
 
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a * b).flatten(1).sum(1)
+
+
+def _nmapg(prob: Problem, x, iters, hist, bar, tol, step, **_) -> torch.Tensor:
+    """Nonmonotone APG with line search (Li & Lin 2015, Alg. 2 / 4), per image, on F = n E.
+
+    Each iteration extrapolates ``y = x + t'/t (z - x) + (t' - 1)/t (x - x')``, takes the gradient
+    step ``z = y - a G(y)`` (``G = n grad E``, ``a`` from a Barzilai-Borwein guess shrunk until
+    ``F(z) <= max(F(y), c) - delta ||z - y||^2``), and keeps ``x <- z`` when ``F(z) <= c -
+    delta ||z - y||^2``, where ``c`` is the running average ``c <- (eta q c + F(x)) / (eta q + 1)``
+    of the energies of the iterates. Otherwise the safeguard ``v = x - a' G(x)`` (with
+    ``F(v) <= c - delta ||v - x||^2``) is taken if it is lower than ``z``. Steps start at ``step``
+    (default ``1 / ||A^T A||``) and never exceed it; an image stops once its relative change is
+    below ``tol``, the others go on.
+    """
+    delta, eta, shrink = 0.1, 0.8, 0.5
+    b = x.shape[0]
+    a_max = x.new_full((b,), step if step is not None else 1.0 / prob.physics.lipschitz())
+    a_min = 1e-8 * a_max
+
+    def bb(s_: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        """Barzilai-Borwein step |<s, r>| / <r, r> (the short one), within [a_min, a_max]."""
+        return torch.minimum(_dot(s_, r).abs() / _dot(r, r).clamp_min(1e-30), a_max).clamp_min(a_min)
+
+    def descend(base: torch.Tensor, grad: torch.Tensor, a: torch.Tensor, bound: torch.Tensor, todo: torch.Tensor):
+        """Backtrack ``base - a grad`` until ``F <= bound - delta ||step||^2`` (images in ``todo``)."""
+        for _ in range(40):
+            new = base - _per_image(a) * grad
+            f = prob.energy(new, need_grad=False).value * n
+            ok = (f <= bound - delta * _dot(new - base, new - base)) | ~todo
+            if ok.all():
+                break
+            a = torch.where(ok, a, a * shrink)
+        return new, f, a
+
+    n = x[0].numel()
+    x_old, z = x.clone(), x.clone()
+    t_old, t, q = 0.0, 1.0, 1.0
+    c = prob.energy(x, need_grad=False).value * n
+    active = torch.ones(b, dtype=torch.bool, device=x.device)
+    y_old = g_old = None
+    for _k in range(iters):
+        y = x + (t_old / t) * (z - x) + ((t_old - 1) / t) * (x - x_old)
+        e_y = prob.energy(y)
+        _tick(hist, e_y, bar, y)
+        a = a_max.clone() if y_old is None else bb(y - y_old, e_y.grad - g_old)
+        z_new, f_z, _ = descend(y, e_y.grad, a, torch.maximum(e_y.value * n, c), active)
+        x_new, f_x = z_new, f_z
+        fallback = active & (f_z > c - delta * _dot(z_new - y, z_new - y))
+        if fallback.any():  # the safeguard: a monotone step from the last iterate
+            e_x = prob.energy(x)
+            a = a_max.clone() if y_old is None else bb(x - y_old, e_x.grad - g_old)
+            v, f_v, _ = descend(x, e_x.grad, a, c, fallback)
+            take_v = fallback & (f_v < f_z)
+            x_new, f_x = torch.where(_per_image(take_v), v, z_new), torch.where(take_v, f_v, f_z)
+        x_new = torch.where(_per_image(active), x_new, x)
+        z = torch.where(_per_image(active), z_new, z)
+        if tol > 0:
+            active = active & (_relative_change(x_new, x) >= tol)
+        x_old, x = x, x_new
+        y_old, g_old = y, e_y.grad
+        c = torch.where(active, (eta * q * c + f_x) / (eta * q + 1), c)
+        q = eta * q + 1
+        t_old, t = t, 0.5 * (1 + (1 + 4 * t * t) ** 0.5)
+        if not active.any():
+            hist.converged = True
+            break
+    return x
+
+
 def _lbfgs(prob: Problem, x, iters, hist, bar, tol, **_) -> torch.Tensor:
     """L-BFGS on each image of the batch as if it were alone (on accelerators, in lockstep).
 
@@ -383,11 +469,12 @@ def _lbfgs(prob: Problem, x, iters, hist, bar, tol, **_) -> torch.Tensor:
 
         return _Lockstep(prob.select(group), len(group)).run(
             lambda j, energy: _lbfgs_one(energy, x[group[j]:group[j] + 1], iters, traces[group[j]],
-                                         lambda k, i=group[j]: steps.__setitem__(i, k)), on_round)
+                                         lambda k, i=group[j]: steps.__setitem__(i, k), tol), on_round)
 
     groups = [[i] for i in range(b)] if x.device.type in SEQUENTIAL_DEVICES else [list(range(b))]
     out = [xi for group in groups for xi in solve(group)]
     hist.iterations = min(h.iterations for h in traces)
+    hist.converged = all(h.converged for h in traces)
     for name in ("objective", "data", "reg", "grad_norm"):
         setattr(hist, name, [sum(getattr(h, name)[k] for h in traces) / b for k in range(hist.iterations)])
     return torch.cat(out)
@@ -470,35 +557,61 @@ class _Lockstep:
 
 
 def _lbfgs_one(energy: Callable[[torch.Tensor], Energy], x, iters, hist,
-               on_iter: Callable[[int], None] = lambda k: None) -> torch.Tensor:
+               on_iter: Callable[[int], None] = lambda k: None, tol: float = 0.0) -> torch.Tensor:
     """torch.optim.LBFGS on the energy of one image (``energy(z)``), traced in ``hist``.
 
     torch's L-BFGS makes its first step of unit L1 length, which is tiny for images; we
     optimise ``u`` with ``x = x0 + c u`` where ``c = 0.5 ||n grad E(x0)||_1``, so that the first
     step is the gradient step ``x0 - 0.5 n grad E(x0)`` of the un-normalised energy.
     ``on_iter(k)`` is told the iteration count k at each evaluation (for the progress bar).
+    At most ``iters`` iterations and ``1.25 iters + 1`` energy evaluations. With ``tol > 0`` the
+    optimiser is stepped one iteration at a time (its state carries over, and the energy of the
+    point it resumes from is reused, so the iterates are those of one uninterrupted run) and
+    stops once ``||x_{k+1} - x_k|| / ||x_k|| < tol``.
     """
     n = x[0].numel()
     x0 = x
     e0 = energy(x0)
     c = float(0.5 * e0.grad.abs().sum()) or 1.0
     var = torch.zeros_like(x0).requires_grad_(True)
-    opt = torch.optim.LBFGS([var], lr=1, max_iter=iters, max_eval=int(iters * 1.25) + 1,
+    max_eval = int(iters * 1.25) + 1
+    opt = torch.optim.LBFGS([var], lr=1, max_iter=1 if tol > 0 else iters, max_eval=max_eval,
                             tolerance_grad=0.0, tolerance_change=0.0, history_size=10,
                             line_search_fn="strong_wolfe")
-    first = [e0]
+    seen = [(var.detach().clone(), e0)]  # stepped by iterations: the points evaluated in this one, with their energy
+    evals = [1]
+    hist.record(e0)
+    hist.iterations += 1
 
     def closure():
-        e = first.pop() if first else energy(x0 + c * var.detach())
-        if hist.iterations < iters:
-            hist.record(e)
-            hist.iterations += 1
+        u = var.detach()
+        e = next((e for v, e in seen if torch.equal(v, u)), None)
+        if e is None:
+            e = energy(x0 + c * u)
+            evals[0] += 1
+            if tol > 0:
+                seen.append((u.clone(), e))
+            if hist.iterations < iters:
+                hist.record(e)
+                hist.iterations += 1
         var.grad = c * e.grad / n
         on_iter(opt.state[var].get("n_iter", 0))
         return e.value.sum()
 
     with torch.enable_grad():
-        opt.step(closure)
+        if tol <= 0:
+            opt.step(closure)
+        else:
+            for _ in range(iters):
+                start = var.detach().clone()
+                seen[:] = [(v, e) for v, e in seen if torch.equal(v, start)]
+                opt.step(closure)
+                step = c * (var.detach() - start)
+                if step.norm() < tol * (x0 + c * start).norm():  # 0 too: L-BFGS found no lower energy
+                    hist.converged = True
+                    break
+                if evals[0] >= max_eval:
+                    break
     return x0 + c * var.detach()
 
 

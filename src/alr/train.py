@@ -24,6 +24,17 @@ potential climbs at unit rate, so that -grad u points back along the degradation
 that does so everywhere makes ``E_q[u] - E_p[u] = E||q - p||``, the transport cost of this pairing;
 the penalty asks the critic for the pairing's direction where the unpaired loss leaves it free.
 
+``penalty="one-sided"`` penalises only gradients steeper than 1, ``mu * E_z[relu(||grad_z u(z)||_2 - 1)^2]``
+(the comparative study's local adversarial regularizer, Hertrich et al. 2025, with mu = 0.1); with
+paired patches its interpolates lie on the segment from each clean patch to its own noisy version,
+along the noise direction. :data:`RECIPES` bundles the study's choices as ``"lar"`` beside the
+paper's ``"paper"``.
+
+With a ``validator`` (:class:`alr.calibration.Validator`) and ``val_every > 0``, the critic is judged
+every ``val_every`` steps (and at the end) by the PSNR it restores on held-out training-side crops;
+the best one is kept and returned (checkpoint selection), its step and score recorded in the model
+file (``meta["training"]["selected"]``) and each check in the log (``val_psnr``, ``val_lambda``).
+
 The learning rate decays exponentially, ``lr_k = lr0 (lr1 / lr0)^(k / steps)``.
 Every ``ckpt_every`` steps a checkpoint (weights, Adam state, sampler RNG,
 step, the recipe) is written atomically; ``resume=True`` continues from it and reproduces
@@ -61,7 +72,30 @@ from .modelfile import save_model
 Sampler = Callable[[int, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
 
 LOG_FIELDS = ["step", "loss", "wasserstein", "gradient_penalty", "grad_norm_mean",
-              "grad_norm_min", "grad_norm_max", "slope_penalty", "lr", "seconds"]
+              "grad_norm_min", "grad_norm_max", "slope_penalty", "lr", "seconds", "val_psnr", "val_lambda"]
+
+PENALTIES = ("two-sided", "one-sided")
+
+#: Training recipes of ``alr train --recipe``: the architecture of a new critic and the defaults of
+#: the training options (each option given explicitly wins). ``"paper"``: the paper's unpaired
+#: WGAN-GP critic. ``"lar"``: the local adversarial regularizer of the comparative study of learned
+#: regularizers (Hertrich et al. 2025, github.com/johertrich/LearnedRegularizers): a 15x15 SiLU critic
+#: 128-64-64-64-32-32, paired clean / noisy patches, a one-sided gradient penalty of weight 0.1 at
+#: points between each patch and its noisy version, Adam (0.9, 0.999) at 1e-3 decaying to 1e-4,
+#: 512 patches a step, flips and quarter turns, the checkpoint restoring best on held-out training
+#: images, then a fitted input scale and weight; restored by L-BFGS run to a tolerance.
+RECIPES: dict[str, dict] = {
+    "paper": {"arch": {"depth": 6, "width": 64, "activation": "relu"},
+              "options": {"batch_size": 128, "lr0": 1e-4, "lr1": 1e-5, "mu": 10.0, "betas": (0.5, 0.9),
+                          "penalty": "two-sided", "paired": False, "augment": False, "val_every": 0,
+                          "val_images": 0, "fit_scale": False}},
+    "lar": {"arch": {"widths": [128, 64, 64, 64, 32, 32], "activation": "silu"},
+            "options": {"batch_size": 512, "lr0": 1e-3, "lr1": 1e-4, "mu": 0.1, "betas": (0.9, 0.999),
+                        "penalty": "one-sided", "paired": True, "augment": True, "val_every": 1000,
+                        "val_images": 8, "fit_scale": True},
+            "solver": {"method": "lbfgs", "options": {"boundary": "reflect", "tol": 1e-4},
+                       "iters": {"denoise": 200, "deblur": 300, "inpaint": 300, "sr": 300}}},
+}
 
 
 @dataclass
@@ -75,6 +109,8 @@ class TrainConfig:
     mu: float = 10.0
     anchor: float = 100.0
     slope: float = 0.0
+    penalty: str = "two-sided"
+    val_every: int = 0
     betas: tuple[float, float] = (0.5, 0.9)
     seed: int = 0
     ckpt_every: int = 1000
@@ -92,13 +128,20 @@ class TrainConfig:
             raise ValueError(f"the anchor weight of w2 critics must be > 0, got {self.anchor}")
         if self.slope < 0:
             raise ValueError(f"the slope penalty weight must be >= 0, got {self.slope}")
+        if self.penalty not in PENALTIES:
+            raise ValueError(f"unknown gradient penalty {self.penalty!r}; choose one of {', '.join(PENALTIES)}")
 
     def lr(self, step: int, elapsed: float = 0.0) -> float:
-        """lr0 (lr1/lr0)^f, f the fraction done: of the steps, or of max_seconds if further."""
-        f = step / max(1, self.steps)
-        if self.max_seconds:
-            f = min(1.0, max(f, elapsed / self.max_seconds))
-        return self.lr0 * (self.lr1 / self.lr0) ** f
+        return decayed_lr(self, step, elapsed)
+
+
+def decayed_lr(config, step: int, elapsed: float = 0.0) -> float:
+    """``lr0 (lr1/lr0)^f`` of a config with ``lr0``, ``lr1``, ``steps`` and ``max_seconds``, f the
+    fraction done: of the steps, or of max_seconds if further."""
+    f = step / max(1, config.steps)
+    if config.max_seconds:
+        f = min(1.0, max(f, elapsed / config.max_seconds))
+    return config.lr0 * (config.lr1 / config.lr0) ** f
 
 
 def _dist_info() -> tuple[int, int]:
@@ -142,17 +185,19 @@ def _recipe(config: TrainConfig, critic: nn.Module) -> dict:
     return {**recipe, "data": (getattr(critic, "meta", None) or {}).get("data")}
 
 
-def load_checkpoint(path: str | os.PathLike, config: TrainConfig, critic: nn.Module) -> dict:
-    """The state saved in the checkpoint ``path``, checked to continue training ``critic`` with ``config``.
+def load_checkpoint(path: str | os.PathLike | None, critic: nn.Module, opt, gen: torch.Generator,
+                    config: TrainConfig | None = None) -> dict:
+    """Restore what :func:`save_checkpoint` wrote into ``critic``, ``opt`` and ``gen``; returns the whole
+    state (``step`` and the extras).
 
-    Loaded with ``weights_only=True`` (tensors and plain containers only, nothing executed);
-    anything else, a recipe that differs from ``config`` in other than
-    :data:`RESUMABLE_CHANGES`, or more steps done than ``config.steps`` raises a one-line
-    :class:`AlrError` naming the file.
+    Loaded with ``weights_only=True`` (tensors and plain containers only, nothing executed).
+    A missing, foreign or damaged file, weights of another critic, and (given the run's ``config``)
+    a recipe that differs in other than :data:`RESUMABLE_CHANGES` or more steps done than
+    ``config.steps`` raise a one-line :class:`AlrError` naming the file.
     """
-    path = Path(path)
-    if not path.is_file():
+    if path is None or not Path(path).is_file():
         raise AlrError(f"no checkpoint to resume from at {path}")
+    path = Path(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
         assert isinstance(state, dict) and {"model", "optim", "rng", "step"} <= set(state)
@@ -160,13 +205,20 @@ def load_checkpoint(path: str | os.PathLike, config: TrainConfig, critic: nn.Mod
         raise AlrError(f"{path} is not an alr training checkpoint (or it is damaged); start again "
                        "without --resume") from None
     done, saved = int(state["step"]), state.get("recipe")
-    if saved is not None:
+    if config is not None and saved is not None:
         changed = [f"{k}={v!r} (checkpoint: {saved.get(k)!r})" for k, v in _recipe(config, critic).items()
                    if saved.get(k) != v]
         if changed:
             raise AlrError(f"{path}: --resume continues the same training; it differs in " + ", ".join(changed))
-    if done > config.steps:
+    if config is not None and done > config.steps:
         raise AlrError(f"{path} has done {done} steps, more than --steps {config.steps}: give --steps >= {done}")
+    try:
+        critic.load_state_dict(state["model"])
+        opt.load_state_dict(state["optim"])
+        gen.set_state(state["rng"])
+    except (RuntimeError, ValueError, KeyError, TypeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise AlrError(f"{path}: the checkpoint does not fit this critic ({first})") from None
     return state
 
 
@@ -179,8 +231,9 @@ def continue_from(model: nn.Module, source: str) -> nn.Module:
     """
     meta = dict(getattr(model, "meta", None) or {})
     prev = {"model": Path(source).stem, "training": meta.pop("training", {})}  # a name, never a machine path
-    if "data" in meta:
-        prev["data"] = meta.pop("data")
+    for key in ("data", "recipe"):
+        if key in meta:
+            prev[key] = meta.pop(key)
     if "continued_from" in meta:
         prev["continued_from"] = meta.pop("continued_from")
     meta.pop("lambda", None)
@@ -190,14 +243,16 @@ def continue_from(model: nn.Module, source: str) -> nn.Module:
 
 
 def wgan_gp_loss(critic: nn.Module, p: torch.Tensor, q: torch.Tensor, t: torch.Tensor,
-                 mu: float, anchor: float = 100.0, slope: float = 0.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                 mu: float, anchor: float = 100.0, slope: float = 0.0,
+                 penalty: str = "two-sided") -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """WGAN-GP critic loss on clean ``p``, degraded ``q`` and mixing weights ``t``.
 
     ``"w1"`` critics (r = u): ``E_p[u(p)] - E_q[u(q)] + mu * GP``. ``"w2"`` critics (r = u^2 / 2)
     add ``anchor / 2 * E_p[u(p)^2]``, which pins u to 0 on the clean patches (within about
     1 / anchor) while the rest raises it on degraded ones as far as a 1-Lipschitz function
     can: u tends to the distance to the clean patches. GP is the penalty
-    ``E_z[(||grad_z u(z)||_2 - 1)^2]`` on the potential u (:meth:`PatchCritic.potential`).
+    ``E_z[(||grad_z u(z)||_2 - 1)^2]`` on the potential u (:meth:`PatchCritic.potential`), or with
+    ``penalty="one-sided"`` ``E_z[relu(||grad_z u(z)||_2 - 1)^2]``, which lets u be flatter than 1.
     ``slope > 0`` (``p``, ``q`` paired) adds ``slope * E_z[(grad_z u(z) . d - 1)^2]``,
     ``d = (q - p) / ||q - p||``, at the same interpolates (module docstring).
 
@@ -208,7 +263,8 @@ def wgan_gp_loss(critic: nn.Module, p: torch.Tensor, q: torch.Tensor, t: torch.T
     z = (t * p + (1 - t) * q).requires_grad_(True)
     (g,) = torch.autograd.grad(critic.potential(z).sum(), z, create_graph=True)
     gnorm = g.flatten(1).norm(dim=1)
-    gp = ((gnorm - 1) ** 2).mean()
+    excess = gnorm - 1 if penalty == "two-sided" else torch.relu(gnorm - 1)
+    gp = (excess ** 2).mean()
     up, uq = critic.potential(p), critic.potential(q)
     criterion = critic.criterion
     fit = up.mean() - uq.mean() + (0.5 * anchor * (up * up).mean() if criterion == "w2" else 0)
@@ -229,12 +285,15 @@ def wgan_gp_loss(critic: nn.Module, p: torch.Tensor, q: torch.Tensor, t: torch.T
 def train_critic(critic: nn.Module, sampler: Sampler, config: TrainConfig,
                  out: str | os.PathLike | None = None, log_csv: str | os.PathLike | None = None,
                  checkpoint: str | os.PathLike | None = None, resume: bool = False,
-                 progress: bool = True) -> nn.Module:
+                 progress: bool = True, validator: Callable[[nn.Module], tuple[float, float]] | None = None
+                 ) -> nn.Module:
     """Train ``critic`` in place with WGAN-GP on batches from ``sampler(n, generator)``.
 
     ``out`` receives the final model file (safetensors), ``log_csv`` one row
     per ``log_every`` steps, ``checkpoint`` the resumable state (default
-    ``out + '.ckpt'``). Returns the trained critic on the CPU, in eval mode.
+    ``out + '.ckpt'``). ``validator(critic) -> (psnr, lambda)`` judges the critic every
+    ``config.val_every`` steps and the best one is kept (module docstring). Returns the trained
+    critic on the CPU, in eval mode.
     """
     rank, world = _dist_info()
     if config.batch_size % world:
@@ -254,40 +313,34 @@ def train_critic(critic: nn.Module, sampler: Sampler, config: TrainConfig,
     if checkpoint is None and out is not None:
         checkpoint = str(out) + ".ckpt"
     start = 0
+    best: dict | None = None  # the best check so far: step, val_psnr, val_lambda, state
+    validate = validator is not None and config.val_every > 0
     if resume:
-        state = load_checkpoint(checkpoint, config, critic)
-        try:
-            critic.load_state_dict(state["model"])
-            opt.load_state_dict(state["optim"])
-            gen.set_state(state["rng"])
-        except (RuntimeError, ValueError, KeyError, TypeError) as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise AlrError(f"{checkpoint}: the checkpoint does not fit this critic ({first})") from None
+        state = load_checkpoint(checkpoint, critic, opt, gen, config)
         start = int(state["step"])
+        best = state.get("best")
+        if validate and state.get("val_lam") is not None:  # the lambda search goes on from where it was
+            validator.lam, validator.searched = state["val_lam"], True
     if world > 1:
         for prm in critic.parameters():
             torch.distributed.broadcast(prm.data, 0)
     lo, hi = rank * config.batch_size // world, (rank + 1) * config.batch_size // world
 
-    logf = writer = None
-    if log_csv is not None and rank == 0:
-        logf, writer = _open_log(Path(log_csv), start if resume else 0)
     timed = bool(config.max_seconds)  # a wall-clock budget: the bar shows it, the steps go in the postfix
+    done = start
     bar = tqdm(total=config.max_seconds if timed else config.steps, initial=0 if timed else start,
                disable=not progress or rank != 0, desc="train critic", unit="s" if timed else "step",
                dynamic_ncols=True,
                bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}{postfix}]" if timed else None)
-    t0 = time.perf_counter()
-    done = start
-    try:
+    with RunLog(log_csv if rank == 0 else None, start if resume else 0, LOG_FIELDS) as log, bar:
         for step in range(start, config.steps):
-            lr = config.lr(step, time.perf_counter() - t0)
+            lr = config.lr(step, log.seconds())
             for grp in opt.param_groups:
                 grp["lr"] = lr
             p, q = sampler(config.batch_size, gen)
             t = torch.rand(config.batch_size, generator=gen)
             p, q, t = (v[lo:hi].to(device, non_blocking=True) for v in (p, q, t))
-            loss, stats = wgan_gp_loss(critic, p, q, t, config.mu, config.anchor, config.slope)
+            loss, stats = wgan_gp_loss(critic, p, q, t, config.mu, config.anchor, config.slope, config.penalty)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if world > 1:
@@ -296,6 +349,7 @@ def train_critic(critic: nn.Module, sampler: Sampler, config: TrainConfig,
                     prm.grad /= world
             opt.step()
             done = step + 1
+            row: dict = {}
             if done % config.log_every == 0 or done == config.steps:
                 vals = {"loss": loss.detach(), **stats}
                 if world > 1:
@@ -309,50 +363,97 @@ def train_critic(critic: nn.Module, sampler: Sampler, config: TrainConfig,
                 bar.set_postfix(loss=f"{vals['loss']:.3f}", W=f"{vals['wasserstein']:.3f}",
                                 gn=f"{vals['grad_norm_mean']:.2f}", **({"step": done} if timed else {}),
                                 refresh=False)
-                if writer is not None:
-                    writer.writerow({"step": done, **{k: f"{v:.6g}" for k, v in vals.items()},
-                                     "lr": f"{lr:.6g}",
-                                     "seconds": f"{time.perf_counter() - t0:.2f}"})
-                    logf.flush()
-            if checkpoint is not None and rank == 0 and (done % config.ckpt_every == 0 or done == config.steps):
-                _save_checkpoint(checkpoint, critic, opt, gen, done, config)
-            elapsed = time.perf_counter() - t0
+                row.update({k: f"{v:.6g}" for k, v in vals.items()}, lr=f"{lr:.6g}")
+            timeout = timed and log.seconds() > config.max_seconds
+            if validate and (done % config.val_every == 0 or done == config.steps or timeout):
+                score, lam = _validate(critic, validator, rank, world, device)
+                row.update(val_psnr=f"{score:.4f}", val_lambda=f"{lam:.4g}")
+                if best is None or score > best["val_psnr"]:
+                    best = {"step": done, "val_psnr": score, "val_lambda": lam, "state": snapshot(critic)}
+                bar.set_postfix(val=f"{score:.2f}", best=f"{best['val_psnr']:.2f}@{best['step']}", refresh=False)
+            log.write(done, row)
+            if checkpoint is not None and rank == 0 and (done % config.ckpt_every == 0 or done == config.steps
+                                                          or timeout):
+                save_checkpoint(checkpoint, critic, opt, gen, done, best=best, val_lam=getattr(validator, "lam", None),
+                                recipe=_recipe(config, critic))
+            elapsed = log.seconds()
             bar.update(min(elapsed, config.max_seconds) - bar.n if timed else 1)
-            if timed and elapsed > config.max_seconds:
-                if checkpoint is not None and rank == 0:
-                    _save_checkpoint(checkpoint, critic, opt, gen, done, config)
+            if timeout:
                 break
-    finally:
-        bar.close()
-        if logf is not None:
-            logf.close()
     critic.cpu().eval()
+    if best is not None:
+        critic.load_state_dict(best["state"])
     if hasattr(critic, "meta"):
         critic.meta.setdefault("training", {}).update(
             {k: v for k, v in asdict(config).items() if k not in ("device", "extra", "max_seconds")})
         critic.meta["training"].update(config.extra)
         critic.meta["training"]["steps"] = done
         critic.meta["training"]["world_size"] = world
+        if best is not None:
+            critic.meta["training"]["selected"] = {
+                "step": best["step"], "val_psnr": round(best["val_psnr"], 4), "val_lambda": best["val_lambda"],
+                **(validator.describe() if hasattr(validator, "describe") else {})}
     if out is not None and rank == 0:
         save_model(critic, out)
     return critic
 
 
-def _open_log(path: Path, start: int):
-    """Open the CSV log; on resume drop rows past the checkpoint step."""
-    rows = []
-    if start > 0 and path.is_file():
-        with open(path, newline="") as f:
-            rows = [r for r in csv.DictReader(f) if int(r["step"]) <= start]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    f = open(path, "w", newline="")
-    w = csv.DictWriter(f, fieldnames=LOG_FIELDS)
-    w.writeheader()
-    w.writerows(rows)
-    return f, w
+class RunLog:
+    """A training loop's CSV log with columns ``fields``, written a row at a time with the seconds
+    since it was opened; on resume (``start > 0``) it keeps the rows up to the checkpoint's step and
+    drops the later ones. ``path`` None: nothing is written."""
+
+    def __init__(self, path: str | os.PathLike | None, start: int, fields: list[str]) -> None:
+        self.t0 = time.perf_counter()
+        self.file = self.writer = None
+        if path is None:
+            return
+        path = Path(path)
+        rows = []
+        if start > 0 and path.is_file():
+            with open(path, newline="") as f:
+                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= start]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = open(path, "w", newline="")
+        self.writer = csv.DictWriter(self.file, fieldnames=fields)
+        self.writer.writeheader()
+        self.writer.writerows(rows)
+
+    def seconds(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def write(self, step: int, row: dict) -> None:
+        if self.writer is not None and row:
+            self.writer.writerow({"step": step, **row, "seconds": f"{self.seconds():.2f}"})
+            self.file.flush()
+
+    def __enter__(self) -> "RunLog":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.file is not None:
+            self.file.close()
 
 
-def _save_checkpoint(path, critic: nn.Module, opt, gen: torch.Generator, step: int, config: TrainConfig) -> None:
+def snapshot(module: nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of ``module``'s weights on the CPU (the best checkpoint so far)."""
+    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+
+
+def _validate(critic: nn.Module, validator, rank: int, world: int, device: torch.device) -> tuple[float, float]:
+    """``validator(critic)`` on rank 0, the same (psnr, lambda) handed to every process."""
+    if world == 1:
+        return validator(critic)
+    score = torch.zeros(2, dtype=torch.float64, device=device)
+    if rank == 0:
+        score[:] = torch.tensor(validator(critic), dtype=torch.float64)
+    torch.distributed.broadcast(score, 0)
+    return float(score[0]), float(score[1])
+
+
+def save_checkpoint(path, critic: nn.Module, opt, gen: torch.Generator, step: int, **extra) -> None:
+    """Write the resumable state atomically: weights, optimiser, sampler RNG, step and ``extra``
+    (tensors, numbers, lists and dicts of them)."""
     state = {"model": {k: v.detach().cpu() for k, v in critic.state_dict().items()},
-             "optim": opt.state_dict(), "rng": gen.get_state(), "step": step, "recipe": _recipe(config, critic)}
+             "optim": opt.state_dict(), "rng": gen.get_state(), "step": step, **extra}
     atomic_write(path, lambda tmp: torch.save(state, tmp))

@@ -71,7 +71,9 @@ def bench_parser() -> argparse.ArgumentParser:
     b.add_argument("--methods", default="alr,bm3d,epll,tv",
                    help=f"comma-separated, from {','.join(TABLE2_METHODS)} (alr-clipped: paper protocol only; "
                         "bm3d-channels: grayscale BM3D on each colour channel alone)")
-    b.add_argument("--sigmas", default=None, help="comma-separated noise levels")
+    b.add_argument("--sigmas", default=None,
+                   help="comma-separated noise levels, numbers or fractions: 0.1,0.2 or 15/255,25/255,50/255 (the "
+                        "literature's convention: the tables then also give sigma x 255)")
     b.add_argument("--tasks", default=None, help="calibrate: tasks to calibrate (default: all)")
     b.add_argument("--steps", type=argtypes.positive_int, default=20000, help="table1, real: training steps per critic")
     b.add_argument("--iters", type=argtypes.positive_ints, default=None,
@@ -95,14 +97,20 @@ def bench_parser() -> argparse.ArgumentParser:
 
 
 # ----------------------------------------------------------------------------- helpers
+def _number(text: str) -> float:
+    """A number or a fraction: ``0.1``, ``25/255``."""
+    num, _, den = text.partition("/")
+    return float(num) / float(den) if den else float(num)
+
+
 def _sigmas(args, default: list[float]) -> list[float]:
-    """Noise levels of ``--sigmas`` (comma-separated), else ``default``."""
+    """Noise levels of ``--sigmas`` (comma-separated numbers or fractions such as ``25/255``), else ``default``."""
     if not args.sigmas:
         return default
     try:
-        vals = [float(v) for v in args.sigmas.split(",")]
-    except ValueError:
-        raise ValueError(f"--sigmas must be comma-separated numbers, got {args.sigmas!r}") from None
+        vals = [_number(v) for v in args.sigmas.split(",")]
+    except (ValueError, ZeroDivisionError):
+        raise ValueError(f"--sigmas must be comma-separated numbers or fractions (25/255), got {args.sigmas!r}") from None
     if any(not 0 <= v < 1 for v in vals):
         raise ValueError(f"--sigmas must lie in [0, 1), got {args.sigmas!r}")
     return vals
@@ -342,7 +350,8 @@ def _write_restoration_table(out: Path, rows: list[dict], title: str, lp, args, 
     tbl = Table()
     for key in dict.fromkeys((r["protocol"], r["sigma"], r["method"]) for r in rows):
         rs = [r for r in rows if (r["protocol"], r["sigma"], r["method"]) == key]
-        tbl.add(protocol=key[0], sigma=key[1], method=key[2], images=len(rs),
+        per255 = {"sigma_255": float(f"{key[1] * 255:.4g}")} if args.sigmas and "/" in args.sigmas else {}
+        tbl.add(protocol=key[0], sigma=key[1], **per255, method=key[2], images=len(rs),
                 psnr=sum(r["psnr"] for r in rs) / len(rs), ssim=sum(r["ssim"] for r in rs) / len(rs),
                 lpips=(sum(r["lpips"] for r in rs) / len(rs)) if lp.available else "n/a",
                 seconds_per_image=sum(r["seconds"] for r in rs) / len(rs))

@@ -1,0 +1,318 @@
+"""The comparative study's recipe and beyond (issue 26): per-layer widths, the fitted scale,
+the one-sided penalty, checkpoint selection, bilevel fine-tuning, solvers that reach the minimiser."""
+import csv
+import json
+import math
+
+import pytest
+import torch
+
+import alr
+from alr.calibration import Validator, center_crops
+from alr.cli import main
+from alr.critic import PatchCritic, Regularizer
+from alr.data import Degradation, ImageStack, add_noise, make_patch_pairs, split_holdout
+from alr.finetune import FinetuneConfig, finetune, fit_scale, jfb_output
+from alr.images import list_images
+from alr.metrics import psnr
+from alr.modelfile import ModelFileError, load_model, save_model, validate_config
+from alr.settings import resolve
+from alr.solver import minimize
+from alr.train import TrainConfig, train_critic, wgan_gp_loss
+
+LAR = [128, 64, 64, 64, 32, 32]
+
+
+# ---------------------------------------------------------------------------- architecture and scale
+def test_lar_architecture_is_the_studys_15x15_network():
+    c = PatchCritic(widths=LAR, activation="silu")
+    convs = [m for m in c.net if isinstance(m, torch.nn.Conv2d)]
+    assert [m.out_channels for m in convs] == LAR + [1] and all(m.kernel_size == (3, 3) for m in convs)
+    assert c.depth == 7 and c.receptive_field == 15 and c.width is None
+    assert sum(p.numel() for p in c.parameters()) == 176_929  # "about 177k parameters"
+    assert c(torch.rand(1, 1, 20, 20)).shape == (1, 1, 6, 6)
+    assert Regularizer(c).bytes_per_pixel() == 12 * sum(LAR)
+    assert Regularizer(PatchCritic(depth=6, width=64)).bytes_per_pixel() == 12 * 64 * 5  # as before
+
+
+def test_widths_round_trip_and_old_files_load_unchanged(tmp_path):
+    c = PatchCritic(widths=[16, 8, 8], activation="silu", log_scale=0.3, log_weight=-0.2)
+    save_model(c, tmp_path / "w.safetensors")
+    back = load_model(tmp_path / "w.safetensors")
+    assert back.config() == c.config() and back.widths == (16, 8, 8)
+    x = torch.rand(1, 1, 24, 24)
+    assert torch.allclose(back.regularizer(x), c.regularizer(x))
+    gray = alr.load("gray")
+    assert gray.config() == {"kind": "patch", "in_channels": 1, "depth": 6, "width": 64, "activation": "relu",
+                             "criterion": "w1"}
+    assert PatchCritic(widths=[8] * 3).config()["width"] == 8  # equal widths are stored as one
+    text = alr.pretrained.describe(back, "w")
+    assert "4 layers of widths 16-8-8 (9x9 patches)" in text and "log_scale 0.3" in text
+
+
+@pytest.mark.parametrize("cfg,message", [
+    ({"depth": 3, "widths": [8, 8, 8]}, "must list 2 layer widths"),
+    ({"depth": 3, "widths": [8, 2000]}, "must be an integer in [1, 1024]"),
+    ({"depth": 3, "width": 8, "widths": [8, 8]}, "one of 'width' or 'widths'"),
+    ({"depth": 3}, "one of 'width' or 'widths'"),
+    ({"depth": 3, "width": 8, "log_scale": float("nan")}, "'log_scale' must be a number"),
+    ({"depth": 3, "width": 8, "log_weight": 99}, "'log_weight' must be a number"),
+])
+def test_model_config_limits(cfg, message):
+    with pytest.raises(ModelFileError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        validate_config({"kind": "patch", "in_channels": 1, **cfg})
+
+
+def test_fitted_scale_is_the_rescaled_regularizer():
+    """R~(x) = e^(a - 2s) R(e^s x) and grad R~(x) = e^(a - s) (grad R)(e^s x), tiled or not."""
+    torch.manual_seed(0)
+    base = PatchCritic(depth=3, width=8, activation="softplus").double()
+    fitted = PatchCritic(depth=3, width=8, activation="softplus", log_scale=0.4, log_weight=-0.3).double()
+    fitted.load_state_dict(base.state_dict())
+    x = torch.rand(2, 1, 30, 30, dtype=torch.float64)
+    e = math.exp
+    assert torch.allclose(Regularizer(fitted)(x), e(-0.3 - 0.8) * Regularizer(base)(e(0.4) * x))
+    _, g = Regularizer(fitted, max_memory=20_000).value_and_grad(x)
+    _, g0 = Regularizer(base).value_and_grad(e(0.4) * x)
+    assert torch.allclose(g, e(-0.3 - 0.4) * g0)
+
+
+# ---------------------------------------------------------------------------- training recipe
+def test_one_sided_penalty_lets_the_critic_be_flatter_than_one():
+    torch.manual_seed(0)
+    c = PatchCritic(depth=3, width=8)
+    with torch.no_grad():
+        for prm in c.parameters():
+            prm.mul_(0.1)  # a nearly flat critic: ||grad|| << 1
+    p, q, t = torch.rand(16, 1, 7, 7), torch.rand(16, 1, 7, 7), torch.rand(16)
+    _, two = wgan_gp_loss(c, p, q, t, mu=1.0)
+    _, one = wgan_gp_loss(c, p, q, t, mu=1.0, penalty="one-sided")
+    assert float(two["grad_norm_max"]) < 1
+    assert float(two["gradient_penalty"]) > 0.5 and float(one["gradient_penalty"]) == 0.0
+    with pytest.raises(ValueError, match="unknown gradient penalty"):
+        TrainConfig(penalty="both")
+
+
+def test_paired_interpolates_lie_between_a_patch_and_its_noisy_version(sample_dir):
+    pairs = make_patch_pairs(sample_dir, 9, 1, degradation=Degradation(0.1, 0.1), paired=True, holdout=4)
+    assert pairs.describe()["clean_images"] == len(list_images(sample_dir)) - 4
+    p, q = pairs.sample(64, torch.Generator().manual_seed(0))
+    noise = (q - p).flatten(1)
+    assert 0.08 < float(noise.std()) < 0.12  # q is p plus its own noise: the segment p -> q is the noise direction
+    train, held = split_holdout(sample_dir, None, 4)
+    assert held == list_images(sample_dir)[-4:] and not set(train) & set(held)
+    with pytest.raises(ValueError, match="at least 2 must train"):
+        split_holdout(sample_dir, 3, 2)
+
+
+def test_checkpoint_selection_keeps_the_best_validated_critic(sample_dir, tmp_path):
+    """Every val_every steps the validator scores the critic; the best one is returned, recorded and
+    logged, and an interrupted run resumes to the same choice."""
+    pairs = make_patch_pairs(sample_dir, 7, 1, degradation=Degradation(0.1, 0.1), paired=True)
+    scores = iter([1.0, 3.0, 2.0, 1.0, 3.0, 2.0])
+    seen = []
+
+    def validator(critic):
+        seen.append({k: v.clone() for k, v in critic.state_dict().items()})
+        return next(scores), 0.01
+
+    cfg = TrainConfig(steps=12, batch_size=8, lr0=1e-3, val_every=4, ckpt_every=4, device="cpu",
+                      penalty="one-sided", mu=0.1, log_every=2)
+    torch.manual_seed(0)
+    out = tmp_path / "a.safetensors"
+    a = train_critic(PatchCritic(depth=3, width=8), pairs.sample, cfg, out=out, log_csv=tmp_path / "a.csv",
+                     progress=False, validator=validator)
+    assert all(torch.equal(v, seen[1][k]) for k, v in a.state_dict().items())
+    assert load_model(out).meta["training"]["selected"] == {"step": 8, "val_psnr": 3.0, "val_lambda": 0.01}
+    rows = list(csv.DictReader(open(tmp_path / "a.csv")))
+    assert [r["val_psnr"] for r in rows if r["val_psnr"]] == ["1.0000", "3.0000", "2.0000"]
+    torch.manual_seed(0)
+    b_out = tmp_path / "b.safetensors"
+    with pytest.raises(KeyboardInterrupt):  # stopped after 8 steps, the checkpoint of step 8 written
+        train_critic(PatchCritic(depth=3, width=8), _interrupted(pairs.sample, 8), cfg, out=b_out, progress=False,
+                     validator=validator)
+    b = train_critic(PatchCritic(depth=3, width=8), pairs.sample, cfg, out=b_out, resume=True, progress=False,
+                     validator=validator)
+    assert all(torch.equal(v, a.state_dict()[k]) for k, v in b.state_dict().items())
+
+
+def _interrupted(sample, calls: int):
+    """``sample`` that raises KeyboardInterrupt on its ``calls + 1``-th call."""
+    count = [0]
+
+    def wrapped(*args):
+        count[0] += 1
+        if count[0] > calls:
+            raise KeyboardInterrupt
+        return sample(*args)
+    return wrapped
+
+
+def test_validator_scores_restoration_without_touching_the_critic(sample_dir):
+    x = center_crops(list_images(sample_dir)[:2], 1, 32)
+    critic = PatchCritic(depth=3, width=8, activation="silu").train()
+    v = Validator(x, 0.1)
+    score, lam = v(critic)
+    noisy = float(psnr(v.y, x).mean())
+    assert score >= noisy - 0.01 and lam > 0 and v.searched
+    assert critic.training and all(p.requires_grad for p in critic.parameters())
+    assert Validator(x, 0.1, lam=lam)(critic) == (score, lam)
+
+
+def test_lar_recipe_sets_the_studys_options_and_explicit_ones_win(sample_dir, tmp_path):
+    out = tmp_path / "lar.safetensors"
+    assert main(["train", "--recipe", "lar", "--clean", str(sample_dir), "--sigma", "0.1", "--widths", "8,8",
+                 "--steps", "1", "--lr0", "5e-4", "--val-every", "0", "--no-fit-scale", "--no-calibrate", "-q",
+                 "-o", str(out)]) == 0
+    m = load_model(out)
+    t = m.meta["training"]
+    assert m.meta["recipe"] == "lar" and m.activation == "silu" and m.widths == (8, 8)
+    assert (t["penalty"], t["mu"], t["batch_size"], t["betas"], t["lr0"], t["lr1"]) == \
+        ("one-sided", 0.1, 512, [0.9, 0.999], 5e-4, 1e-4)
+    assert m.meta["data"]["paired"] and m.meta["data"]["augment"]
+    assert m.meta["data"]["clean_images"] == len(list_images(sample_dir)) - 8  # 8 held out to validate
+    assert m.meta["solver"]["method"] == "lbfgs" and m.meta["solver"]["options"]["tol"] > 0
+    assert main(["train", "--clean", str(sample_dir), "--sigma", "0.1", "--depth", "3", "--width", "8", "--steps",
+                 "1", "--val-every", "5", "--no-calibrate", "-q", "-o", str(tmp_path / "p.safetensors")]) == 2
+
+
+# ---------------------------------------------------------------------------- solvers
+@pytest.fixture(scope="module")
+def smooth_problem():
+    torch.manual_seed(0)
+    critic = PatchCritic(depth=3, width=8, activation="silu")
+    x = torch.linspace(0, 1, 32).repeat(32, 1)[None, None]
+    y = add_noise(x.expand(2, 1, 32, 32), 0.1, seed=0)
+    return critic, y, 3.0
+
+
+def test_nmapg_reaches_the_minimiser_of_a_long_lbfgs(smooth_problem):
+    critic, y, lam = smooth_problem
+    _, long = minimize(y, None, critic, lam, method="lbfgs", iters=500, tol=1e-9, clip=False)
+    xs, short = minimize(y, None, critic, lam, method="lbfgs", iters=3, clip=False)
+    xn, nm = minimize(y, None, critic, lam, method="nmapg", iters=500, tol=1e-7, clip=False)
+    e = alr.solver.Problem(y, alr.physics.Denoising(), Regularizer(critic), torch.tensor([lam, lam])).energy
+    assert nm.converged and nm.iterations < 500
+    assert float(e(xn).value.mean()) < float(e(xs).value.mean()) - 3e-8  # E is about -7.5e-3
+    assert float(e(xn).value.mean()) == pytest.approx(long.objective[-1], rel=1e-6, abs=1e-8)
+    x1, _ = minimize(y[1:], None, critic, lam, method="nmapg", iters=500, tol=1e-7, clip=False)
+    assert torch.allclose(xn[1:], x1, atol=1e-5)  # each image as if alone
+
+
+def test_lbfgs_to_a_tolerance_follows_the_uninterrupted_iterates(smooth_problem):
+    critic, y, lam = smooth_problem
+    a, ha = minimize(y[:1], None, critic, lam, method="lbfgs", iters=6)
+    b, hb = minimize(y[:1], None, critic, lam, method="lbfgs", iters=6, tol=1e-12)
+    assert torch.equal(a, b) and ha.objective == hb.objective
+    c, hc = minimize(y[:1], None, critic, lam, method="lbfgs", iters=500, tol=1e-3)
+    assert hc.converged and hc.iterations < 10
+
+
+def test_a_models_solver_may_run_to_a_tolerance():
+    m = PatchCritic(depth=3, width=8)
+    m.meta = {"solver": {"method": "nmapg", "options": {"boundary": "reflect", "tol": 1e-4}, "iters": {"denoise": 300}},
+              "lambda": {"denoise": {"sigma": [0.1], "lam": [0.01]}}}
+    s = resolve(m, torch.rand(1, 1, 32, 32), sigma=0.1)
+    assert s.solver_kwargs()["tol"] == 1e-4 and s.iters == 300 and s.method == "nmapg"
+    assert "to tolerance" in s.describe()
+
+
+# ---------------------------------------------------------------------------- bilevel fine-tuning
+def test_jfb_step_is_a_gradient_step_of_the_energy():
+    torch.manual_seed(0)
+    c = PatchCritic(depth=2, width=4, activation="silu")
+    x, y = torch.rand(1, 1, 12, 12), torch.rand(1, 1, 12, 12)
+    _, g = Regularizer(c).value_and_grad(x)
+    assert torch.allclose(jfb_output(c, x, y, 0.1, 0.5), x - 0.5 * ((x - y) + 144 * 0.1 * g), atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def finetune_data(tmp_path_factory):
+    from skimage import data
+    folder = tmp_path_factory.mktemp("ft")
+    from PIL import Image
+    im = data.camera()
+    for k, (i, j) in enumerate([(0, 0), (0, 256), (256, 0), (256, 256), (128, 128), (300, 100), (100, 300)]):
+        Image.fromarray(im[i:i + 96, j:j + 96]).save(folder / f"c{k}.png")
+    return folder
+
+
+def test_finetune_lowers_the_loss_and_raises_held_out_psnr(finetune_data, tmp_path):
+    """CPU scale: a width-8 critic, 32x32 crops, tens of steps."""
+    train, held = split_holdout(finetune_data, None, 2)
+    stack = ImageStack.from_folder(finetune_data, 1, train)
+    x_val = center_crops(held, 1, 48)
+    torch.manual_seed(0)
+    critic = PatchCritic(depth=3, width=8, activation="silu")
+    lam = Validator(x_val, 0.1)(critic)[1]
+    validator = Validator(x_val, 0.1, lam=lam)
+    before = validator(critic)[0]
+    cfg = FinetuneConfig(sigma=0.1, steps=30, batch_size=4, crop=32, lr0=1e-2, lr1=1e-3, iters=40, tol=1e-3,
+                         val_every=10, device="cpu")
+    out = tmp_path / "ft.safetensors"
+    finetune(critic, stack, cfg, lam, validator, out=out, log_csv=tmp_path / "ft.csv", progress=False)
+    rows = list(csv.DictReader(open(tmp_path / "ft.csv")))
+    losses = [float(r["loss"]) for r in rows]
+    assert sum(losses[-4:]) < 0.9 * sum(losses[:4])
+    sel = critic.meta["finetune"]["selected"]
+    assert sel["val_psnr"] > before + 0.5 and validator(critic)[0] == pytest.approx(sel["val_psnr"], abs=1e-3)
+    saved = load_model(out)
+    assert saved.log_scale == critic.log_scale != 0 and saved.log_weight == critic.log_weight != 0
+
+
+def test_finetune_resumes_exactly_and_fit_scale_moves_only_the_scale(finetune_data, tmp_path):
+    stack = ImageStack.from_folder(finetune_data, 1)
+    cfg = FinetuneConfig(sigma=0.1, steps=6, batch_size=2, crop=24, lr0=1e-2, iters=15, tol=1e-3, ckpt_every=3,
+                         device="cpu")
+    torch.manual_seed(0)
+    a = finetune(PatchCritic(depth=2, width=4, activation="silu"), stack, cfg, 0.05, out=tmp_path / "a.safetensors",
+                 progress=False)
+    torch.manual_seed(0)
+
+    class Flaky:
+        sample = staticmethod(_interrupted(stack.sample, 3))
+    with pytest.raises(KeyboardInterrupt):
+        finetune(PatchCritic(depth=2, width=4, activation="silu"), Flaky(), cfg, 0.05, out=tmp_path / "b.safetensors",
+                 progress=False)
+    b = finetune(PatchCritic(depth=2, width=4, activation="silu"), stack, cfg, 0.05, out=tmp_path / "b.safetensors",
+                 resume=True, progress=False)
+    assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
+    assert (a.log_scale, a.log_weight) == (b.log_scale, b.log_weight)
+    frozen = {k: v.clone() for k, v in a.state_dict().items()}
+    fit_scale(a, stack, 0.1, 0.05, device="cpu", steps=3, crop=24, iters=15, tol=1e-3)
+    assert all(torch.equal(v, frozen[k]) for k, v in a.state_dict().items())
+    assert a.log_scale != b.log_scale and "scale_fit" in a.meta
+
+
+def test_finetune_command(finetune_data, tmp_path, capsys):
+    src = tmp_path / "init.safetensors"
+    torch.manual_seed(0)
+    init = PatchCritic(depth=2, width=4, activation="silu")
+    init.meta = {"lambda": {"denoise": {"sigma": [0.1], "lam": [0.05]}}, "training": {"steps": 7}}
+    save_model(init, src)
+    out = tmp_path / "ft.safetensors"
+    assert main(["finetune", "--clean", str(finetune_data), "--sigma", "0.1", "--init", str(src), "-o", str(out),
+                 "--steps", "4", "--batch-size", "2", "--crop", "24", "--iters", "10", "--val-every", "2",
+                 "--val-images", "2", "--no-calibrate", "-q"]) == 0
+    m = load_model(out)
+    assert m.meta["finetune"]["lam"] == 0.05 and m.meta["finetune"]["steps"] == 4
+    assert "lambda" not in m.meta and m.meta["continued_from"]["training"] == {"steps": 7}
+    assert m.meta["data"]["clean_images"] == 5
+    assert "fine-tuned 4 steps" in capsys.readouterr().out
+    assert main(["finetune", "--clean", str(finetune_data), "--sigma", "0.1", "--init", "nope.safetensors",
+                 "-o", str(out)]) == 2
+
+
+# ---------------------------------------------------------------------------- the literature's convention
+def test_table2_takes_noise_levels_as_fractions_of_255(tmp_path, capsys):
+    from conftest import data_dir
+    if data_dir() is None:
+        pytest.skip("needs ALR_DATA with bsd68")
+    out = tmp_path / "lit"
+    assert main(["bench", "table2", "--quick", "--max-images", "1", "--protocol", "standard", "--methods", "bm3d",
+                 "--sigmas", "15/255,25/255", "--data", str(data_dir()), "-o", str(out)]) == 0
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert {r["sigma_255"] for r in rows} == {"15.0", "25.0"}
+    assert {round(float(r["sigma"]) * 255, 6) for r in rows} == {15, 25}
+    assert json.load(open(out / "run.json"))["experiment"] == "table2"
+    assert main(["bench", "table2", "--quick", "--sigmas", "15/0", "-o", str(tmp_path / "bad")]) == 2
