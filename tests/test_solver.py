@@ -182,3 +182,9 @@ def test_gd_step_schedule_is_eq5_with_one_step_per_iteration(concavity):
         alr.solver.minimize(y, None, critic, lam, method="gd", step=steps, iters=4)
     with pytest.raises(ValueError, match="method 'gd'"):
         alr.solver.minimize(y, None, critic, lam, method="lbfgs", step=steps, iters=3)
+
+
+def test_every_method_has_a_memory_estimate():
+    """The solve-size check (alr.solver.check_solve_memory) knows the vectors of every method."""
+    from alr.solver import METHODS, SOLVER_VECTORS
+    assert set(SOLVER_VECTORS) == set(METHODS)

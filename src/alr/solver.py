@@ -83,7 +83,7 @@ METHODS = ("adam", "gd", "agd", "lbfgs", "nmapg")
 SEQUENTIAL_DEVICES = ("cpu",)
 #: Image-sized float32 vectors a solve keeps besides the critic's activations (which ``max_memory``
 #: bounds): L-BFGS its 10 pairs of curvature vectors and about 10 work vectors, the others about 10.
-SOLVER_VECTORS = {"lbfgs": 30, "adam": 10, "gd": 10, "agd": 12}
+SOLVER_VECTORS = {"lbfgs": 30, "adam": 10, "gd": 10, "agd": 12, "nmapg": 14}
 
 
 def check_solve_memory(x: torch.Tensor, method: str, max_memory: float | None) -> None:
