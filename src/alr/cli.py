@@ -27,6 +27,7 @@ TASKS = ("denoise", "deblur", "inpaint", "sr")
 
 # ---------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
+    """The parser of the ``alr`` command and its verbs (``alr bench`` parses its own options)."""
     p = argparse.ArgumentParser(prog="alr", description="Adversarial local regularization for image restoration.")
     p.add_argument("--version", action="version", version=f"alr {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
@@ -406,6 +407,7 @@ def _validator(args, deg, held: list, channels: int):
 
 
 def cmd_train(args) -> None:
+    """``alr train``: train a critic, save it, and calibrate its denoising lambda (unless --no-calibrate)."""
     from .calibration import calibrate_trained
     from .data import Degradation, make_patch_pairs, split_holdout
     from .files import check_output
@@ -473,6 +475,7 @@ def cmd_train(args) -> None:
 
 
 def cmd_finetune(args) -> None:
+    """``alr finetune``: bilevel fine-tuning of a critic on clean images (:mod:`alr.finetune`)."""
     from .finetune import FinetuneConfig, finetune_folder
 
     cfg = FinetuneConfig(sigma=args.sigma, steps=args.steps, batch_size=args.batch_size, crop=args.crop,
@@ -492,6 +495,7 @@ def cmd_finetune(args) -> None:
 
 
 def cmd_restore(args) -> None:
+    """``alr restore``: restore one image file, or every image of a folder (resumable)."""
     from .device import resolve_device
     from .files import check_output_folder
     from .images import image_output, list_images
@@ -521,6 +525,7 @@ def cmd_restore(args) -> None:
 
 
 def cmd_degrade(args) -> None:
+    """``alr degrade``: make a degraded test input (noise, blur, mask, downsampling) from a clean image."""
     from . import physics as ph
     from .data import add_noise
     from .images import FLOAT_EXTENSIONS, image_output, read_image, write_image
@@ -560,6 +565,7 @@ def cmd_degrade(args) -> None:
 
 
 def cmd_info(args) -> None:
+    """``alr info``: a model's summary, or its raw metadata with --json."""
     from .pretrained import describe, load, resolve
     m = load(args.model)
     if args.json:
@@ -571,6 +577,7 @@ def cmd_info(args) -> None:
 
 
 def cmd_demo(args) -> None:
+    """``alr demo``: restore a noisy sample image with the shipped model (:mod:`alr.demo`)."""
     from .demo import run_demo
     run_demo(args.output)
 
@@ -588,6 +595,7 @@ def _threads() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the ``alr`` command; returns the exit status (0, 2 for an error printed as one line, 130 if interrupted)."""
     from .errors import AlrError, one_line
 
     argv = sys.argv[1:] if argv is None else list(argv)

@@ -61,6 +61,7 @@ class ImageStack:
 
     @property
     def channels(self) -> int:
+        """Channels of the images (1 or 3)."""
         return self.data.shape[1]
 
     @classmethod
@@ -73,6 +74,7 @@ class ImageStack:
         return cls([_load_uint8(f, channels) for f in files])
 
     def subset(self, idx: list[int] | torch.Tensor) -> "ImageStack":
+        """The images ``idx`` as a new stack."""
         idx = torch.as_tensor(idx, dtype=torch.long)
         out = ImageStack.__new__(ImageStack)
         out.data, out.sizes = self.data[idx], self.sizes[idx]
@@ -165,6 +167,7 @@ class Degradation:
         return x + sig * torch.randn(x.shape, generator=generator)
 
     def describe(self) -> str:
+        """One line naming the degradation, for the model's metadata."""
         s = (f"gaussian noise sigma={self.sigma_min:g}" if self.sigma_min == self.sigma_max
              else f"gaussian noise sigma~U[{self.sigma_min:g}, {self.sigma_max:g}]")
         return ((f"gaussian blur std {self.blur_sigma:g} + " if self.blur_sigma else "")
@@ -220,6 +223,7 @@ class PatchPairs:
         return p, q
 
     def describe(self) -> dict:
+        """The data of the pairs (image counts, degradation, patch size), for the model's metadata."""
         return {"clean_images": len(self.clean), "degraded_images": len(self.source),
                 "degradation": self.degradation.describe() if self.degradation else "real degraded images",
                 "patch_size": self.size, **({"augment": "random flips / quarter turns"} if self.augment else {}),

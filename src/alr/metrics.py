@@ -50,6 +50,7 @@ class LPIPS:
 
     @property
     def available(self) -> bool:
+        """Whether LPIPS can be computed here (the lpips package and its weights)."""
         return self.model is not None
 
     def __call__(self, x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:

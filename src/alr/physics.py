@@ -145,6 +145,7 @@ class Operator(LinearOperator):
         return self.obj.A_adjoint(y)
 
     def init(self, y: torch.Tensor) -> torch.Tensor:
+        """The object's own ``init(y)`` if it has one, else ``A^T y``; estimates the Lipschitz bound on the way."""
         own = getattr(self.obj, "init", None)
         x = own(y) if callable(own) else self.A_adjoint(y)
         self.estimate_lipschitz(x)
@@ -164,6 +165,7 @@ class Operator(LinearOperator):
         return self._lip
 
     def lipschitz(self) -> float:
+        """The bound estimated by :meth:`estimate_lipschitz` (at ``init``)."""
         if self._lip is None:
             raise ValueError("the operator's Lipschitz bound is estimated at init(y): call init first")
         return self._lip
@@ -217,10 +219,12 @@ class Blur(LinearOperator):
         return _circular_correlate(y, self.kernel)
 
     def check_measurement(self, y: torch.Tensor) -> None:
+        """The base checks, and a kernel no larger than the image."""
         super().check_measurement(y)
         self._fits(y)
 
     def lipschitz(self) -> float:
+        """``||k||_1^2``, a bound of ``||A^T A||`` for a convolution."""
         return float(self.kernel.abs().sum()) ** 2
 
 
@@ -252,19 +256,23 @@ class Inpainting(LinearOperator):
         return y * self._m(y)
 
     def check_measurement(self, y: torch.Tensor) -> None:
+        """The base checks, and a mask of the image's size."""
         super().check_measurement(y)
         self._m(y)
 
     def init(self, y: torch.Tensor) -> torch.Tensor:
+        """The known pixels, and the mean of the known ones in the holes."""
         m = self._m(y).expand_as(y)
         known = (m > 0).to(y)
         mean = (y * known).sum(dim=(2, 3), keepdim=True) / known.sum(dim=(2, 3), keepdim=True).clamp_min(1)
         return torch.where(known > 0, y, mean.expand_as(y))
 
     def lipschitz(self) -> float:
+        """``max m^2``."""
         return float(self.mask.abs().max()) ** 2
 
     def select(self, idx: list[int]) -> "Inpainting":
+        """The masks of the images ``idx`` (the same mask if it is shared)."""
         return self if self.mask.shape[0] == 1 else Inpainting(self.mask[idx])
 
 
@@ -309,9 +317,11 @@ class Downsampling(LinearOperator):
         return self.blur.A_adjoint(up)
 
     def init(self, y: torch.Tensor) -> torch.Tensor:
+        """Bicubic upsampling of ``y``."""
         if self.factor == 1:
             return y
         return F.interpolate(y, scale_factor=self.factor, mode="bicubic", align_corners=False)
 
     def lipschitz(self) -> float:
+        """1: a normalised filter followed by decimation does not amplify."""
         return 1.0

@@ -61,7 +61,6 @@ exactly the full-image gradient.
 from __future__ import annotations
 
 import itertools
-import math
 import threading
 from dataclasses import dataclass, field
 from typing import Callable
@@ -111,6 +110,7 @@ class History:
     callback: Callable[[int, torch.Tensor], None] | None = field(default=None, repr=False)
 
     def record(self, e: "Energy") -> None:
+        """Append the batch means of one evaluation ``e``."""
         self.objective.append(float(e.value.mean()))
         self.data.append(float(e.data.mean()))
         self.reg.append(float(e.reg.mean()))
@@ -145,6 +145,7 @@ class Problem:
                        self.fidelity.select(idx))
 
     def energy(self, x: torch.Tensor, need_grad: bool = True) -> Energy:
+        """E(x) per image, its terms and ``n grad E(x)`` (``need_grad=False``: no gradient)."""
         n = x[0].numel()
         ax = self.physics.A(x)
         data, g = self.fidelity(ax, self.y)

@@ -132,6 +132,7 @@ class TrainConfig:
             raise ValueError(f"unknown gradient penalty {self.penalty!r}; choose one of {', '.join(PENALTIES)}")
 
     def lr(self, step: int, elapsed: float = 0.0) -> float:
+        """The learning rate at ``step`` (``elapsed`` seconds in): :func:`decayed_lr`."""
         return decayed_lr(self, step, elapsed)
 
 
@@ -420,9 +421,11 @@ class RunLog:
         self.writer.writerows(rows)
 
     def seconds(self) -> float:
+        """Seconds since the log was opened."""
         return time.perf_counter() - self.t0
 
     def write(self, step: int, row: dict) -> None:
+        """Write one row for ``step`` (nothing for an empty row)."""
         if self.writer is not None and row:
             self.writer.writerow({"step": step, **row, "seconds": f"{self.seconds():.2f}"})
             self.file.flush()

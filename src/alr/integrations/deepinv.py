@@ -214,6 +214,7 @@ class PhysicsDegradation:
         return q[..., top:top + s, left:left + s]
 
     def describe(self) -> str:
+        """One line naming the physics and its noise, for the model's metadata."""
         noise = getattr(self.physics, "noise_model", None)
         buffers = noise.named_buffers(recurse=False) if isinstance(noise, torch.nn.Module) else ()
         params = ", ".join(f"{k}={float(v.flatten()[0]):g}" for k, v in buffers
