@@ -21,7 +21,6 @@ import errno
 import hashlib
 import json
 import os
-import pickle
 import signal
 import struct
 import subprocess

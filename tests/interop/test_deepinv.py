@@ -12,7 +12,7 @@ deepinv = pytest.importorskip("deepinv", reason="DeepInverse is not installed he
                                                 "tests in .venv-deepinv")
 
 import alr  # noqa: E402
-from alr.data import Degradation, ImageStack, PatchPairs  # noqa: E402
+from alr.data import Degradation  # noqa: E402
 from alr.integrations import deepinv as ad  # noqa: E402
 from alr.metrics import psnr  # noqa: E402
 from alr.physics import Blur, Denoising, Downsampling, Inpainting, gaussian_kernel, motion_kernel, random_mask  # noqa: E402
