@@ -324,6 +324,8 @@ CASES = [
     Case("model-toy-to-restore", with_model("a.png"), "patch",
          model_file("bad.safetensors", {"kind": "mlp", "in_features": 2, "depth": 2, "width": 8})),
     Case("model-missing", with_model("a.png", "nope.safetensors"), "nope.safetensors"),
+    Case("model-bad-for-a-folder", restore("in", "--model", "{d}/bad.safetensors", "--lam", "0.01", out="out"),
+         "bad.safetensors", model_file("bad.safetensors", {"kind": "patch", "in_channels": 1, "depth": 0, "width": 8})),
     # -- training: checkpoints and options (alr.train)
     Case("resume-a-pickle", train("--resume"), "t.safetensors.ckpt", evil_checkpoint, absent=("weights_only",)),
     Case("resume-other-batch-size", train("--resume", "--batch-size", "8"), "batch_size", trained),
