@@ -324,6 +324,8 @@ CASES = [
     Case("model-toy-to-restore", with_model("a.png"), "patch",
          model_file("bad.safetensors", {"kind": "mlp", "in_features": 2, "depth": 2, "width": 8})),
     Case("model-missing", with_model("a.png", "nope.safetensors"), "nope.safetensors"),
+    Case("model-bad-for-a-folder", restore("in", "--model", "{d}/bad.safetensors", "--lam", "0.01", out="out"),
+         "bad.safetensors", model_file("bad.safetensors", {"kind": "patch", "in_channels": 1, "depth": 0, "width": 8})),
     # -- training: checkpoints and options (alr.train)
     Case("resume-a-pickle", train("--resume"), "t.safetensors.ckpt", evil_checkpoint, absent=("weights_only",)),
     Case("resume-other-batch-size", train("--resume", "--batch-size", "8"), "batch_size", trained),
@@ -534,3 +536,20 @@ def test_seeded_training_is_deterministic(tmp_path):
     assert files["a"].read_bytes() == files["b"].read_bytes()
     assert "lambda" in alr.load(files["a"]).meta
     assert files["a"].read_bytes() != files["c"].read_bytes()
+
+
+def test_measurements_of_other_operators_need_only_be_finite():
+    """The image rule bounds the measurements of alr's operators (images); another operator's
+    (here A x = 10 x, as a tomograph's sinogram is not an image either) may take any finite scale."""
+    class Gain:
+        def A(self, x):
+            return 10 * x
+
+        def A_adjoint(self, y):
+            return 10 * y
+
+    y = 20 * GRAY  # 10 everywhere
+    x = alr.restore(y, alr.PatchCritic(width=8), physics=Gain(), lam=0.01, method="adam", iters=2)
+    assert x.shape == y.shape
+    with pytest.raises(alr.AlrError, match="divide it by 255"):
+        alr.restore(y, alr.PatchCritic(width=8), lam=0.01, iters=2)  # denoising: y is an image

@@ -307,7 +307,7 @@ def _solve(jobs: list[_Job], args, say) -> None:
         say(f"{j.path.name} -> {j.out} ({what})")
 
 
-def _restore_folder(files: list[Path], dst: Path, args, physics, say) -> None:
+def _restore_folder(files: list[Path], dst: Path, args, physics, models: dict, say) -> None:
     """Stream a folder: images of equal shape and settings are batched up to --batch-size.
 
     An image that cannot be restored (unreadable, wrong size or channels, no noise level) is
@@ -317,7 +317,6 @@ def _restore_folder(files: list[Path], dst: Path, args, physics, say) -> None:
 
     from .errors import AlrError, one_line
 
-    models: dict = {}
     pending: dict[tuple, list[_Job]] = {}
     failed: list[str] = []
     bar = tqdm(total=len(files), desc="images", unit="img", disable=args.quiet)
@@ -499,12 +498,14 @@ def cmd_restore(args) -> None:
     from .device import resolve_device
     from .files import check_output_folder
     from .images import image_output, list_images
+    from .pretrained import load
 
     args.device = str(resolve_device(args.device))  # once, for every batch: the GPU when there is one
     say = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr))
     src, dst = Path(args.input), Path(args.output)
     others = [args.kernel, args.mask, args.model]  # inputs besides the images: never overwritten either
-    if src.is_dir():
+    folder = src.is_dir()
+    if folder:
         check_output_folder(dst, [src])
         files = list_images(src)
         if args.shard:
@@ -512,16 +513,20 @@ def cmd_restore(args) -> None:
             files = files[i::n]
         for f in files:
             image_output(dst / f.name, others)
-        physics = make_physics(args.task, args)
-        dst.mkdir(parents=True, exist_ok=True)
-        todo = [f for f in files if args.overwrite or not (dst / f.name).exists()]
-        say(f"{len(files) - len(todo)} of {len(files)} outputs exist already; restoring {len(todo)}")
-        _restore_folder(todo, dst, args, physics, say)
-        return
-    if not src.is_file():
+    elif src.is_file():
+        image_output(dst, [src, *others])
+    else:
         raise FileNotFoundError(f"no such file or folder: {src}")
-    image_output(dst, [src, *others])
-    _solve([_Job(src, dst, args, make_physics(args.task, args), {}, say)], args, say)
+    # what every image shares is read once: a bad --model, --kernel or --mask fails here, not per image
+    models = {args.model: load(args.model)} if args.model else {}
+    physics = make_physics(args.task, args)
+    if not folder:
+        _solve([_Job(src, dst, args, physics, models, say)], args, say)
+        return
+    dst.mkdir(parents=True, exist_ok=True)
+    todo = [f for f in files if args.overwrite or not (dst / f.name).exists()]
+    say(f"{len(files) - len(todo)} of {len(files)} outputs exist already; restoring {len(todo)}")
+    _restore_folder(todo, dst, args, physics, models, say)
 
 
 def cmd_degrade(args) -> None:

@@ -74,7 +74,7 @@ def check_values(x: torch.Tensor, name: str, bounded: bool = True) -> torch.Tens
     if not bool(torch.isfinite(x).all()):
         raise ImageError(f"{name}: the image contains NaN or infinite values")
     lo, hi = float(x.min()), float(x.max())
-    if bounded and lo < -FLOAT_SLACK or hi > 1 + FLOAT_SLACK:
+    if bounded and (lo < -FLOAT_SLACK or hi > 1 + FLOAT_SLACK):
         hint = "; it looks like 0-255 data: divide it by 255" if hi > 1 + FLOAT_SLACK and lo > -FLOAT_SLACK else ""
         raise ImageError(f"{name}: float values in [{lo:.4g}, {hi:.4g}]; alr takes images in [0, 1] (up to "
                          f"noise, at most [{-FLOAT_SLACK:g}, {1 + FLOAT_SLACK:g}]){hint}")
@@ -117,16 +117,18 @@ def as_image(arr: np.ndarray, name: str = "the image", bounded: bool = True) -> 
     return arr
 
 
-def check_image(x, name: str = "y") -> torch.Tensor:
-    """``x`` itself if it is a float (B, C, H, W) image tensor that :func:`check_values` accepts;
-    :class:`ImageError` naming ``name`` otherwise (integer tensors are refused, not rescaled)."""
+def check_image(x, name: str = "y", bounded: bool = True) -> torch.Tensor:
+    """``x`` itself if it is a float (B, C, H, W) image tensor that :func:`check_values` accepts
+    (``bounded=False``: any finite scale, for the measurements of an operator whose values are
+    not pixels); :class:`ImageError` naming ``name`` otherwise (integer tensors are refused, not
+    rescaled)."""
     if not isinstance(x, torch.Tensor) or x.dim() != 4:
         raise ImageError(f"{name} must be a (B, C, H, W) tensor, got {type(x).__name__}"
                          + (f" of shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else ""))
     if not x.is_floating_point():
         raise ImageError(f"{name} must be a float tensor with values in [0, 1], got {x.dtype}"
                          + (" (divide by 255 for 8-bit data)" if x.dtype == torch.uint8 else ""))
-    return check_values(x, name)
+    return check_values(x, name, bounded)
 
 
 def _declared_values(path: Path, ext: str) -> int:

@@ -136,7 +136,7 @@ def resolve(model: PatchCritic, y: torch.Tensor, task: str = "denoise", sigma: f
     """
     from .data import estimate_sigma
 
-    check_image(y, name)
+    check_image(y, name, bounded=False)  # the measurements of any operator; alr.restore bounds its own
     if task not in TASKS:
         raise AlrError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
     for opt, v in (("sigma", sigma), ("lam", lam), ("concavity", concavity)):

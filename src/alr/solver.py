@@ -232,7 +232,7 @@ def minimize(y: torch.Tensor, physics: LinearOperator | None, model: PatchCritic
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     if iters is not None and not (float(iters).is_integer() and iters >= 1):
         raise AlrError(f"iters must be an integer >= 1, got {iters!r}")
-    check_image(y, "y")
+    check_measurement(y, physics)
     physics = as_operator(physics)
     physics.check_measurement(y)
     dev = resolve_device(device) if device else next(model.parameters()).device
@@ -617,6 +617,13 @@ def _lbfgs_one(energy: Callable[[torch.Tensor], Energy], x, iters, hist,
 
 
 # ---------------------------------------------------------------------------- one-call restoration
+def check_measurement(y, physics) -> torch.Tensor:
+    """``y`` checked as the measurements of ``physics`` (:func:`alr.images.check_image`): those of
+    alr's operators (denoising, blur, inpainting, downsampling) are images, in [0, 1] up to noise;
+    those of another operator (a tomograph's sinogram) need only be finite floats."""
+    return check_image(y, "y", bounded=task_of(physics) is not None)
+
+
 def task_of(physics) -> str | None:
     """The lambda table that fits an operator: ``"denoise"`` for None or the identity, ``"deblur"``,
     ``"inpaint"``, ``"sr"`` for alr's blur, mask and downsampling; None for another operator."""
@@ -700,7 +707,7 @@ def restore(y: torch.Tensor, model: "str | PatchCritic | None" = None, sigma: fl
     from .pretrained import load
     from .settings import match_channels, resolve
 
-    check_image(y, "y")
+    check_measurement(y, physics)
     if isinstance(model, PatchCritic):
         critic = model
     else:
