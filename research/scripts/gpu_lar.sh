@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # GPU recipe for issue 26, one command within a 15-minute H200 lease (about 9 minutes of it here):
 #  1. alr train --recipe lar (the comparative study's local adversarial regularizer: 128-64-64-64-32-32
-#     SiLU critic, paired patches, one-sided penalty 0.1) on bsd400 at sigma 0.1 for TRAIN_SECONDS, the
+#     SiLU critic, paired patches, one-sided penalty 0.1) on bsd400 at sigma 0.1 for TRAIN_SECONDS (150), the
 #     checkpoint that restores 8 held-out bsd400 images best kept, its input scale / weight fitted;
-#  2. alr finetune (bilevel, Jacobian-free backpropagation) of that critic for FT_SECONDS;
+#  2. alr finetune (bilevel, Jacobian-free backpropagation) of that critic for FT_SECONDS (90);
 #  3. each model's lambda calibrated at sigma 0.1 and 0.2 on set12 crops (alr bench calibrate), then
 #     BSD68 gray at sigma 0.1 / 0.2, standard protocol (noise not clipped), beside the shipped gray and
 #     BM3D. The benches seed each image's noise from its name and sigma, so the separate runs see the
 #     same inputs. BM3D runs on the CPU from the start, the trained model's bench during the fine-tuning.
 # What has finished is packed into $OUT/lar_results.tar.gz after every stage (models, logs, tables);
-# the log is $OUT/lar_log.txt. Usage (device machine): ALR_DATA=DIR OUT=DIR bash research/scripts/gpu_lar.sh
+# everything stops at DEADLINE (540) seconds; the log is $OUT/lar_log.txt.
+# Usage (device machine): ALR_DATA=DIR OUT=DIR bash research/scripts/gpu_lar.sh
 # Dry run on the CPU, under 2 minutes (a width-8 critic, a few steps, sigma 0.1 on 4 test images cropped to 96x96):
 #   QUICK=1 PYTHON=.venv/bin/python ALR_DATA=/work/shared/data OUT=/tmp/lar_out bash research/scripts/gpu_lar.sh
 set -u
@@ -24,7 +25,7 @@ if [ -n "${QUICK:-}" ]; then
   TUNE="--steps 3 --crop 32 --batch-size 2 --iters 15 --val-every 2 --max-images 40"
   BENCH="--quick"; CAL="--quick --cal-images 2"
 else
-  DEV=cuda; T=${TRAIN_SECONDS:-180}; FT=${FT_SECONDS:-100}; D=${DEADLINE:-540}; SIG=0.1,0.2
+  DEV=cuda; T=${TRAIN_SECONDS:-150}; FT=${FT_SECONDS:-90}; D=${DEADLINE:-540}; SIG=0.1,0.2
   TRAIN="--steps 10000000"; TUNE="--steps 10000000"; BENCH=""; CAL=""
   nvidia-smi -L
 fi
