@@ -146,6 +146,8 @@ def _numbers(v: Any, key: str, where: str, positive: bool = True, integer: bool 
 
 #: Metadata entries that, when present, must be JSON objects (what :func:`alr.pretrained.describe` reads).
 META_OBJECTS = ("data", "training", "continued_from", "lambda", "solver")
+#: The solvers of :func:`alr.solver.minimize` (defined here, below the solver, so a model file can name one).
+METHODS = ("adam", "gd", "agd", "lbfgs", "nmapg")
 #: Options a model may recommend for its solver (keyword arguments of :func:`alr.solver.minimize`).
 SOLVER_OPTIONS = ("boundary", "iters", "lr0", "lr1", "step", "tol")
 
@@ -177,7 +179,6 @@ def validate_meta(meta: Any, where: str = "model file") -> dict:
 
 def _validate_solver(solver: dict | None, where: str) -> None:
     """The solver a model recommends: ``{"method": M, "options": {...}, "iters": {task: n}}``."""
-    from .solver import METHODS
 
     if solver is None:
         return

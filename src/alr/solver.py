@@ -73,9 +73,9 @@ from .device import available_memory, resolve_device
 from .errors import AlrError
 from .fidelity import Gaussian
 from .images import check_image
+from .modelfile import METHODS
 from .physics import LinearOperator, as_operator
 
-METHODS = ("adam", "gd", "agd", "lbfgs", "nmapg")
 #: Device types on which the L-BFGS of a batch solves its images one after another instead of
 #: evaluating their energies together (:func:`_lbfgs`): on the CPU a batched critic call is no
 #: faster per image (benchmarks/batched_energy.py).
