@@ -16,6 +16,7 @@ from alr.finetune import FinetuneConfig, finetune, fit_scale, jfb_output
 from alr.images import list_images
 from alr.metrics import psnr
 from alr.modelfile import ModelFileError, load_model, save_model, validate_config
+from alr.pretrained import solver_options
 from alr.settings import resolve
 from alr.solver import minimize
 from alr.train import TrainConfig, train_critic, wgan_gp_loss
@@ -252,12 +253,36 @@ def test_finetune_lowers_the_loss_and_raises_held_out_psnr(finetune_data, tmp_pa
     out = tmp_path / "ft.safetensors"
     finetune(critic, stack, cfg, lam, validator, out=out, log_csv=tmp_path / "ft.csv", progress=False)
     rows = list(csv.DictReader(open(tmp_path / "ft.csv")))
+    assert rows[0]["step"] == "0" and rows[0]["val_psnr"]  # the starting critic is judged too
+    rows = rows[1:]
     losses = [float(r["loss"]) for r in rows]
     assert sum(losses[-4:]) < 0.9 * sum(losses[:4])
     sel = critic.meta["finetune"]["selected"]
     assert sel["val_psnr"] > before + 0.5 and validator(critic)[0] == pytest.approx(sel["val_psnr"], abs=1e-3)
     saved = load_model(out)
     assert saved.log_scale == critic.log_scale != 0 and saved.log_weight == critic.log_weight != 0
+    # restored (alr.restore, validation, calibration) with the solver it was trained through
+    assert saved.meta["solver"] == cfg.recommendation()
+    assert solver_options(saved, "denoise", 0.1) == {"boundary": "reflect", **cfg.solver()}
+
+
+def test_finetune_keeps_the_starting_critic_when_no_step_beats_it(finetune_data):
+    stack = ImageStack.from_folder(finetune_data, 1)
+    torch.manual_seed(0)
+    critic = PatchCritic(depth=2, width=4, activation="silu")
+    start = {k: v.clone() for k, v in critic.state_dict().items()}
+    scores = iter([25.0, 24.0, 24.5, 23.0])  # the starting critic's score, then one per step
+
+    class Declining(Validator):
+        def __call__(self, c):
+            return next(scores), self.lam
+    cfg = FinetuneConfig(sigma=0.1, steps=3, batch_size=2, crop=24, lr0=1e-2, iters=10, tol=1e-3, val_every=1,
+                         device="cpu")
+    finetune(critic, stack, cfg, 0.05, Declining(torch.rand(1, 1, 32, 32), 0.1, lam=0.05), progress=False)
+    sel = critic.meta["finetune"]["selected"]
+    assert (sel["step"], sel["val_psnr"]) == (0, 25.0)
+    assert all(torch.equal(v, start[k]) for k, v in critic.state_dict().items())
+    assert next(scores, None) is None
 
 
 def test_finetune_resumes_exactly_and_fit_scale_moves_only_the_scale(finetune_data, tmp_path):
@@ -298,6 +323,7 @@ def test_finetune_command(finetune_data, tmp_path, capsys):
     assert m.meta["finetune"]["lam"] == 0.05 and m.meta["finetune"]["steps"] == 4
     assert "lambda" not in m.meta and m.meta["continued_from"]["training"] == {"steps": 7}
     assert m.meta["data"]["clean_images"] == 5
+    assert m.meta["solver"]["method"] == "nmapg" and m.meta["solver"]["iters"]["denoise"] == 10
     assert "fine-tuned 4 steps" in capsys.readouterr().out
     assert main(["finetune", "--clean", str(finetune_data), "--sigma", "0.1", "--init", "nope.safetensors",
                  "-o", str(out)]) == 2

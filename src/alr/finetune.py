@@ -91,6 +91,20 @@ class FinetuneConfig:
         if self.tau <= 0:
             raise ValueError(f"the JFB step tau must be > 0, got {self.tau}")
 
+    def solver(self) -> dict:
+        """The inner solver, as keyword options of :func:`alr.solver.minimize`."""
+        return {"method": self.method, "iters": self.iters, "tol": self.tol, "boundary": "reflect"}
+
+    def recommendation(self) -> dict:
+        """The solver a fine-tuned critic is restored with (its model file's ``solver``): the inner
+        solver it was trained through, with at least :data:`alr.pretrained.TASK_ITERS` iterations
+        for the other tasks."""
+        from .pretrained import TASK_ITERS
+
+        iters = {task: max(n, self.iters) for task, n in TASK_ITERS.items()}
+        return {"method": self.method, "options": {"boundary": "reflect", "tol": self.tol},
+                "iters": {**iters, "denoise": self.iters}}
+
 
 def jfb_output(critic: PatchCritic, x_star: torch.Tensor, y: torch.Tensor, lam: float,
                tau: float = 1.0) -> torch.Tensor:
@@ -139,11 +153,18 @@ def finetune(critic: PatchCritic, images: ImageStack, config: FinetuneConfig, la
         with torch.no_grad():
             for v, saved in zip(scale, state["scale"]):
                 v.fill_(float(saved))
+    if config.weights:  # restored, validated and calibrated with the solver it is trained through
+        critic.meta = {**(critic.meta or {}), "solver": config.recommendation()}
     validate = validator is not None and config.val_every > 0
     done = start
     bar = tqdm(total=config.steps, initial=start, disable=not progress, desc="fine-tune critic", unit="step",
                dynamic_ncols=True)
     with RunLog(log_csv, start if resume else 0, LOG_FIELDS) as log, bar:
+        if validate and not resume:  # the starting critic competes: fine-tuning never returns a worse one
+            score = validator(critic)[0]
+            best = {"step": 0, "val_psnr": score, "scale": [float(v.detach()) for v in scale],
+                    "state": snapshot(critic)}
+            log.write(0, {"val_psnr": f"{score:.4f}"})
         for step in range(start, config.steps):
             lr = decayed_lr(config, step, log.seconds())
             for grp in opt.param_groups:
@@ -152,8 +173,7 @@ def finetune(critic: PatchCritic, images: ImageStack, config: FinetuneConfig, la
             x = random_dihedral(x, gen) if config.augment else x
             y = x + config.sigma * torch.randn(x.shape, generator=gen)
             x, y = x.to(device), y.to(device)
-            x_star, _ = minimize(y, None, critic, lam, method=config.method, iters=config.iters, tol=config.tol,
-                                 clip=False, device=device)
+            x_star, _ = minimize(y, None, critic, lam, clip=False, device=device, **config.solver())
             critic.requires_grad_(config.weights)  # the solver froze the weights
             loss = (jfb_output(critic, x_star, y, lam, config.tau) - x).pow(2).mean()
             opt.zero_grad(set_to_none=True)
@@ -205,7 +225,13 @@ def fit_scale(critic: PatchCritic, images: ImageStack, sigma: float, lam: float,
               steps: int = FIT_STEPS, crop: int = 64, progress: bool = False, **solver) -> PatchCritic:
     """Learn only the critic's log weight ``a`` and log input scale ``s`` (its weights frozen) by
     JFB at the fixed ``lam`` on crops of the training ``images``: the study's parameter fit after
-    adversarial training. ``solver``: ``method``, ``iters``, ``tol`` of the inner solves."""
+    adversarial training. ``solver``: ``method``, ``iters``, ``tol`` of the inner solves (default:
+    the model's own denoising solver, :func:`alr.pretrained.solver_options`)."""
+    if not solver:
+        from .pretrained import solver_options
+
+        opts = solver_options(critic, "denoise")
+        solver = {k: opts[k] for k in ("method", "iters", "tol") if k in opts}
     cfg = FinetuneConfig(sigma=sigma, steps=steps, crop=crop, lr0=FIT_LR[0], lr1=FIT_LR[1], weights=False,
                          device=device, **solver)
     return finetune(critic, images, cfg, lam, progress=progress)
@@ -234,6 +260,7 @@ def finetune_folder(init: str, clean_dir: str | os.PathLike, config: FinetuneCon
     if lam is None and (critic.meta or {}).get("lambda", {}).get("denoise"):
         lam = lam_for(critic, "denoise", config.sigma)
     continue_from(critic, init)  # its lambda tables no longer hold once the weights change
+    critic.meta["solver"] = config.recommendation()  # the lambda search below already uses it
     train_files, held = split_holdout(clean_dir, max_images, 0 if val_dir else holdout)
     val_files = list_images(val_dir) if val_dir else held
     validator = None
