@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from .. import __version__, argtypes
 from ..calibration import (BLUR_STD, alr_options, calibrate_lambda, calibrate_tables, center_crop,
@@ -146,9 +147,9 @@ def _seed(name: str, sigma: float, base: int) -> int:
 
 
 def _alr_batched(ys: list[torch.Tensor], phys: list, model, lam: float, device,
-                 opts: dict) -> list[tuple[torch.Tensor, float]]:
+                 opts: dict, bar=None) -> list[tuple[torch.Tensor, float]]:
     """ALR (``restore`` with options ``opts``) on a list of inputs, batching those of equal shape
-    and operator type (one solve each)."""
+    and operator type (one solve each); ``bar`` (a progress bar) advances by the images solved."""
     out: list = [None] * len(ys)
     groups: dict = {}
     for i, (y, p) in enumerate(zip(ys, phys)):
@@ -166,6 +167,8 @@ def _alr_batched(ys: list[torch.Tensor], phys: list, model, lam: float, device,
             dt = (time.perf_counter() - t0) / len(chunk)
             for j, i in enumerate(chunk):
                 out[i] = (xh[j:j + 1], dt)
+            if bar is not None:
+                bar.update(len(chunk))
     return out
 
 
@@ -311,18 +314,22 @@ def run_restoration_table(args, out: Path, task: str, folder: Path, sigmas: list
             active = ["input"] + [m for m in methods if m != "alr-clipped" or proto == "paper"]
             results: dict[str, list[tuple[torch.Tensor, float]]] = {}
             for m in active:
-                if m in ("alr", "alr-clipped"):
-                    clipped = m == "alr-clipped"
-                    opts = {**alr_options(model, task, args.quick, s, clipped),
-                            "fidelity": ClippedGaussian(s) if clipped else None, "symmetric": args.symmetric}
-                    results[m] = _alr_batched(ys, phys, model, lam_for(model, task, s, clipped), ctx["device"], opts)
-                    continue
-                res = []
-                for p, y in zip(phys, ys):
-                    t0 = time.perf_counter()
-                    xh = p.init(y).clamp(0, 1) if m == "input" else _baseline(m, y, p, s, ctx)
-                    res.append((xh, time.perf_counter() - t0))
-                results[m] = res
+                with tqdm(total=len(images), desc=f"{task} {proto} sigma {s:g}: {m}", unit="image",
+                          disable=m == "input", dynamic_ncols=True) as bar:
+                    if m in ("alr", "alr-clipped"):
+                        clipped = m == "alr-clipped"
+                        opts = {**alr_options(model, task, args.quick, s, clipped),
+                                "fidelity": ClippedGaussian(s) if clipped else None, "symmetric": args.symmetric}
+                        results[m] = _alr_batched(ys, phys, model, lam_for(model, task, s, clipped), ctx["device"],
+                                                  opts, bar)
+                        continue
+                    res = []
+                    for p, y in zip(phys, ys):
+                        t0 = time.perf_counter()
+                        xh = p.init(y).clamp(0, 1) if m == "input" else _baseline(m, y, p, s, ctx)
+                        res.append((xh, time.perf_counter() - t0))
+                        bar.update(1)
+                    results[m] = res
             for i, (n, x) in enumerate(images):
                 panels = []
                 for m in active:
