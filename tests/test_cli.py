@@ -11,6 +11,7 @@ from alr.cli import main
 from alr.data import add_noise
 from alr.images import read_image, write_image
 from alr.metrics import psnr
+from alr.modelfile import save_model
 
 
 @pytest.fixture()
@@ -285,6 +286,29 @@ def test_train_poisson_gaussian(tmp_path, sample_dir, capsys):
     assert main(["train", "--clean", str(sample_dir), "--degraded", str(sample_dir), "--poisson", "0.02",
                  "-o", str(tmp_path / "bad.safetensors")]) == 2
     assert "--poisson apply to synthetic noise" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("meta", [{"data": {"clean": "/home/me/bsd400"}}, {"data": {"degraded": ["a", "/tmp/x.png"]}}],
+                         ids=["nested", "list"])
+def test_a_model_file_never_records_a_machine_path(tmp_path, meta):
+    critic = alr.PatchCritic(depth=2, width=4)
+    critic.meta = meta
+    with pytest.raises(ValueError, match="records the machine path"):
+        save_model(critic, tmp_path / "m.safetensors")
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_committed_model_files_record_no_machine_path():
+    import os
+    from pathlib import Path
+
+    from alr.modelfile import _strings, read_header
+    root = Path(__file__).resolve().parents[1]
+    files = [f for d in ("src", "docs", "research") for f in (root / d).rglob("*.safetensors")]
+    assert len(files) >= 2
+    for f in files:
+        meta = json.loads(read_header(f).get("meta", "{}"))
+        assert not [kv for kv in _strings(meta) if os.path.isabs(kv[1])], f
 
 
 def test_train_init_continues_a_model(tmp_path, sample_dir, capsys):

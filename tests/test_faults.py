@@ -438,10 +438,13 @@ def _folder(d: Path, n: int = 8, size: int = 40) -> Path:
 
 
 def _alr(*argv, **kwargs) -> subprocess.Popen:
-    """``alr`` in a process of its own, on one thread like the tests."""
+    """``alr`` in a process of its own, on one thread like the tests. SIGINT is restored to its default
+    in the child: a suite started in the background (``make test &``, CI) inherits SIGINT ignored, and
+    Python then never raises KeyboardInterrupt, so the interrupt tests would test nothing."""
     env = {**os.environ, "PYTHONPATH": str(SRC), "ALR_THREADS": "1"}
     return subprocess.Popen([sys.executable, "-m", "alr", *map(str, argv)], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kwargs)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **kwargs)
 
 
 def _interrupt(proc: subprocess.Popen, ready: Callable[[], bool], sig: int) -> None:

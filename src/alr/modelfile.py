@@ -61,6 +61,10 @@ def save_model(model: nn.Module, path: str | os.PathLike) -> None:
     """
     from safetensors.torch import save
 
+    for key, value in _strings(getattr(model, "meta", {}) or {}):
+        if os.path.isabs(value):
+            raise ValueError(f"{path}: meta {key} records the machine path {value!r}; a model file records "
+                             "names only (alr.modelfile.portable_path)")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     header = {"alr_version": __version__, "config": json.dumps(model.config()),
               "meta": json.dumps(getattr(model, "meta", {}) or {})}
@@ -77,6 +81,17 @@ def save_model(model: nn.Module, path: str | os.PathLike) -> None:
             f.write(data)
 
     atomic_write(path, write)
+
+
+def _strings(value: Any, key: str = "") -> list[tuple[str, str]]:
+    """Every string inside nested dicts / lists, with its key path (``data.clean``)."""
+    if isinstance(value, str):
+        return [(key, value)]
+    if isinstance(value, dict):
+        return [kv for k, v in value.items() for kv in _strings(v, f"{key}.{k}" if key else str(k))]
+    if isinstance(value, (list, tuple)):
+        return [kv for i, v in enumerate(value) for kv in _strings(v, f"{key}[{i}]")]
+    return []
 
 
 def _int_in(cfg: dict, key: str, low: int, high: int, where: str) -> int:

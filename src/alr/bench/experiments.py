@@ -45,7 +45,7 @@ from ..fidelity import ClippedGaussian
 from ..files import check_output
 from ..images import data_root, figure_panels, list_images, pyplot, read_image, write_image
 from ..metrics import LPIPS, psnr, ssim
-from ..modelfile import load_model, save_model
+from ..modelfile import load_model, portable_path, save_model
 from ..physics import Blur, Denoising, Downsampling, Inpainting, gaussian_kernel, random_mask
 from ..pretrained import lam_for, load, resolve
 from ..solver import minimize
@@ -556,7 +556,7 @@ def cmd_real(args, out: Path) -> str:
         t0 = time.perf_counter()
         real = continue_from(load("color"), "color").requires_grad_(True)
         clean = ImageStack.from_folder(root / "cbsd432", 3, max_images=8 if args.quick else None)
-        real.meta.update({"data": {"clean": str(root / "cbsd432"), "degraded": [str(g) for g in train_files]},
+        real.meta.update({"data": {"clean": "cbsd432", "degraded": [portable_path(g) for g in train_files]},
                           "noise_range": None})  # real noise: no synthetic range, as `alr train --degraded`
         pairs = PatchPairs(clean, ImageStack.from_folder(root / "rni15", 3, train_files), real.receptive_field)
         train_critic(real, pairs.sample, TrainConfig(steps=20 if args.quick else args.steps, batch_size=128,
