@@ -52,7 +52,7 @@ def test_save_load_roundtrip(tmp_path):
         alr.load(tmp_path / "missing.safetensors")
 
 
-@pytest.mark.parametrize("boundary", ["reflect", "valid"])
+@pytest.mark.parametrize("boundary", ["reflect", "replicate", "valid"])
 @pytest.mark.parametrize("activation", ["softplus", "relu"])
 def test_gradient_of_R_matches_finite_differences(activation, boundary):
     torch.manual_seed(0)
@@ -99,30 +99,36 @@ def test_shaped_R_gradient_matches_finite_differences_and_tiles_exactly():
         alr.solver.minimize(torch.rand(1, 1, 20, 20), None, c.float(), 0.01, concavity=-1)
 
 
-def test_reflect_boundary_regularises_every_pixel():
-    """With "valid" a corner pixel lies in one patch; with "reflect" in at least s^2."""
-    c = PatchCritic(depth=3, width=4)
+@pytest.mark.parametrize("boundary, corner", [("valid", 1), ("reflect", 13 ** 2), ("replicate", (13 * 14 // 2) ** 2)])
+def test_padded_boundaries_regularise_every_pixel(boundary, corner):
+    """With "valid" a corner pixel lies in one patch; padded, every pixel in at least s^2 (under
+    "replicate" the corner pixel is all of the padded s x s corner block, sum_{i,j<=s} i j patches)."""
+    c = PatchCritic(depth=6, width=4)
     s = c.receptive_field
     x = torch.zeros(1, 1, 20, 20, requires_grad=True)
-    for boundary, corner in (("valid", 1), ("reflect", s * s)):
-        xp = pad_boundary(x, s, boundary)
-        ones = torch.ones(1, 1, xp.shape[-2] - s + 1, xp.shape[-1] - s + 1)
-        cover = torch.nn.functional.conv_transpose2d(ones, torch.ones(1, 1, s, s))  # patches per padded pixel
-        (per_pixel,) = torch.autograd.grad(xp, x, cover)  # folded back onto the image
-        assert float(per_pixel[0, 0, 0, 0]) == corner and float(per_pixel.min()) >= corner
-    with pytest.raises(ValueError, match="boundary"):
-        pad_boundary(x, s, "zeros")
+    xp = pad_boundary(x, s, boundary)
+    ones = torch.ones(1, 1, xp.shape[-2] - s + 1, xp.shape[-1] - s + 1)
+    cover = torch.nn.functional.conv_transpose2d(ones, torch.ones(1, 1, s, s))  # patches per padded pixel
+    (per_pixel,) = torch.autograd.grad(xp, x, cover)  # folded back onto the image
+    assert float(per_pixel[0, 0, 0, 0]) == corner and float(per_pixel.min()) >= min(corner, s * s)
+
+
+def test_unknown_boundary_is_refused():
+    with pytest.raises(ValueError, match="boundary 'zeros'"):
+        pad_boundary(torch.zeros(1, 1, 20, 20), 5, "zeros")
 
 
 def test_tiled_gradient_equals_full_gradient():
     torch.manual_seed(0)
     c = PatchCritic(depth=4, width=8).double()
     x = torch.rand(2, 1, 70, 53, dtype=torch.float64)
-    r_full, g_full = Regularizer(c).value_and_grad(x)
-    tiled = Regularizer(c, max_memory=4.0e5)
-    assert tiled.tile_size(x) is not None and tiled.tile_size(x) < 40
-    r_t, g_t = tiled.value_and_grad(x)
-    assert torch.allclose(r_full, r_t, rtol=1e-12) and torch.allclose(g_full, g_t, rtol=1e-9, atol=1e-9 * float(g_full.abs().max()))
+    for boundary in ("reflect", "replicate"):
+        r_full, g_full = Regularizer(c, boundary=boundary).value_and_grad(x)
+        tiled = Regularizer(c, max_memory=4.0e5, boundary=boundary)
+        assert tiled.tile_size(x) is not None and tiled.tile_size(x) < 40
+        r_t, g_t = tiled.value_and_grad(x)
+        assert torch.allclose(r_full, r_t, rtol=1e-12)
+        assert torch.allclose(g_full, g_t, rtol=1e-9, atol=1e-9 * float(g_full.abs().max()))
 
 
 def test_shipped_models_load():

@@ -164,7 +164,7 @@ def test_lar_recipe_sets_the_studys_options_and_explicit_ones_win(sample_dir, tm
     out = tmp_path / "lar.safetensors"
     assert main(["train", "--recipe", "lar", "--clean", str(sample_dir), "--sigma", "0.1", "--widths", "8,8",
                  "--steps", "1", "--lr0", "5e-4", "--val-every", "0", "--no-fit-scale", "--no-calibrate", "-q",
-                 "-o", str(out)]) == 0
+                 "--boundary", "replicate", "-o", str(out)]) == 0
     m = load_model(out)
     t = m.meta["training"]
     assert m.meta["recipe"] == "lar" and m.activation == "silu" and m.widths == (8, 8)
@@ -173,6 +173,8 @@ def test_lar_recipe_sets_the_studys_options_and_explicit_ones_win(sample_dir, tm
     assert m.meta["data"]["paired"] and m.meta["data"]["augment"]
     assert m.meta["data"]["clean_images"] == len(list_images(sample_dir)) - 8  # 8 held out to validate
     assert m.meta["solver"]["method"] == "lbfgs" and m.meta["solver"]["options"]["tol"] > 0
+    assert m.meta["solver"]["options"]["boundary"] == "replicate"  # the recipe's solver, with this boundary
+    assert solver_options(m, "denoise", 0.1)["boundary"] == "replicate"  # what validation and restore use
     assert main(["train", "--clean", str(sample_dir), "--sigma", "0.1", "--depth", "3", "--width", "8", "--steps",
                  "1", "--val-every", "5", "--no-calibrate", "-q", "-o", str(tmp_path / "p.safetensors")]) == 2
 
@@ -318,12 +320,13 @@ def test_finetune_command(finetune_data, tmp_path, capsys):
     out = tmp_path / "ft.safetensors"
     assert main(["finetune", "--clean", str(finetune_data), "--sigma", "0.1", "--init", str(src), "-o", str(out),
                  "--steps", "4", "--batch-size", "2", "--crop", "24", "--iters", "10", "--val-every", "2",
-                 "--val-images", "2", "--no-calibrate", "-q"]) == 0
+                 "--val-images", "2", "--boundary", "replicate", "--no-calibrate", "-q"]) == 0
     m = load_model(out)
     assert m.meta["finetune"]["lam"] == 0.05 and m.meta["finetune"]["steps"] == 4
     assert "lambda" not in m.meta and m.meta["continued_from"]["training"] == {"steps": 7}
     assert m.meta["data"]["clean_images"] == 5
     assert m.meta["solver"]["method"] == "nmapg" and m.meta["solver"]["iters"]["denoise"] == 10
+    assert m.meta["solver"]["options"]["boundary"] == "replicate"
     assert "fine-tuned 4 steps" in capsys.readouterr().out
     assert main(["finetune", "--clean", str(finetune_data), "--sigma", "0.1", "--init", "nope.safetensors",
                  "-o", str(out)]) == 2

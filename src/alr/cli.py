@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from . import argtypes
-from .critic import ACTIVATIONS, CRITERIA
+from .critic import ACTIVATIONS, BOUNDARIES, CRITERIA
 from .settings import MAX_SR_FACTOR
 from .train import PENALTIES, RECIPES
 
@@ -93,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(0: the last one; lar: 1000)")
     t.add_argument("--val-sigma", type=argtypes.positive_float, default=None,
                    help="noise level of the validation (default: --sigma, or 0.1)")
+    t.add_argument("--boundary", choices=BOUNDARIES, default=None,
+                   help="boundary of R that validation, calibration and restore use, recorded in the model "
+                        "(default: the recipe's or --init model's, else reflect)")
     t.add_argument("--fit-scale", action=argparse.BooleanOptionalAction, default=None,
                    help="after training, fit the critic's input scale and weight R~(x) = e^(a-2s) R(e^s x) on "
                         "training crops (bilevel, at the validation noise level; lar)")
@@ -130,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--method", choices=("lbfgs", "nmapg"), default="nmapg", help="solver of the inner problem")
     f.add_argument("--iters", type=argtypes.positive_int, default=200, help="its maximum iterations")
     f.add_argument("--tol", type=argtypes.positive_float, default=1e-4, help="its tolerance (relative change)")
+    f.add_argument("--boundary", choices=BOUNDARIES, default="reflect",
+                   help="boundary of R in the inner problem, recorded in the model (default reflect)")
     f.add_argument("--val-images", type=argtypes.count, default=4, metavar="N",
                    help="hold the last N images of --clean out to validate on (default 4)")
     f.add_argument("--val", default=None, metavar="DIR", help="validate on the images of DIR instead")
@@ -171,8 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="concave shaping of the patch scores (default: the model's table; 0: the paper's R)")
     r.add_argument("--symmetric", action="store_true",
                    help="average R over the 8 flips and quarter turns of the image (8x slower, about +0.1 dB)")
-    r.add_argument("--boundary", default=None, choices=("reflect", "valid"),
-                   help="R on the mirrored image (default) or on inner patches only (the paper's)")
+    r.add_argument("--boundary", default=None, choices=BOUNDARIES,
+                   help="R on the image padded by mirrored (default) or repeated edge pixels, or on inner "
+                        "patches only (the paper's)")
     r.add_argument("--compile", action="store_true", help="compile the critic with torch.compile")
     r.add_argument("--per-channel", action="store_true", help="apply a grayscale model to each colour channel")
     r.add_argument("--max-memory", type=argtypes.memory, default=None, help="activation memory budget, e.g. 4G (default: a quarter of the memory available, "
@@ -411,7 +417,7 @@ def cmd_train(args) -> None:
     from .data import Degradation, make_patch_pairs, split_holdout
     from .files import check_output
     from .modelfile import portable_path, save_model
-    from .pretrained import resolve
+    from .pretrained import DEFAULT_SOLVER, resolve
     from .train import TrainConfig, init_distributed, train_critic
 
     rank, world = init_distributed()
@@ -442,6 +448,9 @@ def cmd_train(args) -> None:
                         "noise_range": ([deg.sigma_min, deg.sigma_max] if deg else None)})
     if "solver" in recipe:
         critic.meta["solver"] = recipe["solver"]
+    if args.boundary:
+        solver = critic.meta.get("solver") or DEFAULT_SOLVER
+        critic.meta["solver"] = {**solver, "options": {**solver.get("options", {}), "boundary": args.boundary}}
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr0=args.lr0, lr1=args.lr1, mu=args.mu,
                       anchor=args.anchor, slope=args.slope, penalty=args.penalty, val_every=args.val_every,
                       betas=tuple(args.betas), seed=args.seed, ckpt_every=args.ckpt_every, device=args.device,
@@ -479,7 +488,8 @@ def cmd_finetune(args) -> None:
 
     cfg = FinetuneConfig(sigma=args.sigma, steps=args.steps, batch_size=args.batch_size, crop=args.crop,
                          lr0=args.lr0, lr1=args.lr1, fit_scale=args.fit_scale, method=args.method, iters=args.iters,
-                         tol=args.tol, val_every=args.val_every, seed=args.seed, ckpt_every=args.ckpt_every,
+                         tol=args.tol, boundary=args.boundary, val_every=args.val_every, seed=args.seed,
+                         ckpt_every=args.ckpt_every,
                          max_seconds=args.max_seconds, device=args.device)
     out = Path(args.output)
     log = args.log or out.with_suffix(".csv")

@@ -191,7 +191,8 @@ class PatchCritic(nn.Module):
         """R(x): the mean (shaped) patch score of each image, shape (B,).
 
         ``boundary="valid"`` averages the patches inside the image (the paper's R);
-        ``"reflect"`` those of the image mirrored by s - 1 pixels (see :func:`pad_boundary`).
+        ``"reflect"`` / ``"replicate"`` those of the image padded by s - 1 mirrored /
+        repeated pixels (see :func:`pad_boundary`).
         ``concavity`` and ``score_ref`` shape the scores first (:func:`shape_scores`).
         ``symmetric``: ``R_sym(x) = 1/8 sum_g R(g x)`` over the 8 flips and quarter turns g
         (:func:`dihedral`), a regulariser invariant to them.
@@ -199,7 +200,9 @@ class PatchCritic(nn.Module):
         return Regularizer(self, boundary=boundary, concavity=concavity, score_ref=score_ref, symmetric=symmetric)(x)
 
 
-BOUNDARIES = ("reflect", "valid")
+#: Boundaries of R: the image padded by s - 1 pixels mirrored ("reflect") or repeated
+#: ("replicate"), or only the patches inside it ("valid", the paper's).
+BOUNDARIES = ("reflect", "replicate", "valid")
 
 
 def shape_scores(r: torch.Tensor, concavity: float | torch.Tensor = 0.0, score_ref: float = 0.0) -> torch.Tensor:
@@ -261,10 +264,10 @@ def shape_scores_unchecked(r: torch.Tensor, k: torch.Tensor, score_ref: float) -
 
 
 def boundary_padding(s: int, boundary: str) -> int:
-    """Pixels added on each side by :func:`pad_boundary` (s - 1 for "reflect", 0 for "valid")."""
+    """Pixels added on each side by :func:`pad_boundary` (s - 1, or 0 for "valid")."""
     if boundary not in BOUNDARIES:
-        raise ValueError(f"unknown boundary {boundary!r}; use {' or '.join(BOUNDARIES)}")
-    return s - 1 if boundary == "reflect" else 0
+        raise ValueError(f"unknown boundary {boundary!r}; use {', '.join(BOUNDARIES)}")
+    return 0 if boundary == "valid" else s - 1
 
 
 def check_image_size(x: torch.Tensor, s: int) -> None:
@@ -278,12 +281,14 @@ def pad_boundary(x: torch.Tensor, s: int, boundary: str) -> torch.Tensor:
 
     ``"valid"``: x itself, so pixels near the border lie in fewer patches (down to one
     at a corner) and get less regularisation. ``"reflect"``: x mirrored by s - 1 pixels
-    on each side (without repeating the edge), so every pixel lies in at least s^2
-    patches. Differentiable; needs an image of at least s x s pixels.
+    on each side (without repeating the edge); ``"replicate"``: its edge pixels repeated
+    s - 1 times. With either, every pixel lies in at least s^2 patches. Differentiable
+    (the gradient of a padded pixel flows back to the pixel it copies); needs an image
+    of at least s x s pixels.
     """
     p = boundary_padding(s, boundary)
     check_image_size(x, s)
-    return F.pad(x, (p, p, p, p), mode="reflect") if p else x
+    return F.pad(x, (p, p, p, p), mode=boundary) if p else x
 
 
 class Regularizer:
@@ -304,7 +309,8 @@ class Regularizer:
         larger images are processed in exact tiles. None: no tiling.
     precision : ``"fp32"`` or ``"bf16"`` (autocast: about 2x faster on CPU, gradient
         relative error about 2%; see benchmarks/restore_speed.py for its PSNR cost).
-    boundary : ``"reflect"`` (R on the image mirrored by s - 1 pixels) or ``"valid"``
+    boundary : ``"reflect"`` (R on the image mirrored by s - 1 pixels), ``"replicate"``
+        (its edge pixels repeated s - 1 times) or ``"valid"``
         (the paper's: only patches inside the image); see :func:`pad_boundary`.
     compile : run the critic through ``torch.compile`` (one-off compilation of about
         25 s on CPU; measured no faster there, see benchmarks/restore_speed.py).

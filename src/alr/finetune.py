@@ -41,7 +41,7 @@ from dataclasses import asdict, dataclass
 import torch
 from tqdm.auto import tqdm
 
-from .critic import PatchCritic, Regularizer
+from .critic import BOUNDARIES, PatchCritic, Regularizer
 from .data import ImageStack, random_dihedral
 from .device import resolve_device
 from .metrics import psnr
@@ -74,6 +74,7 @@ class FinetuneConfig:
     method: str = "nmapg"
     iters: int = 200
     tol: float = 1e-4
+    boundary: str = "reflect"
     tau: float = 1.0
     augment: bool = True
     val_every: int = 0
@@ -90,10 +91,12 @@ class FinetuneConfig:
             raise ValueError("nothing to train: the weights, the scale and weight, or both")
         if self.tau <= 0:
             raise ValueError(f"the JFB step tau must be > 0, got {self.tau}")
+        if self.boundary not in BOUNDARIES:
+            raise ValueError(f"unknown boundary {self.boundary!r}; use {', '.join(BOUNDARIES)}")
 
     def solver(self) -> dict:
         """The inner solver, as keyword options of :func:`alr.solver.minimize`."""
-        return {"method": self.method, "iters": self.iters, "tol": self.tol, "boundary": "reflect"}
+        return {"method": self.method, "iters": self.iters, "tol": self.tol, "boundary": self.boundary}
 
     def recommendation(self) -> dict:
         """The solver a fine-tuned critic is restored with (its model file's ``solver``): the inner
@@ -102,12 +105,12 @@ class FinetuneConfig:
         from .pretrained import TASK_ITERS
 
         iters = {task: max(n, self.iters) for task, n in TASK_ITERS.items()}
-        return {"method": self.method, "options": {"boundary": "reflect", "tol": self.tol},
+        return {"method": self.method, "options": {"boundary": self.boundary, "tol": self.tol},
                 "iters": {**iters, "denoise": self.iters}}
 
 
 def jfb_output(critic: PatchCritic, x_star: torch.Tensor, y: torch.Tensor, lam: float,
-               tau: float = 1.0) -> torch.Tensor:
+               tau: float = 1.0, boundary: str = "reflect") -> torch.Tensor:
     """``x* - tau G(x*)`` with ``G = (z - y) + N lam grad R(z)``, differentiable with respect to the
     critic (its weights, and its log scale / weight when they are tensors) but not through x*.
 
@@ -119,7 +122,7 @@ def jfb_output(critic: PatchCritic, x_star: torch.Tensor, y: torch.Tensor, lam: 
     """
     z = x_star.detach().requires_grad_(True)
     with torch.enable_grad():
-        (grad_r,) = torch.autograd.grad(Regularizer(critic)(z).sum(), z, create_graph=True)
+        (grad_r,) = torch.autograd.grad(Regularizer(critic, boundary=boundary)(z).sum(), z, create_graph=True)
     return z.detach() - tau * ((z.detach() - y) + z[0].numel() * lam * grad_r)
 
 
@@ -175,7 +178,7 @@ def finetune(critic: PatchCritic, images: ImageStack, config: FinetuneConfig, la
             x, y = x.to(device), y.to(device)
             x_star, _ = minimize(y, None, critic, lam, clip=False, device=device, **config.solver())
             critic.requires_grad_(config.weights)  # the solver froze the weights
-            loss = (jfb_output(critic, x_star, y, lam, config.tau) - x).pow(2).mean()
+            loss = (jfb_output(critic, x_star, y, lam, config.tau, config.boundary) - x).pow(2).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -46,6 +46,8 @@ the 12-pixel border band ends 4-5 dB worse than the interior. The default
 ``R(x) = mean_{p in P(pad(x))} r(p)``, so that every pixel is seen by at least s^2
 patches; its gradient is the adjoint of the padding applied to the gradient on the
 padded image (measured: +0.8 dB at the same lam, +1.7 dB with lam recalibrated).
+``"replicate"`` pads with repeated edge pixels instead (measured 0.05-0.19 dB below
+``"reflect"``, docs/negative-results.md).
 
 Shaping (``concavity=``, ``score_ref=``): ``R(x) = mean_p psi(r(p))`` with the concave
 ``psi`` of :func:`alr.critic.shape_scores`, ``psi'(r) = exp(-kappa (r - c))``: each patch's
@@ -201,7 +203,8 @@ def minimize(y: torch.Tensor, physics: LinearOperator | None, model: PatchCritic
     x0 : starting point (default ``physics.init(y)``, i.e. A^T y or better).
     max_memory : activation budget in bytes; larger images are solved in exact tiles.
     precision : ``"fp32"`` or ``"bf16"`` for the critic's forward/backward.
-    boundary : ``"reflect"`` (default) or ``"valid"`` (the paper's R); see the module docstring.
+    boundary : ``"reflect"`` (default), ``"replicate"`` or ``"valid"`` (the paper's R); see the
+        module docstring.
     compile : compile the critic with ``torch.compile`` (see :class:`Regularizer`).
     concavity, score_ref : concave shaping of the patch scores (:func:`alr.critic.shape_scores`);
         0 (default) is the paper's R. A calibrated model's table supplies both per noise level;
