@@ -19,7 +19,7 @@ import torch
 
 from . import argtypes
 from .critic import ACTIVATIONS, BOUNDARIES, CRITERIA
-from .settings import MAX_SR_FACTOR
+from .settings import COLOR_SPACES, MAX_SR_FACTOR
 from .train import PENALTIES, RECIPES
 
 TASKS = ("denoise", "deblur", "inpaint", "sr")
@@ -181,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "patches only (the paper's)")
     r.add_argument("--compile", action="store_true", help="compile the critic with torch.compile")
     r.add_argument("--per-channel", action="store_true", help="apply a grayscale model to each colour channel")
+    r.add_argument("--color-space", choices=COLOR_SPACES, default="rgb",
+                   help="opponent: denoise a colour image with a gray model (default gray) on its luminance and "
+                        "two chroma channels, as CBM3D does (alr.solver.restore_opponent)")
     r.add_argument("--max-memory", type=argtypes.memory, default=None, help="activation memory budget, e.g. 4G (default: a quarter of the memory available, "
                         "at most 1G; larger images are solved in exact tiles)")
     r.add_argument("--device", type=argtypes.device, default=None, help=argtypes.DEVICE_HELP)
@@ -266,19 +269,22 @@ class _Job:
     def __init__(self, path: Path, out: Path, args, physics, models: dict, say) -> None:
         from .images import read_image
         from .pretrained import load
-        from .settings import match_channels, resolve
+        from .settings import check_color_space, match_channels, resolve
 
         y = read_image(path)
-        name = args.model or ("gray" if y.shape[1] == 1 else "color")
+        opponent = args.color_space == "opponent"
+        name = args.model or ("gray" if y.shape[1] == 1 or opponent else "color")
         if name not in models:
             models[name] = load(name)
         self.model = models[name]
-        self.y = match_channels(self.model, y, args.per_channel, path.name)
+        check_color_space(args.color_space, self.model, y, args.task, args.clipped, path.name)
+        self.y = match_channels(self.model, y, args.per_channel or opponent, path.name)
         self.physics = physics
         self.physics.check_measurement(self.y)
         self.settings = resolve(self.model, self.y, args.task, args.sigma, args.lam, clipped=args.clipped,
                                 method=args.method, iters=args.iters, concavity=args.concavity,
-                                boundary=args.boundary, symmetric=args.symmetric, per_channel=args.per_channel,
+                                boundary=args.boundary, symmetric=args.symmetric,
+                                per_channel=args.per_channel or opponent, color_space=args.color_space,
                                 max_memory=args.max_memory, device=args.device, name=path.name)
         for note in self.settings.notes:
             say(note)
@@ -303,7 +309,14 @@ def _solve(jobs: list[_Job], args, say) -> None:
         say(f"{j0.path.name}: {y.shape[-1]}x{y.shape[-2]} solved in tiles of {tile}x{tile} pixels to stay within "
             f"{s0.max_memory / 2 ** 20:.0f} MiB of activations (--max-memory)")
     t0 = time.perf_counter()
-    x, _ = solve(y, j0.physics, j0.model, [j.settings for j in jobs], args.device, progress=not args.quiet)
+    if s0.color_space == "opponent":  # each channel of the opponent space is its own gray problem
+        from .solver import restore_opponent
+        x = torch.cat([j.y if j.settings.skip else restore_opponent(
+            j.y, j0.model, j.settings.sigma, args.lam, method=args.method, iters=args.iters, concavity=args.concavity,
+            boundary=args.boundary, symmetric=args.symmetric, max_memory=s0.max_memory, device=args.device,
+            progress=not args.quiet).cpu() for j in jobs])
+    else:
+        x, _ = solve(y, j0.physics, j0.model, [j.settings for j in jobs], args.device, progress=not args.quiet)
     dt = time.perf_counter() - t0
     for j, xi in zip(jobs, x):
         write_image(j.out, xi[None])

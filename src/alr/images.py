@@ -193,6 +193,42 @@ def to_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
     raise ValueError(f"cannot convert {x.shape[1]} channels to {channels}")
 
 
+#: Rows of the opponent colour transform of :func:`to_opponent`: luminance and two chroma
+#: channels, mutually orthogonal, each scaled so that it maps [0, 1]^3 into [0, 1] (with the offsets
+#: :data:`OPPONENT_OFFSET`).
+OPPONENT = ((1 / 3, 1 / 3, 1 / 3), (1 / 2, 0.0, -1 / 2), (1 / 4, -1 / 2, 1 / 4))
+OPPONENT_OFFSET = (0.0, 0.5, 0.5)
+
+
+def opponent_noise(sigma: float) -> tuple[float, float, float]:
+    """Noise std of each :func:`to_opponent` channel of an RGB image with white noise of std sigma."""
+    return tuple(sigma * sum(w * w for w in row) ** 0.5 for row in OPPONENT)
+
+
+def to_opponent(x: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) RGB to luminance (R+G+B)/3 and chroma (R-B)/2 + 1/2, (R-2G+B)/4 + 1/2.
+
+    The rows are orthogonal, so white noise stays white and independent between the channels
+    (std :func:`opponent_noise`); an image in [0, 1] stays in [0, 1]. Inverse: :func:`from_opponent`.
+
+    >>> x = torch.rand(2, 3, 8, 8)
+    >>> bool(torch.allclose(from_opponent(to_opponent(x)), x, atol=1e-6))
+    True
+    """
+    if x.dim() != 4 or x.shape[1] != 3:
+        raise ValueError(f"expected a (B, 3, H, W) colour image, got shape {tuple(x.shape)}")
+    m = torch.tensor(OPPONENT, dtype=x.dtype, device=x.device)
+    b = torch.tensor(OPPONENT_OFFSET, dtype=x.dtype, device=x.device)
+    return torch.einsum("ij,bjhw->bihw", m, x) + b[None, :, None, None]
+
+
+def from_opponent(z: torch.Tensor) -> torch.Tensor:
+    """The inverse of :func:`to_opponent`."""
+    m = torch.tensor(OPPONENT, dtype=z.dtype, device=z.device)
+    b = torch.tensor(OPPONENT_OFFSET, dtype=z.dtype, device=z.device)
+    return torch.einsum("ij,bjhw->bihw", torch.linalg.inv(m), z - b[None, :, None, None])
+
+
 def read_image(path: PathLike, channels: int | None = None, bounded: bool = True) -> torch.Tensor:
     """Read an image as a (1, C, H, W) float32 tensor; optionally convert to ``channels``
     (``bounded=False``: float data of any finite scale, :func:`as_image`)."""

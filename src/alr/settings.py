@@ -64,6 +64,7 @@ class Settings:
     score_ref: float = 0.0
     symmetric: bool = False
     per_channel: bool = False
+    color_space: str = "rgb"
     clipped: bool = False
     max_memory: float | None = None
     tol: float = 0.0
@@ -84,10 +85,12 @@ class Settings:
         """Images whose settings share this key can be solved as one batch (lam, concavity and
         sigma may differ per image)."""
         return (self.task, self.method, self.iters, self.tol, self.boundary, self.score_ref, self.symmetric,
-                self.per_channel, self.clipped)
+                self.per_channel, self.color_space, self.clipped)
 
     def describe(self) -> str:
         """One line: the settings that decide the result."""
+        if self.color_space == "opponent":  # three gray problems, each with its own table's settings
+            return f"task {self.task}, gray model in the opponent colour space at sigma {self.sigma:.4g}"
         parts = [f"task {self.task}", f"lam {self.lam:.4g}", self.method]
         if self.iters is not None:
             parts.append(f"{self.iters} iterations" if not self.tol else f"to tolerance {self.tol:g} (at most {self.iters} iterations)")
@@ -111,6 +114,20 @@ def match_channels(model: PatchCritic, y: torch.Tensor, per_channel: bool, name:
     return y
 
 
+COLOR_SPACES = ("rgb", "opponent")
+
+
+def check_color_space(color_space: str, model: PatchCritic, y: torch.Tensor, task: str | None, clipped: bool,
+                      name: str = "the image") -> None:
+    """Raise AlrError unless ``color_space`` applies: ``"rgb"`` always; ``"opponent"``
+    (:func:`alr.solver.restore_opponent`) to denoising a colour image with a gray model."""
+    if color_space not in COLOR_SPACES:
+        raise AlrError(f"unknown colour space {color_space!r}; use {' or '.join(COLOR_SPACES)}")
+    if color_space == "opponent" and (task != "denoise" or clipped or model.in_channels != 1 or y.shape[1] != 3):
+        raise AlrError(f"{name}: the opponent colour space is for denoising a colour image with a gray model "
+                       "(no other task, no clipped-noise data term)")
+
+
 def _saturated(y: torch.Tensor) -> float:
     """Fraction of pixels exactly at 0 or 1: what clipping after the noise leaves."""
     return float(((y == 0) | (y == 1)).float().mean())
@@ -119,8 +136,9 @@ def _saturated(y: torch.Tensor) -> float:
 def resolve(model: PatchCritic, y: torch.Tensor, task: str = "denoise", sigma: float | None = None,
             lam: float | None = None, *, clipped: bool = False, method: str | None = None,
             iters: int | None = None, concavity: float | None = None, boundary: str | None = None,
-            symmetric: bool = False, per_channel: bool = False, max_memory: float | None = None,
-            device: torch.device | str | None = None, name: str = "the image") -> Settings:
+            symmetric: bool = False, per_channel: bool = False, color_space: str = "rgb",
+            max_memory: float | None = None, device: torch.device | str | None = None,
+            name: str = "the image") -> Settings:
     """The settings for restoring the measurement ``y`` (B, C, H, W) with ``model``.
 
     Parameters
@@ -131,6 +149,8 @@ def resolve(model: PatchCritic, y: torch.Tensor, task: str = "denoise", sigma: f
     clipped : ``y`` was clipped to [0, 1] after the noise: censored data term and its table.
     method, iters, concavity, boundary, symmetric : solver overrides (None: the model's).
     per_channel : apply a gray model to each channel of a colour image.
+    color_space : ``"rgb"``, or ``"opponent"``: a gray model denoises the luminance and chroma
+        channels (:func:`check_color_space`; the settings then hold the RGB noise level).
     max_memory : activation memory budget in bytes (None: from the memory available on ``device``).
     name : how messages name the input (a file name on the command line).
     """
@@ -139,6 +159,7 @@ def resolve(model: PatchCritic, y: torch.Tensor, task: str = "denoise", sigma: f
     check_image(y, name, bounded=False)  # the measurements of any operator; alr.restore bounds its own
     if task not in TASKS:
         raise AlrError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+    check_color_space(color_space, model, y, task, clipped, name)
     for opt, v in (("sigma", sigma), ("lam", lam), ("concavity", concavity)):
         if v is not None:
             check_number(v, opt)
@@ -183,7 +204,7 @@ def resolve(model: PatchCritic, y: torch.Tensor, task: str = "denoise", sigma: f
     if sat > SATURATION_NOTE and not clipped:
         notes.append(f"{name}: {sat:.0%} of the pixels are exactly 0 or 1; if the noise was clipped "
                      "(saturation), --clipped models it and restores them better")
-    if per_channel and model.in_channels == 1 and y.shape[1] == 3:
+    if per_channel and model.in_channels == 1 and y.shape[1] == 3 and color_space == "rgb":
         notes.append(f"{name}: a gray model on each colour channel restores about 2 dB worse than the colour "
                      "model (--model color)")
     opts = solver_options(model, task, sigma, clipped)
@@ -197,6 +218,6 @@ def resolve(model: PatchCritic, y: torch.Tensor, task: str = "denoise", sigma: f
     return Settings(task=task, sigma=sigma, lam=float(lam), method=opts["method"],
                     iters=iters or opts.get("iters"), boundary=boundary or opts.get("boundary", "reflect"),
                     concavity=float(opts.get("concavity", 0.0)), score_ref=float(opts.get("score_ref", 0.0)),
-                    symmetric=symmetric, per_channel=per_channel, clipped=clipped,
+                    symmetric=symmetric, per_channel=per_channel, color_space=color_space, clipped=clipped,
                     max_memory=max_memory if max_memory is not None else memory_budget(device),
                     tol=float(opts.get("tol", 0.0)), skip=skip, notes=notes)

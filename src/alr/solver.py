@@ -670,8 +670,8 @@ def restore(y: torch.Tensor, model: "str | PatchCritic | None" = None, sigma: fl
             task: str | None = None, physics=None, lam: float | None = None, *, clipped: bool = False,
             method: str | None = None, iters: int | None = None, concavity: float | None = None,
             boundary: str | None = None, symmetric: bool = False, per_channel: bool = False,
-            max_memory: float | None = None, device: str | torch.device | None = None,
-            progress: bool = False) -> torch.Tensor:
+            color_space: str = "rgb", max_memory: float | None = None,
+            device: str | torch.device | None = None, progress: bool = False) -> torch.Tensor:
     """Restore ``y`` in one call, with the model's calibrated settings for everything not given.
 
     Solves ``min_x 1/(2n) ||A x - y||^2 + lam R(x)`` (module docstring) with lambda, solver,
@@ -692,6 +692,8 @@ def restore(y: torch.Tensor, model: "str | PatchCritic | None" = None, sigma: fl
         or ``task``.
     lam, clipped, method, iters, concavity, boundary, symmetric, per_channel, max_memory :
         overrides, see :func:`alr.settings.resolve` and :func:`minimize`.
+    color_space : ``"rgb"``, or ``"opponent"``: denoise a colour image with a gray model in the
+        opponent space of :func:`alr.images.to_opponent` (:func:`restore_opponent`).
     device : where to solve (default: CUDA when available, else the CPU); the result stays there.
     progress : show a progress bar.
 
@@ -708,13 +710,18 @@ def restore(y: torch.Tensor, model: "str | PatchCritic | None" = None, sigma: fl
     True
     """
     from .pretrained import load
-    from .settings import match_channels, resolve
+    from .settings import check_color_space, match_channels, resolve
 
     check_measurement(y, physics)
     if isinstance(model, PatchCritic):
         critic = model
     else:
-        critic = load(model or ("gray" if y.shape[1] == 1 else "color"))
+        critic = load(model or ("gray" if y.shape[1] == 1 or color_space == "opponent" else "color"))
+    check_color_space(color_space, critic, y, task or task_of(physics), clipped)
+    if color_space == "opponent":
+        return restore_opponent(y, critic, sigma, lam, method=method, iters=iters, concavity=concavity,
+                                boundary=boundary, symmetric=symmetric, max_memory=max_memory, device=device,
+                                progress=progress)
     y = match_channels(critic, y, per_channel)
     task = task or task_of(physics)
     if task is None:
@@ -736,3 +743,53 @@ def restore(y: torch.Tensor, model: "str | PatchCritic | None" = None, sigma: fl
         out = x.new_empty((y.shape[0], *x.shape[1:])) if out is None else out
         out[idx] = x
     return out
+
+
+#: Chroma lambda of :func:`restore_opponent`: the gray table's lambda at the chroma channel's noise
+#: level times this (chosen on cbsd432 crops, research/scripts/probe_opponent.py).
+CHROMA_LAMBDA = 8.0
+
+
+def restore_opponent(y: torch.Tensor, model: "str | PatchCritic" = "gray", sigma: float | None = None,
+                     lam: float | None = None, chroma_lambda: float = CHROMA_LAMBDA, **options) -> torch.Tensor:
+    """Denoise colour images with a gray model in an opponent colour space.
+
+    ``z = T y`` (:func:`alr.images.to_opponent`: luminance and two chroma channels, white noise of
+    std ``sigma_c = sigma ||T_c||``); each channel is denoised alone by :func:`restore`,
+    the luminance at its table's lambda for ``sigma_c``, each chroma channel at ``chroma_lambda``
+    times it (chroma is smooth: a stronger prior pays), every channel with the iterations of the
+    table at ``sigma`` (unless ``iters`` is given); then ``x = T^-1 z``. It is CBM3D's colour
+    transform with the gray critic in place of BM3D.
+
+    Parameters
+    ----------
+    y : noisy colour images (B, 3, H, W).
+    model : a gray model (name, file or critic).
+    sigma : noise std of ``y`` in RGB; None: estimated from each image.
+    lam : the luminance's lambda (None: the table's at its noise level); each chroma channel's
+        is ``chroma_lambda`` times ``lam`` (None: times the table's at its noise level).
+    options : passed to :func:`restore` (method, iters, concavity, boundary, symmetric,
+        max_memory, device, progress).
+
+    Returns the restored images (B, 3, H, W) in [0, 1].
+    """
+    from .data import estimate_sigma
+    from .images import from_opponent, opponent_noise, to_opponent
+    from .pretrained import lam_for, load, solver_options
+
+    critic = model if isinstance(model, PatchCritic) else load(model)
+    check_image(y, "y", bounded=False)
+    if critic.in_channels != 1 or y.shape[1] != 3:
+        raise AlrError(f"the opponent colour space applies a gray model to colour images; got a "
+                       f"{critic.in_channels}-channel model and {y.shape[1]}-channel images")
+    if sigma is None:  # one estimate per image (each may differ), from the RGB channels
+        return torch.cat([restore_opponent(y[i:i + 1], critic, estimate_sigma(y[i:i + 1]), lam, chroma_lambda,
+                                           **options) for i in range(y.shape[0])])
+    z = to_opponent(y)
+    if options.get("iters") is None:  # a chroma channel's own (lower) level stops too early for its stronger prior
+        options["iters"] = solver_options(critic, "denoise", sigma).get("iters")
+    out = []
+    for c, s in enumerate(opponent_noise(sigma)):
+        lam_c = lam if lam is not None else lam_for(critic, "denoise", s)
+        out.append(restore(z[:, c:c + 1], critic, s, lam=lam_c * (chroma_lambda if c else 1.0), **options))
+    return from_opponent(torch.cat(out, 1).to(y.dtype)).clamp(0, 1)

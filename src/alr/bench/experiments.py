@@ -10,7 +10,9 @@
   ``--protocol paper`` (noisy input clipped to [0, 1]) or ``standard``; method
   ``alr-clipped`` is ALR with the censored data term of :mod:`alr.fidelity`, which
   models the clipping (paper protocol only); ``bm3d-channels`` is grayscale BM3D on
-  each colour channel alone (the paper's BM3D setting as docs/results.md reads it).
+  each colour channel alone (the paper's BM3D setting as docs/results.md reads it);
+  ``alr-opponent`` (colour) is the gray model in the opponent colour space
+  (:func:`alr.solver.restore_opponent`).
 * ``histogram``: critic values on clean and noisy patches (paper Fig. 3).
 * ``deblur``, ``inpaint``, ``sr``: ALR against the baselines that apply.
 * ``toy``: the circle of Fig. 1.
@@ -51,7 +53,7 @@ from ..pretrained import lam_for, load, resolve
 from ..solver import minimize
 
 EPLL_DIR = Path(__file__).parent / "models"  # the EPLL baseline's Gaussian mixtures
-TABLE2_METHODS = ("alr", "alr-clipped", "bm3d", "bm3d-channels", "epll", "tv")
+TABLE2_METHODS = ("alr", "alr-clipped", "alr-opponent", "bm3d", "bm3d-channels", "epll", "tv")
 
 EXPERIMENTS = ("calibrate", "table1", "table2", "histogram", "deblur", "inpaint", "sr", "toy", "real")
 
@@ -71,7 +73,8 @@ def bench_parser() -> argparse.ArgumentParser:
     b.add_argument("--protocol", choices=("paper", "standard", "both"), default="both")
     b.add_argument("--methods", default="alr,bm3d,epll,tv",
                    help=f"comma-separated, from {','.join(TABLE2_METHODS)} (alr-clipped: paper protocol only; "
-                        "bm3d-channels: grayscale BM3D on each colour channel alone)")
+                        "bm3d-channels: grayscale BM3D on each colour channel alone; alr-opponent, --color: the "
+                        "gray model in the opponent colour space)")
     b.add_argument("--sigmas", default=None,
                    help="comma-separated noise levels, numbers or fractions: 0.1,0.2 or 15/255,25/255,50/255 (the "
                         "literature's convention: the tables then also give sigma x 255)")
@@ -260,6 +263,9 @@ def _baseline(method: str, y, physics, sigma, ctx):
         return bm3d_restore(y, sigma, physics, per_channel=method == "bm3d-channels")
     if method == "epll":
         return epll_restore(y.to(ctx["device"]), physics, sigma, ctx["gmm"]).cpu()
+    if method == "alr-opponent":
+        from ..solver import restore_opponent
+        return restore_opponent(y, "gray", sigma, device=ctx["device"]).cpu()
     if method == "tv":
         return tv_restore(y.to(ctx["device"]), physics, ctx["tv_lam"](sigma),
                           iters=100 if ctx["quick"] else ctx["tv_iters"]).cpu()
@@ -376,6 +382,8 @@ def cmd_table2(args, out: Path) -> str:
     sigmas = _sigmas(args, [0.1, 0.2, 0.4])
     protocols = ["paper", "standard"] if args.protocol == "both" else [args.protocol]
     methods = _methods(args)
+    if "alr-opponent" in methods and not args.color:
+        raise ValueError("--methods alr-opponent denoises colour images: add --color")
     return run_restoration_table(args, out, "denoise", folder, sigmas, lambda x: Denoising(), methods, protocols,
                                  f"Denoising on {folder.name} (paper Table 2)")
 
