@@ -269,7 +269,7 @@ class _Job:
     def __init__(self, path: Path, out: Path, args, physics, models: dict, say) -> None:
         from .images import read_image
         from .pretrained import load
-        from .settings import check_color_space, match_channels, resolve
+        from .settings import match_channels, resolve
 
         y = read_image(path)
         opponent = args.color_space == "opponent"
@@ -277,7 +277,6 @@ class _Job:
         if name not in models:
             models[name] = load(name)
         self.model = models[name]
-        check_color_space(args.color_space, self.model, y, args.task, args.clipped, path.name)
         self.y = match_channels(self.model, y, args.per_channel or opponent, path.name)
         self.physics = physics
         self.physics.check_measurement(self.y)

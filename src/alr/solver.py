@@ -776,12 +776,11 @@ def restore_opponent(y: torch.Tensor, model: "str | PatchCritic" = "gray", sigma
     from .data import estimate_sigma
     from .images import from_opponent, opponent_noise, to_opponent
     from .pretrained import lam_for, load, solver_options
+    from .settings import check_color_space
 
     critic = model if isinstance(model, PatchCritic) else load(model)
     check_image(y, "y", bounded=False)
-    if critic.in_channels != 1 or y.shape[1] != 3:
-        raise AlrError(f"the opponent colour space applies a gray model to colour images; got a "
-                       f"{critic.in_channels}-channel model and {y.shape[1]}-channel images")
+    check_color_space("opponent", critic, y, "denoise", False)
     if sigma is None:  # one estimate per image (each may differ), from the RGB channels
         return torch.cat([restore_opponent(y[i:i + 1], critic, estimate_sigma(y[i:i + 1]), lam, chroma_lambda,
                                            **options) for i in range(y.shape[0])])
