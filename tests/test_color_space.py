@@ -8,6 +8,7 @@ from alr.data import add_noise
 from alr.errors import AlrError
 from alr.images import from_opponent, opponent_noise, read_image, to_opponent, write_image
 from alr.metrics import psnr
+from alr.settings import OPPONENT_SIGMA, pick_color_space
 from alr.solver import restore_opponent
 
 
@@ -96,3 +97,33 @@ def test_bench_runs_the_opponent_method_beside_the_colour_model(tmp_path):
     psnrs = {r["method"]: float(r["psnr"]) for r in csv.DictReader(open(out / "results.csv"))}
     assert psnrs["alr-opponent"] > psnrs["input"] + 5 and "alr" in psnrs
     assert main(["bench", "table2", "--quick", "--methods", "alr-opponent", "-o", str(tmp_path / "gray")]) == 2
+
+
+@pytest.mark.parametrize("space,model_given,task,sigma,clipped,per_channel,gray,expected", [
+    ("auto", False, "denoise", 0.2, False, False, False, "opponent"),
+    ("auto", False, "denoise", OPPONENT_SIGMA, False, False, False, "opponent"),
+    ("auto", False, "denoise", 0.1, False, False, False, "rgb"),
+    ("auto", True, "denoise", 0.2, False, False, False, "rgb"),      # the user's model decides
+    ("auto", False, "deblur", 0.2, False, False, False, "rgb"),
+    ("auto", False, "denoise", 0.2, True, False, False, "rgb"),      # clipped-noise data term
+    ("auto", False, "denoise", 0.2, False, True, False, "rgb"),      # --per-channel
+    ("auto", False, "denoise", 0.2, False, False, True, "rgb"),      # a gray image
+    ("rgb", False, "denoise", 0.4, False, False, False, "rgb"),
+    ("opponent", False, "denoise", 0.05, False, False, False, "opponent"),
+])
+def test_auto_colour_space_rule(astronaut, space, model_given, task, sigma, clipped, per_channel, gray, expected):
+    y = astronaut[:, :1] if gray else astronaut
+    assert pick_color_space(space, model_given, y, task, sigma, clipped, per_channel) == expected
+
+
+def test_default_denoises_colour_by_noise_level_each_image_its_own(tmp_path, astronaut):
+    y = torch.cat([add_noise(astronaut, 0.05, seed=1), add_noise(astronaut, 0.3, seed=2)])
+    x = alr.restore(y)  # noise estimated per image: 0.05 on RGB with `color`, 0.3 in the opponent space
+    assert [pick_color_space("auto", False, y[i:i + 1], "denoise", None, False, False) for i in range(2)] == \
+        ["rgb", "opponent"]
+    assert torch.allclose(x[:1], alr.restore(y[:1], "color", color_space="rgb"), atol=1e-5)
+    assert torch.allclose(x[1:], restore_opponent(y[1:], "gray"), atol=1e-5)
+    noisy, out = tmp_path / "noisy.npy", tmp_path / "out.npy"
+    write_image(noisy, y[1:])
+    assert main(["restore", str(noisy), "-o", str(out), "-q"]) == 0
+    assert torch.allclose(read_image(out), x[1:], atol=1e-5)  # the command line decides the same way

@@ -19,7 +19,7 @@ import torch
 
 from . import argtypes
 from .critic import ACTIVATIONS, BOUNDARIES, CRITERIA
-from .settings import COLOR_SPACES, MAX_SR_FACTOR
+from .settings import COLOR_SPACES, MAX_SR_FACTOR, OPPONENT_SIGMA
 from .train import PENALTIES, RECIPES
 
 TASKS = ("denoise", "deblur", "inpaint", "sr")
@@ -181,9 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "patches only (the paper's)")
     r.add_argument("--compile", action="store_true", help="compile the critic with torch.compile")
     r.add_argument("--per-channel", action="store_true", help="apply a grayscale model to each colour channel")
-    r.add_argument("--color-space", choices=COLOR_SPACES, default="rgb",
+    r.add_argument("--color-space", choices=COLOR_SPACES, default="auto",
                    help="opponent: denoise a colour image with a gray model (default gray) on its luminance and "
-                        "two chroma channels, as CBM3D does (alr.solver.restore_opponent)")
+                        "two chroma channels, as CBM3D does; rgb: the colour model on RGB; auto (default): "
+                        f"opponent for colour denoising with the default model at sigma >= {OPPONENT_SIGMA:g}, else rgb")
     r.add_argument("--max-memory", type=argtypes.memory, default=None, help="activation memory budget, e.g. 4G (default: a quarter of the memory available, "
                         "at most 1G; larger images are solved in exact tiles)")
     r.add_argument("--device", type=argtypes.device, default=None, help=argtypes.DEVICE_HELP)
@@ -269,10 +270,12 @@ class _Job:
     def __init__(self, path: Path, out: Path, args, physics, models: dict, say) -> None:
         from .images import read_image
         from .pretrained import load
-        from .settings import match_channels, resolve
+        from .settings import match_channels, pick_color_space, resolve
 
         y = read_image(path)
-        opponent = args.color_space == "opponent"
+        space = pick_color_space(args.color_space, args.model is not None, y, args.task, args.sigma, args.clipped,
+                                 args.per_channel)
+        opponent = space == "opponent"
         name = args.model or ("gray" if y.shape[1] == 1 or opponent else "color")
         if name not in models:
             models[name] = load(name)
@@ -283,7 +286,7 @@ class _Job:
         self.settings = resolve(self.model, self.y, args.task, args.sigma, args.lam, clipped=args.clipped,
                                 method=args.method, iters=args.iters, concavity=args.concavity,
                                 boundary=args.boundary, symmetric=args.symmetric,
-                                per_channel=args.per_channel or opponent, color_space=args.color_space,
+                                per_channel=args.per_channel or opponent, color_space=space,
                                 max_memory=args.max_memory, device=args.device, name=path.name)
         for note in self.settings.notes:
             say(note)

@@ -20,7 +20,10 @@ Rules, in order:
   :data:`NO_NOISE_SIGMA` is refused instead, since saturated pixels hide the noise from the
   estimator (a sharp 0/1 edge estimates 1e-33);
 * the activation memory budget: as given, else a quarter of the memory available now,
-  at most 1 GiB (:func:`alr.device.memory_budget`).
+  at most 1 GiB (:func:`alr.device.memory_budget`);
+* before all these, the colour space (:func:`pick_color_space`): without a model named, a colour
+  image is denoised by the `gray` model on its luminance and chroma from a noise level of
+  :data:`OPPONENT_SIGMA` up, by `color` below it.
 """
 from __future__ import annotations
 
@@ -108,21 +111,47 @@ def match_channels(model: PatchCritic, y: torch.Tensor, per_channel: bool, name:
         return y.expand(-1, 3, -1, -1)
     if model.in_channels == 1 and y.shape[1] == 3 and not per_channel:
         raise AlrError(f"{name} is a colour image and the model is grayscale: use a colour model "
-                       "(--model color) or apply the gray one to each channel (--per-channel)")
+                       "(--model color), denoise its luminance and chroma (--color-space opponent) or apply "
+                       "the gray one to each channel (--per-channel)")
     if y.shape[1] not in (1, 3) or (model.in_channels == 3 and y.shape[1] != 3):
         raise AlrError(f"{name} has {y.shape[1]} channels; the model takes {model.in_channels}")
     return y
 
 
-COLOR_SPACES = ("rgb", "opponent")
+COLOR_SPACES = ("auto", "rgb", "opponent")
+#: With the default model, colour images are denoised in the opponent space from this noise level
+#: up (the geometric mean of 0.1, where ``color`` restores better, and 0.2, where the opponent
+#: space does, on cbsd432 crops: docs/results.md, "Opponent colour space").
+OPPONENT_SIGMA = 0.14
+
+
+def pick_color_space(color_space: str, model_given: bool, y: torch.Tensor, task: str | None,
+                     sigma: float | None, clipped: bool, per_channel: bool) -> str:
+    """``color_space`` with ``"auto"`` made concrete for the image ``y`` (1, C, H, W).
+
+    ``"auto"`` is ``"opponent"`` (the `gray` model on luminance and chroma,
+    :func:`alr.solver.restore_opponent`) for denoising a colour image with the default model, no
+    clipped-noise data term and no ``per_channel``, at a noise level ``sigma`` (None: estimated)
+    of at least :data:`OPPONENT_SIGMA`; otherwise ``"rgb"``. Other values are returned as given.
+    """
+    if color_space != "auto":
+        return color_space
+    if model_given or task != "denoise" or clipped or per_channel or y.shape[1] != 3:
+        return "rgb"
+    from .data import estimate_sigma
+    level = sigma if sigma is not None else estimate_sigma(y)
+    return "opponent" if level >= OPPONENT_SIGMA else "rgb"
 
 
 def check_color_space(color_space: str, model: PatchCritic, y: torch.Tensor, task: str | None, clipped: bool,
                       name: str = "the image") -> None:
     """Raise AlrError unless ``color_space`` applies: ``"rgb"`` always; ``"opponent"``
-    (:func:`alr.solver.restore_opponent`) to denoising a colour image with a gray model."""
+    (:func:`alr.solver.restore_opponent`) to denoising a colour image with a gray model;
+    ``"auto"`` is for :func:`pick_color_space` to make concrete first."""
+    if color_space == "auto":
+        raise ValueError("make colour space 'auto' concrete with pick_color_space first")
     if color_space not in COLOR_SPACES:
-        raise AlrError(f"unknown colour space {color_space!r}; use {' or '.join(COLOR_SPACES)}")
+        raise AlrError(f"unknown colour space {color_space!r}; use {', '.join(COLOR_SPACES)}")
     if color_space == "opponent" and (task != "denoise" or clipped or model.in_channels != 1 or y.shape[1] != 3):
         raise AlrError(f"{name}: the opponent colour space is for denoising a colour image with a gray model "
                        "(no other task, no clipped-noise data term)")

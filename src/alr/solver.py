@@ -670,7 +670,7 @@ def restore(y: torch.Tensor, model: "str | PatchCritic | None" = None, sigma: fl
             task: str | None = None, physics=None, lam: float | None = None, *, clipped: bool = False,
             method: str | None = None, iters: int | None = None, concavity: float | None = None,
             boundary: str | None = None, symmetric: bool = False, per_channel: bool = False,
-            color_space: str = "rgb", max_memory: float | None = None,
+            color_space: str = "auto", max_memory: float | None = None,
             device: str | torch.device | None = None, progress: bool = False) -> torch.Tensor:
     """Restore ``y`` in one call, with the model's calibrated settings for everything not given.
 
@@ -692,8 +692,11 @@ def restore(y: torch.Tensor, model: "str | PatchCritic | None" = None, sigma: fl
         or ``task``.
     lam, clipped, method, iters, concavity, boundary, symmetric, per_channel, max_memory :
         overrides, see :func:`alr.settings.resolve` and :func:`minimize`.
-    color_space : ``"rgb"``, or ``"opponent"``: denoise a colour image with a gray model in the
-        opponent space of :func:`alr.images.to_opponent` (:func:`restore_opponent`).
+    color_space : ``"rgb"``; ``"opponent"``: denoise a colour image with a gray model in the
+        opponent space of :func:`alr.images.to_opponent` (:func:`restore_opponent`); ``"auto"``
+        (default): ``"opponent"`` with the default model for colour denoising at noise levels
+        from :data:`alr.settings.OPPONENT_SIGMA` up, else ``"rgb"``
+        (:func:`alr.settings.pick_color_space`), chosen per image.
     device : where to solve (default: CUDA when available, else the CPU); the result stays there.
     progress : show a progress bar.
 
@@ -710,9 +713,18 @@ def restore(y: torch.Tensor, model: "str | PatchCritic | None" = None, sigma: fl
     True
     """
     from .pretrained import load
-    from .settings import check_color_space, match_channels, resolve
+    from .settings import check_color_space, match_channels, pick_color_space, resolve
 
     check_measurement(y, physics)
+    if color_space == "auto":
+        spaces = [pick_color_space("auto", model is not None, y[i:i + 1], task or task_of(physics), sigma, clipped,
+                                   per_channel) for i in range(y.shape[0])]
+        if len(set(spaces)) > 1:  # a batch of noise levels on both sides of the threshold: image by image
+            return torch.cat([restore(y[i:i + 1], model, sigma, task, physics, lam, clipped=clipped, method=method,
+                                      iters=iters, concavity=concavity, boundary=boundary, symmetric=symmetric,
+                                      per_channel=per_channel, color_space=c, max_memory=max_memory,
+                                      device=device, progress=progress) for i, c in enumerate(spaces)])
+        color_space = spaces[0]
     if isinstance(model, PatchCritic):
         critic = model
     else:
