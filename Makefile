@@ -44,6 +44,7 @@ test-deepinv: $(DBIN)/.ready
 
 bench: install
 	$(BIN)/python benchmarks/restore_speed.py
+	$(BIN)/python benchmarks/color_speed.py
 	$(BIN)/python benchmarks/restore_folder.py
 	$(BIN)/python benchmarks/restore_scale.py
 	$(BIN)/python benchmarks/train_speed.py
