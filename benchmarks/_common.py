@@ -33,3 +33,12 @@ def write_json(name: str, rows: list[dict], extra: dict | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps({"device": device_name(), "torch": torch.__version__,
                                                   "rows": rows, **(extra or {})}, indent=2))
+
+
+def mean_rows(acc: dict[str, list[tuple[float, float]]], reference: str, ratio_key: str) -> list[dict]:
+    """One row per method of ``acc`` (name -> [(seconds, psnr) per image]): the means, and the time
+    as a multiple of the ``reference`` method's under ``ratio_key``."""
+    rows = [{"method": name, "seconds_per_image": sum(v[0] for v in vals) / len(vals),
+             "psnr": sum(v[1] for v in vals) / len(vals)} for name, vals in acc.items()]
+    ref = next(r["seconds_per_image"] for r in rows if r["method"] == reference)
+    return [{**r, ratio_key: r["seconds_per_image"] / ref} for r in rows]

@@ -12,7 +12,7 @@ import argparse
 import time
 
 import torch
-from _common import print_table, write_json
+from _common import mean_rows, print_table, write_json
 
 import alr
 from alr.bench.baselines import bm3d_restore
@@ -39,10 +39,7 @@ def main() -> None:
             t0 = time.perf_counter()
             xh = run(y)
             acc[name].append((time.perf_counter() - t0, float(psnr(xh, x))))
-    bm3d_t = sum(v[0] for v in acc["cbm3d"]) / len(files)
-    rows = [{"method": name, "seconds_per_image": sum(v[0] for v in vals) / len(vals),
-             "psnr": sum(v[1] for v in vals) / len(vals),
-             "time_vs_cbm3d": sum(v[0] for v in vals) / len(vals) / bm3d_t} for name, vals in acc.items()]
+    rows = mean_rows(acc, "cbm3d", "time_vs_cbm3d")
     print_table(f"color_speed: {len(files)} CBSD68 images, sigma {args.sigma:g}", rows)
     write_json("color_speed", rows, {"images": [f.name for f in files], "sigma": args.sigma,
                                      "threads": torch.get_num_threads()})

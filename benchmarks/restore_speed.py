@@ -18,7 +18,7 @@ import os
 import time
 
 import torch
-from _common import print_table, write_json
+from _common import mean_rows, print_table, write_json
 
 import alr
 from alr.data import add_noise
@@ -74,16 +74,12 @@ def main() -> None:
         t0 = time.perf_counter()
         xb = bm3d_restore(y, 0.1)
         acc["bm3d"].append((time.perf_counter() - t0, float(psnr(xb, x))))
-    for name, vals in acc.items():
-        row = {"method": name, "seconds_per_image": sum(v[0] for v in vals) / len(vals),
-               "psnr": sum(v[1] for v in vals) / len(vals)}
-        if name in traces:
-            row["iters_to_0.05dB (max over images)"] = max(first_within(t, t[-1]) for t in traces[name])
-            row["gradient evaluations"] = max(len(t) for t in traces[name])
+    for row in mean_rows(acc, "bm3d", "time_vs_bm3d"):
+        if row["method"] in traces:
+            t = traces[row["method"]]
+            row["iters_to_0.05dB (max over images)"] = max(first_within(tr, tr[-1]) for tr in t)
+            row["gradient evaluations"] = max(len(tr) for tr in t)
         rows.append(row)
-    bm3d_t = rows[-1]["seconds_per_image"]
-    for r in rows:
-        r["time_vs_bm3d"] = r["seconds_per_image"] / bm3d_t
     print_table(f"restore_speed: {len(files)} BSD68 images, sigma 0.1, lam {lam:.4g}", rows)
     write_json("restore_speed", rows, {"images": [f.name for f in files], "threads": torch.get_num_threads(),
                                        "env_threads": os.environ.get("OMP_NUM_THREADS")})
