@@ -6,10 +6,12 @@
   inline ``alr ...`` examples in table rows) parses with the command's own parser
   (:func:`alr.cli.build_parser`, or :func:`alr.bench.experiments.bench_parser` for ``alr bench``);
 * relative links between the pages point at files that exist;
-* the README stays short, with restoring an image in its first screen.
+* the README stays short, with restoring an image in its first screen;
+* the README's results table is the mean of the per-image rows kept in docs/results/.
 """
 from __future__ import annotations
 
+import csv
 import re
 import shlex
 from pathlib import Path
@@ -22,6 +24,7 @@ from alr.cli import build_parser
 from alr.critic import PatchCritic
 from alr.data import add_noise
 from alr.images import write_image
+from alr.settings import OPPONENT_SIGMA
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -137,3 +140,38 @@ def test_readme_is_short_and_starts_with_restoring():
     assert len(lines) <= 250
     first = next(i for i, line in enumerate(lines) if line.strip().startswith("alr restore"))
     assert first < 40, "restoring an image should be in the README's first screen"
+
+
+#: The README results table's columns: (per-image CSV in docs/results/, method at a noise level).
+#: The CBSD68 default column follows the library's own rule (:data:`alr.settings.OPPONENT_SIGMA`).
+RESULT_COLUMNS = {
+    "BSD68 noisy": ("table2_standard_per_image.csv", lambda s: "input"),
+    "BSD68 ALR (`gray`)": ("table2_standard_per_image.csv", lambda s: "alr"),
+    "BSD68 BM3D": ("table2_standard_per_image.csv", lambda s: "bm3d"),
+    "CBSD68 noisy": ("table2_color_standard_per_image.csv", lambda s: "input"),
+    "CBSD68 ALR (default)": ("table2_color_standard_per_image.csv",
+                             lambda s: "alr-opponent" if s >= OPPONENT_SIGMA else "alr"),
+    "CBSD68 CBM3D": ("table2_color_standard_per_image.csv", lambda s: "bm3d"),
+}
+
+
+def test_readme_results_are_the_committed_per_image_means():
+    """Each cell of the README's results table is the mean PSNR of the 68 per-image rows kept in
+    docs/results/ (which the commands beside the table write)."""
+    lines = README.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| sigma | BSD68 noisy"))
+    header = [c.strip() for c in lines[start].strip("|").split("|")]
+    assert set(header[1:]) == set(RESULT_COLUMNS), header
+    end = next(i for i in range(start, len(lines)) if not lines[i].startswith("|"))
+    rows = [[c.strip().strip("*") for c in line.strip("|").split("|")] for line in lines[start + 2:end]]
+    assert len(rows) == 3
+    tables = {name: list(csv.DictReader(open(ROOT / "docs" / "results" / name)))
+              for name, _ in RESULT_COLUMNS.values()}
+    for row in rows:
+        sigma = float(row[0])
+        for col, cell in zip(header[1:], row[1:]):
+            name, method = RESULT_COLUMNS[col]
+            psnr = [float(r["psnr"]) for r in tables[name]
+                    if r["protocol"] == "standard" and float(r["sigma"]) == sigma and r["method"] == method(sigma)]
+            assert len(psnr) == 68, (col, sigma, len(psnr))
+            assert f"{sum(psnr) / len(psnr):.2f}" == cell, (col, sigma, cell)
