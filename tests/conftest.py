@@ -56,3 +56,15 @@ def no_data_reason() -> str:
     if not Path(p).is_dir():
         return f"ALR_DATA={p} does not exist: {need}"
     return f"ALR_DATA={p} has no {', '.join(f'{d}/' for d in _missing_data())}: {need}"
+
+
+def interrupted(sample, calls: int):
+    """``sample`` that raises KeyboardInterrupt on its ``calls + 1``-th call."""
+    count = [0]
+
+    def wrapped(*args):
+        count[0] += 1
+        if count[0] > calls:
+            raise KeyboardInterrupt
+        return sample(*args)
+    return wrapped

@@ -245,6 +245,20 @@ def test_a_trained_model_restores_without_lam(tmp_path, sample_dir, clean_png, c
     assert "--lam" in capsys.readouterr().err
 
 
+def test_train_cli_stop_after_pauses_then_resume_calibrates(tmp_path, sample_dir, capsys):
+    """--stop-after: a paused run says how to go on and is not calibrated; --resume ends it."""
+    out = tmp_path / "m.safetensors"
+    args = ["train", "--clean", str(sample_dir), "--sigma", "0.1", "--steps", "4", "--batch-size", "8",
+            "--width", "8", "--depth", "3", "-q", "-o", str(out)]
+    assert main(args + ["--stop-after", "1e-9"]) == 0
+    said = capsys.readouterr().out
+    assert "paused" in said and f"{out}.ckpt" in said and "calibrated lambda" not in said
+    assert alr.load(out).meta["training"]["paused"] and "lambda" not in alr.load(out).meta
+    assert main(args + ["--resume"]) == 0
+    meta = alr.load(out).meta
+    assert "paused" not in meta["training"] and meta["training"]["steps"] == 4 and "denoise" in meta["lambda"]
+
+
 def test_train_cli_and_resume(tmp_path, sample_dir):
     out = tmp_path / "m.safetensors"
     args = ["train", "--clean", str(sample_dir), "--sigma-range", "0", "0.3", "--steps", "10", "--batch-size", "8",

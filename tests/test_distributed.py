@@ -20,14 +20,16 @@ def _pairs():
     return PatchPairs(st.subset([0, 1, 2]), st.subset([3, 4, 5]), 9, Degradation(0.05, 0.2))
 
 
-def _worker(rank: int, world: int, store: str, out: str) -> None:
+def _worker(rank: int, world: int, store: str, out: str, stop_after: list | None = None) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
     torch.manual_seed(0)
     critic = PatchCritic(depth=4, width=8)
-    cfg = TrainConfig(steps=8, batch_size=16, lr0=1e-3, device="cpu", log_every=1)
+    cfg = TrainConfig(steps=8, batch_size=16, lr0=1e-3, device="cpu", log_every=1,
+                      stop_after=stop_after[rank] if stop_after else None)
     train_critic(critic, _pairs().sample, cfg, log_csv=f"{out}/log{rank}.csv", progress=False)
     torch.save(critic.state_dict(), f"{out}/rank{rank}.pt")
+    Path(f"{out}/steps{rank}").write_text(str(critic.meta["training"]["steps"]))
     dist.destroy_process_group()
 
 
@@ -61,3 +63,13 @@ def test_torchrun_cli(tmp_path, sample_dir):
     assert r.returncode == 0, r.stderr[-3000:]
     state = torch.load(str(out) + ".ckpt", weights_only=True)
     assert state["step"] == 12
+
+
+def test_ranks_stop_when_rank0_says(tmp_path):
+    """A pause (or time budget) follows rank 0's clock: a rank whose own clock has not run out
+    stops after the same step instead of waiting forever in the next all-reduce."""
+    mp.spawn(_worker, args=(2, str(tmp_path / "store"), str(tmp_path), [1e-9, None]), nprocs=2, join=True)
+    r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    assert all(torch.equal(r0[k], r1[k]) for k in r0)
+    assert [(tmp_path / f"steps{r}").read_text() for r in (0, 1)] == ["1", "1"]

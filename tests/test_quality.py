@@ -7,6 +7,8 @@ import math
 import pytest
 import torch
 
+from conftest import interrupted
+
 import alr
 from alr.calibration import Validator, center_crops
 from alr.cli import main
@@ -130,23 +132,11 @@ def test_checkpoint_selection_keeps_the_best_validated_critic(sample_dir, tmp_pa
     torch.manual_seed(0)
     b_out = tmp_path / "b.safetensors"
     with pytest.raises(KeyboardInterrupt):  # stopped after 8 steps, the checkpoint of step 8 written
-        train_critic(PatchCritic(depth=3, width=8), _interrupted(pairs.sample, 8), cfg, out=b_out, progress=False,
+        train_critic(PatchCritic(depth=3, width=8), interrupted(pairs.sample, 8), cfg, out=b_out, progress=False,
                      validator=validator)
     b = train_critic(PatchCritic(depth=3, width=8), pairs.sample, cfg, out=b_out, resume=True, progress=False,
                      validator=validator)
     assert all(torch.equal(v, a.state_dict()[k]) for k, v in b.state_dict().items())
-
-
-def _interrupted(sample, calls: int):
-    """``sample`` that raises KeyboardInterrupt on its ``calls + 1``-th call."""
-    count = [0]
-
-    def wrapped(*args):
-        count[0] += 1
-        if count[0] > calls:
-            raise KeyboardInterrupt
-        return sample(*args)
-    return wrapped
 
 
 def test_validator_scores_restoration_without_touching_the_critic(sample_dir):
@@ -297,7 +287,7 @@ def test_finetune_resumes_exactly_and_fit_scale_moves_only_the_scale(finetune_da
     torch.manual_seed(0)
 
     class Flaky:
-        sample = staticmethod(_interrupted(stack.sample, 3))
+        sample = staticmethod(interrupted(stack.sample, 3))
     with pytest.raises(KeyboardInterrupt):
         finetune(PatchCritic(depth=2, width=4, activation="silu"), Flaky(), cfg, 0.05, out=tmp_path / "b.safetensors",
                  progress=False)
@@ -309,6 +299,22 @@ def test_finetune_resumes_exactly_and_fit_scale_moves_only_the_scale(finetune_da
     fit_scale(a, stack, 0.1, 0.05, device="cpu", steps=3, crop=24, iters=15, tol=1e-3)
     assert all(torch.equal(v, frozen[k]) for k, v in a.state_dict().items())
     assert a.log_scale != b.log_scale and "scale_fit" in a.meta
+
+
+def test_finetune_stop_after_pauses_and_resume_finishes_as_one_run(finetune_data, tmp_path):
+    stack = ImageStack.from_folder(finetune_data, 1)
+    cfg = FinetuneConfig(sigma=0.1, steps=3, batch_size=2, crop=24, lr0=1e-2, iters=10, tol=1e-3, device="cpu")
+    torch.manual_seed(0)
+    whole = finetune(PatchCritic(depth=2, width=4, activation="silu"), stack, cfg, 0.05, progress=False)
+    out = tmp_path / "p.safetensors"
+    torch.manual_seed(0)
+    paused = finetune(PatchCritic(depth=2, width=4, activation="silu"), stack,
+                      FinetuneConfig(**{**cfg.__dict__, "stop_after": 1e-9}), 0.05, out=out, progress=False)
+    assert paused.meta["finetune"]["paused"] and paused.meta["finetune"]["steps"] == 1
+    done = finetune(PatchCritic(depth=2, width=4, activation="silu"), stack, cfg, 0.05, out=out, resume=True,
+                    progress=False)
+    assert "paused" not in done.meta["finetune"] and done.meta["finetune"]["steps"] == 3
+    assert all(torch.equal(v, whole.state_dict()[k]) for k, v in done.state_dict().items())
 
 
 def test_finetune_command(finetune_data, tmp_path, capsys):

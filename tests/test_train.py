@@ -1,8 +1,11 @@
 import csv
+from pathlib import Path
 
 import pytest
 
 import torch
+
+from conftest import interrupted
 
 from alr.critic import PatchCritic
 from alr.modelfile import load_model as load_file
@@ -196,3 +199,44 @@ def test_slope_penalty_is_the_directional_derivative_along_the_pairs():
     assert "slope_penalty" not in wgan_gp_loss(critic, p, q, t, 10.0)[1]
     with pytest.raises(ValueError, match="slope"):
         TrainConfig(slope=-1)
+
+
+def test_resumed_time_budget_keeps_its_clock(sample_dir, tmp_path):
+    """A checkpoint carries the seconds trained: a resumed --max-seconds run goes on with the
+    learning rate where it was (not from lr0 again), and the budget counts the whole run."""
+    pairs = make_patch_pairs(sample_dir, 7, 1, degradation=Degradation(0.1, 0.1), seed=0)
+    cfg = TrainConfig(steps=10 ** 9, batch_size=8, lr0=1e-3, lr1=1e-4, max_seconds=1000.0, ckpt_every=2, log_every=1,
+                      device="cpu")
+    out = tmp_path / "m.safetensors"
+    with pytest.raises(KeyboardInterrupt):
+        train_critic(PatchCritic(depth=3, width=8), interrupted(pairs.sample, 2), cfg, out=out, progress=False)
+    ckpt = Path(str(out) + ".ckpt")
+    state = torch.load(ckpt, weights_only=True)
+    assert state["step"] == 2 and 0 < state["seconds"] < 1000
+    state["seconds"] = 900.0  # as if 900 of the 1000 s had passed before the interruption
+    torch.save(state, ckpt)
+    cfg = TrainConfig(**{**cfg.__dict__, "stop_after": 1e-9})  # one more step, then pause
+    critic = train_critic(PatchCritic(depth=3, width=8), pairs.sample, cfg, out=out, log_csv=tmp_path / "m.csv",
+                          resume=True, progress=False)
+    row = list(csv.DictReader(open(tmp_path / "m.csv")))[-1]
+    assert row["step"] == "3" and float(row["seconds"]) >= 900
+    assert float(row["lr"]) == pytest.approx(1e-3 * 0.1 ** 0.9, rel=1e-2)  # 90 % through the decay, not lr0
+    assert critic.meta["training"]["steps"] == 3
+
+
+def test_stop_after_pauses_and_resume_finishes_as_one_run(sample_dir, tmp_path):
+    """--stop-after: the run pauses with a checkpoint and a model marked paused, the schedule
+    untouched; resumed, it ends on the same weights as a run never paused."""
+    pairs = make_patch_pairs(sample_dir, 7, 1, degradation=Degradation(0.1, 0.1), seed=0)
+    cfg = TrainConfig(steps=4, batch_size=8, lr0=1e-3, device="cpu")
+    torch.manual_seed(0)
+    whole = train_critic(PatchCritic(depth=3, width=8), pairs.sample, cfg, progress=False)
+    out = tmp_path / "p.safetensors"
+    torch.manual_seed(0)
+    paused = train_critic(PatchCritic(depth=3, width=8), pairs.sample, TrainConfig(**{**cfg.__dict__, "stop_after": 1e-9}),
+                          out=out, progress=False)
+    assert paused.meta["training"]["paused"] and paused.meta["training"]["steps"] == 1
+    assert load_file(out).meta["training"]["paused"] and "stop_after" not in load_file(out).meta["training"]
+    done = train_critic(PatchCritic(depth=3, width=8), pairs.sample, cfg, out=out, resume=True, progress=False)
+    assert "paused" not in done.meta["training"] and done.meta["training"]["steps"] == 4
+    assert all(torch.equal(v, whole.state_dict()[k]) for k, v in done.state_dict().items())

@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seeds the initial weights and every random draw: on the CPU the same seed, data and "
                         "options give the same model file, bit for bit")
     t.add_argument("--ckpt-every", type=argtypes.positive_int, default=1000, help="checkpoint (MODEL.ckpt) every N steps")
-    t.add_argument("--max-seconds", type=argtypes.positive_float, default=None, help="stop (and save) after this wall time")
+    _time_options(t)
     t.add_argument("--max-images", type=argtypes.positive_int, default=None, help="use only the first N images of each folder")
     t.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                    help="turn each training patch by a random flip / quarter turn (8x the patch variety; lar)")
@@ -141,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--val-every", type=argtypes.count, default=25, metavar="N",
                    help="keep the critic that restores the validation crops best, checked every N steps (0: the last)")
     f.add_argument("--max-images", type=argtypes.positive_int, default=None, help="use only the first N images")
-    f.add_argument("--max-seconds", type=argtypes.positive_float, default=None, help="stop (and save) after this wall time")
+    _time_options(f)
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--ckpt-every", type=argtypes.positive_int, default=50, help="checkpoint (MODEL.ckpt) every N steps")
     f.add_argument("--resume", action="store_true", help="continue from MODEL.ckpt")
@@ -220,6 +220,16 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", add_help=False, help="reproduce the paper's experiments and tables (alr bench -h)")
     b.add_argument("rest", nargs=argparse.REMAINDER)  # parsed by alr.bench, which the library never imports
     return p
+
+
+def _time_options(p: argparse.ArgumentParser) -> None:
+    """The wall-clock options of ``train`` and ``finetune``."""
+    p.add_argument("--max-seconds", type=argtypes.positive_float, default=None, metavar="T",
+                   help="the run's time budget in seconds, across --resume: stop and save after it, the learning "
+                        "rate decaying with the clock")
+    p.add_argument("--stop-after", type=argtypes.positive_float, default=None, metavar="T",
+                   help="pause after T seconds of this run, leaving the checkpoint for --resume; the learning-rate "
+                        "schedule does not change (jobs under a wall-clock limit)")
 
 
 def _version() -> str:
@@ -469,7 +479,7 @@ def cmd_train(args) -> None:
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr0=args.lr0, lr1=args.lr1, mu=args.mu,
                       anchor=args.anchor, slope=args.slope, penalty=args.penalty, val_every=args.val_every,
                       betas=tuple(args.betas), seed=args.seed, ckpt_every=args.ckpt_every, device=args.device,
-                      max_seconds=args.max_seconds)
+                      max_seconds=args.max_seconds, stop_after=args.stop_after)
     t0 = time.perf_counter()
     train_critic(critic, pairs.sample, cfg, out=out, log_csv=log, resume=args.resume, progress=not args.quiet,
                  validator=validator)
@@ -480,14 +490,16 @@ def cmd_train(args) -> None:
             sel = critic.meta["training"]["selected"]
             print(f"kept the critic of step {sel['step']}: {sel['val_psnr']:.2f} dB on the validation crops at sigma "
                   f"{val_sigma:g} (lambda {sel['val_lambda']:.3g})")
-        if args.fit_scale:
+        if critic.meta["training"].get("paused"):
+            print(_paused(out))
+        elif args.fit_scale:
             from .finetune import fit_scale
             lam = critic.meta["training"].get("selected", {}).get("val_lambda") or validator(critic)[1]
             fit_scale(critic, pairs.clean, val_sigma, lam, device=args.device, progress=not args.quiet)
             save_model(critic, out)
             print(f"fitted the input scale e^s = {math.exp(critic.log_scale):.4g} and weight e^a = "
                   f"{math.exp(critic.log_weight):.4g} at sigma {val_sigma:g}")
-        if not args.no_calibrate:
+        if not (args.no_calibrate or critic.meta["training"].get("paused")):
             sigmas = calibrate_trained(critic, args.clean, deg, out, device=args.device, progress=not args.quiet,
                                        max_images=args.max_images)
             print(f"calibrated lambda for denoising at sigma {', '.join(f'{s:g}' for s in sigmas)} on crops of "
@@ -510,8 +522,8 @@ def cmd_finetune(args) -> None:
     cfg = FinetuneConfig(sigma=args.sigma, steps=args.steps, batch_size=args.batch_size, crop=args.crop,
                          lr0=args.lr0, lr1=args.lr1, fit_scale=args.fit_scale, method=args.method, iters=args.iters,
                          tol=args.tol, boundary=args.boundary, val_every=args.val_every, seed=args.seed,
-                         ckpt_every=args.ckpt_every,
-                         max_seconds=args.max_seconds, device=args.device)
+                         ckpt_every=args.ckpt_every, max_seconds=args.max_seconds, stop_after=args.stop_after,
+                         device=args.device)
     out = Path(args.output)
     log = args.log or out.with_suffix(".csv")
     t0 = time.perf_counter()
@@ -522,6 +534,14 @@ def cmd_finetune(args) -> None:
     sel = done.get("selected")
     print(f"fine-tuned {done['steps']} steps in {time.perf_counter() - t0:.0f} s at lambda {done['lam']:.3g}: {out} "
           f"(log {log})" + (f"; kept step {sel['step']}, {sel['val_psnr']:.2f} dB on the validation crops" if sel else ""))
+    if done.get("paused"):
+        print(_paused(out))
+
+
+def _paused(out: Path) -> str:
+    """What a run paused by --stop-after says."""
+    return (f"paused by --stop-after with steps left ({out} holds the best critic so far, not calibrated): "
+            f"the same command with --resume goes on from {out}.ckpt")
 
 
 def cmd_restore(args) -> None:

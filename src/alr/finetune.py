@@ -47,7 +47,7 @@ from .device import resolve_device
 from .metrics import psnr
 from .modelfile import save_model
 from .solver import minimize
-from .train import RunLog, decayed_lr, load_checkpoint, save_checkpoint, snapshot
+from .train import RunLog, decayed_lr, load_checkpoint, save_checkpoint, snapshot, stopping
 
 LOG_FIELDS = ["step", "loss", "psnr", "log_weight", "log_scale", "lr", "seconds", "val_psnr"]
 
@@ -82,6 +82,7 @@ class FinetuneConfig:
     ckpt_every: int = 50
     log_every: int = 1
     max_seconds: float | None = None
+    stop_after: float | None = None
     device: str | None = None
 
     def __post_init__(self) -> None:
@@ -149,10 +150,10 @@ def finetune(critic: PatchCritic, images: ImageStack, config: FinetuneConfig, la
     opt = torch.optim.Adam(params, lr=config.lr0, betas=(0.9, 0.999))
     if checkpoint is None and out is not None:
         checkpoint = str(out) + ".ckpt"
-    start, best = 0, None
+    start, best, clock = 0, None, 0.0
     if resume:
         state = load_checkpoint(checkpoint, critic, opt, gen)
-        start, best = int(state["step"]), state["best"]
+        start, best, clock = int(state["step"]), state["best"], float(state.get("seconds", 0.0))
         with torch.no_grad():
             for v, saved in zip(scale, state["scale"]):
                 v.fill_(float(saved))
@@ -162,7 +163,8 @@ def finetune(critic: PatchCritic, images: ImageStack, config: FinetuneConfig, la
     done = start
     bar = tqdm(total=config.steps, initial=start, disable=not progress, desc="fine-tune critic", unit="step",
                dynamic_ncols=True)
-    with RunLog(log_csv, start if resume else 0, LOG_FIELDS) as log, bar:
+    paused = False
+    with RunLog(log_csv, start if resume else 0, LOG_FIELDS, clock) as log, bar:
         if validate and not resume:  # the starting critic competes: fine-tuning never returns a worse one
             score = validator(critic)[0]
             best = {"step": 0, "val_psnr": score, "scale": [float(v.detach()) for v in scale],
@@ -192,17 +194,19 @@ def finetune(critic: PatchCritic, images: ImageStack, config: FinetuneConfig, la
                            lr=f"{lr:.6g}")
                 bar.set_postfix(loss=row["loss"], psnr=row["psnr"], refresh=False)
             timeout = bool(config.max_seconds) and log.seconds() > config.max_seconds
-            if validate and (done % config.val_every == 0 or done == config.steps or timeout):
+            paused = stopping(config, log, done) and not timeout
+            if validate and (done % config.val_every == 0 or done == config.steps or timeout or paused):
                 score = validator(critic)[0]
                 row["val_psnr"] = f"{score:.4f}"
                 if best is None or score > best["val_psnr"]:
                     best = {"step": done, "val_psnr": score, "scale": [float(v.detach()) for v in scale],
                         "state": snapshot(critic)}
             log.write(done, row)
-            if checkpoint is not None and (done % config.ckpt_every == 0 or done == config.steps or timeout):
-                save_checkpoint(checkpoint, critic, opt, gen, done, best=best, scale=[float(v.detach()) for v in scale])
+            if checkpoint is not None and (done % config.ckpt_every == 0 or done == config.steps or timeout or paused):
+                save_checkpoint(checkpoint, critic, opt, gen, done, best=best, scale=[float(v.detach()) for v in scale],
+                                seconds=log.seconds())
             bar.update(1)
-            if timeout:
+            if timeout or paused:
                 break
     critic.cpu().eval()
     final = [float(v.detach()) for v in scale]
@@ -211,8 +215,8 @@ def finetune(critic: PatchCritic, images: ImageStack, config: FinetuneConfig, la
         final = best["scale"]
     critic.log_weight, critic.log_scale = float(final[0]), float(final[1])
     critic.requires_grad_(True)
-    record = {k: v for k, v in asdict(config).items() if k not in ("device", "max_seconds")}
-    record.update(steps=done, lam=lam, **({"selected": {"step": best["step"], "val_psnr": round(best["val_psnr"], 4),
+    record = {k: v for k, v in asdict(config).items() if k not in ("device", "max_seconds", "stop_after")}
+    record.update(steps=done, lam=lam, **({"paused": True} if paused else {}), **({"selected": {"step": best["step"], "val_psnr": round(best["val_psnr"], 4),
                                                          **validator.describe()}} if best else {}))
     critic.meta["finetune" if config.weights else "scale_fit"] = record
     if out is not None:
@@ -280,7 +284,7 @@ def finetune_folder(init: str, clean_dir: str | os.PathLike, config: FinetuneCon
                            "degradation": f"gaussian noise sigma={config.sigma:g} (paired crops)"}
     stack = ImageStack.from_folder(clean_dir, critic.in_channels, train_files)
     finetune(critic, stack, config, lam, validator, out, log_csv, resume=resume, progress=progress)
-    if calibrate:
+    if calibrate and not critic.meta["finetune"].get("paused"):
         calibrate_trained(critic, clean_dir, Degradation(config.sigma, config.sigma), out, device=config.device,
                           progress=progress, max_images=max_images)
     return critic

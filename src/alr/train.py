@@ -35,10 +35,14 @@ every ``val_every`` steps (and at the end) by the PSNR it restores on held-out t
 the best one is kept and returned (checkpoint selection), its step and score recorded in the model
 file (``meta["training"]["selected"]``) and each check in the log (``val_psnr``, ``val_lambda``).
 
-The learning rate decays exponentially, ``lr_k = lr0 (lr1 / lr0)^(k / steps)``.
+The learning rate decays exponentially, ``lr_k = lr0 (lr1 / lr0)^(k / steps)`` (with a time
+budget ``max_seconds``, by the fraction of it spent when that is further along).
 Every ``ckpt_every`` steps a checkpoint (weights, Adam state, sampler RNG,
-step, the recipe) is written atomically; ``resume=True`` continues from it and reproduces
-the uninterrupted run exactly. A resumed run may ask for more ``steps`` (the learning rate
+step, the seconds trained, the recipe) is written atomically; ``resume=True`` continues from it and reproduces
+the uninterrupted run exactly: the clock goes on from the checkpoint's seconds, so ``max_seconds``
+budgets the whole run. ``stop_after`` pauses a run after that many seconds of one process (a
+checkpoint written, the model marked ``meta["training"]["paused"]``) without touching the
+schedule, for jobs under a wall-clock limit that resume each other. A resumed run may ask for more ``steps`` (the learning rate
 then follows the new total from the checkpoint on); any other change of the recipe, or fewer
 steps than the checkpoint has done, is refused (:class:`alr.errors.AlrError`).
 
@@ -116,6 +120,7 @@ class TrainConfig:
     ckpt_every: int = 1000
     log_every: int = 10
     max_seconds: float | None = None
+    stop_after: float | None = None
     device: str | None = None
     extra: dict = field(default_factory=dict)
 
@@ -175,7 +180,7 @@ def new_critic(seed: int, **arch) -> PatchCritic:
 
 
 #: Fields of :class:`TrainConfig` that a resumed run may change: its length, and how it logs and saves.
-RESUMABLE_CHANGES = ("steps", "ckpt_every", "log_every", "max_seconds", "device", "extra")
+RESUMABLE_CHANGES = ("steps", "ckpt_every", "log_every", "max_seconds", "stop_after", "device", "extra")
 
 
 def _recipe(config: TrainConfig, critic: nn.Module) -> dict:
@@ -313,12 +318,12 @@ def train_critic(critic: nn.Module, sampler: Sampler, config: TrainConfig,
     gen = torch.Generator().manual_seed(config.seed)
     if checkpoint is None and out is not None:
         checkpoint = str(out) + ".ckpt"
-    start = 0
+    start, clock = 0, 0.0  # clock: seconds the run has trained before this process (a resumed run)
     best: dict | None = None  # the best check so far: step, val_psnr, val_lambda, state
     validate = validator is not None and config.val_every > 0
     if resume:
         state = load_checkpoint(checkpoint, critic, opt, gen, config)
-        start = int(state["step"])
+        start, clock = int(state["step"]), float(state.get("seconds", 0.0))
         best = state.get("best")
         if validate and state.get("val_lam") is not None:  # the lambda search goes on from where it was
             validator.lam, validator.searched = state["val_lam"], True
@@ -329,11 +334,13 @@ def train_critic(critic: nn.Module, sampler: Sampler, config: TrainConfig,
 
     timed = bool(config.max_seconds)  # a wall-clock budget: the bar shows it, the steps go in the postfix
     done = start
-    bar = tqdm(total=config.max_seconds if timed else config.steps, initial=0 if timed else start,
+    bar = tqdm(total=config.max_seconds if timed else config.steps,
+               initial=min(clock, config.max_seconds) if timed else start,
                disable=not progress or rank != 0, desc="train critic", unit="s" if timed else "step",
                dynamic_ncols=True,
                bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}{postfix}]" if timed else None)
-    with RunLog(log_csv if rank == 0 else None, start if resume else 0, LOG_FIELDS) as log, bar:
+    paused = False
+    with RunLog(log_csv if rank == 0 else None, start if resume else 0, LOG_FIELDS, clock) as log, bar:
         for step in range(start, config.steps):
             lr = config.lr(step, log.seconds())
             for grp in opt.param_groups:
@@ -366,7 +373,10 @@ def train_critic(critic: nn.Module, sampler: Sampler, config: TrainConfig,
                                 refresh=False)
                 row.update({k: f"{v:.6g}" for k, v in vals.items()}, lr=f"{lr:.6g}")
             timeout = timed and log.seconds() > config.max_seconds
-            if validate and (done % config.val_every == 0 or done == config.steps or timeout):
+            paused = stopping(config, log, done) and not timeout
+            if world > 1:  # rank 0's clock decides, so that every process stops after the same step
+                timeout, paused = _from_rank0(device, timeout, paused)
+            if validate and (done % config.val_every == 0 or done == config.steps or timeout or paused):
                 score, lam = _validate(critic, validator, rank, world, device)
                 row.update(val_psnr=f"{score:.4f}", val_lambda=f"{lam:.4g}")
                 if best is None or score > best["val_psnr"]:
@@ -374,21 +384,24 @@ def train_critic(critic: nn.Module, sampler: Sampler, config: TrainConfig,
                 bar.set_postfix(val=f"{score:.2f}", best=f"{best['val_psnr']:.2f}@{best['step']}", refresh=False)
             log.write(done, row)
             if checkpoint is not None and rank == 0 and (done % config.ckpt_every == 0 or done == config.steps
-                                                          or timeout):
+                                                          or timeout or paused):
                 save_checkpoint(checkpoint, critic, opt, gen, done, best=best, val_lam=getattr(validator, "lam", None),
-                                recipe=_recipe(config, critic))
+                                recipe=_recipe(config, critic), seconds=log.seconds())
             elapsed = log.seconds()
             bar.update(min(elapsed, config.max_seconds) - bar.n if timed else 1)
-            if timeout:
+            if timeout or paused:
                 break
     critic.cpu().eval()
     if best is not None:
         critic.load_state_dict(best["state"])
     if hasattr(critic, "meta"):
         critic.meta.setdefault("training", {}).update(
-            {k: v for k, v in asdict(config).items() if k not in ("device", "extra", "max_seconds")})
+            {k: v for k, v in asdict(config).items() if k not in ("device", "extra", "max_seconds", "stop_after")})
         critic.meta["training"].update(config.extra)
         critic.meta["training"]["steps"] = done
+        critic.meta["training"].pop("paused", None)
+        if paused:
+            critic.meta["training"]["paused"] = True
         critic.meta["training"]["world_size"] = world
         if best is not None:
             critic.meta["training"]["selected"] = {
@@ -400,12 +413,13 @@ def train_critic(critic: nn.Module, sampler: Sampler, config: TrainConfig,
 
 
 class RunLog:
-    """A training loop's CSV log with columns ``fields``, written a row at a time with the seconds
-    since it was opened; on resume (``start > 0``) it keeps the rows up to the checkpoint's step and
-    drops the later ones. ``path`` None: nothing is written."""
+    """A training loop's CSV log with columns ``fields``, written a row at a time with the run's
+    seconds: ``seconds`` (those of the runs it resumes) plus those since it was opened. On resume
+    (``start > 0``) it keeps the rows up to the checkpoint's step and drops the later ones. ``path``
+    None: nothing is written; the clock still runs."""
 
-    def __init__(self, path: str | os.PathLike | None, start: int, fields: list[str]) -> None:
-        self.t0 = time.perf_counter()
+    def __init__(self, path: str | os.PathLike | None, start: int, fields: list[str], seconds: float = 0.0) -> None:
+        self.t0, self.before = time.perf_counter(), seconds
         self.file = self.writer = None
         if path is None:
             return
@@ -421,7 +435,11 @@ class RunLog:
         self.writer.writerows(rows)
 
     def seconds(self) -> float:
-        """Seconds since the log was opened."""
+        """Seconds of the whole run: those before the resume and those since the log was opened."""
+        return self.before + self.run_seconds()
+
+    def run_seconds(self) -> float:
+        """Seconds since the log was opened (this process's part of the run)."""
         return time.perf_counter() - self.t0
 
     def write(self, step: int, row: dict) -> None:
@@ -438,9 +456,22 @@ class RunLog:
             self.file.close()
 
 
+def stopping(config, log: RunLog, done: int) -> bool:
+    """Whether a training loop pauses after ``done`` steps: ``config.stop_after`` seconds of this
+    process have passed and steps remain (the checkpoint then lets ``--resume`` go on)."""
+    return bool(config.stop_after) and log.run_seconds() > config.stop_after and done < config.steps
+
+
 def snapshot(module: nn.Module) -> dict[str, torch.Tensor]:
     """A copy of ``module``'s weights on the CPU (the best checkpoint so far)."""
     return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+
+
+def _from_rank0(device: torch.device, *flags: bool) -> tuple[bool, ...]:
+    """``flags`` as rank 0 of a data-parallel run has them."""
+    sent = torch.tensor([float(f) for f in flags], device=device)
+    torch.distributed.broadcast(sent, 0)
+    return tuple(bool(v) for v in sent.tolist())
 
 
 def _validate(critic: nn.Module, validator, rank: int, world: int, device: torch.device) -> tuple[float, float]:
