@@ -13,7 +13,7 @@
 #  3. each model's lambda calibrated at sigma 0.1 and 0.2 on set12 crops (alr bench calibrate), then
 #     BSD68 gray at sigma 0.1 / 0.2, standard protocol (noise not clipped), beside the shipped gray and
 #     BM3D. The benches seed each image's noise from its name and sigma, so the separate runs see the
-#     same inputs. BM3D runs on the CPU from the start, the trained model's bench during the fine-tuning.
+#     same inputs. Once the steps are done BM3D runs on the CPU, the trained model's bench during the fine-tuning.
 # What has finished is packed into $OUT/lar_results.tar.gz after every stage (models, logs, tables);
 # everything stops at DEADLINE (540) seconds; the log is $OUT/lar_log.txt. A paused lease stops after step 1.
 # Usage (device machine): ALR_DATA=DIR OUT=DIR bash research/scripts/gpu_lar.sh
