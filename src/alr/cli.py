@@ -490,7 +490,8 @@ def cmd_train(args) -> None:
             sel = critic.meta["training"]["selected"]
             print(f"kept the critic of step {sel['step']}: {sel['val_psnr']:.2f} dB on the validation crops at sigma "
                   f"{val_sigma:g} (lambda {sel['val_lambda']:.3g})")
-        if critic.meta["training"].get("paused"):
+        paused = critic.meta["training"].get("paused", False)
+        if paused:
             print(_paused(out))
         elif args.fit_scale:
             from .finetune import fit_scale
@@ -499,7 +500,7 @@ def cmd_train(args) -> None:
             save_model(critic, out)
             print(f"fitted the input scale e^s = {math.exp(critic.log_scale):.4g} and weight e^a = "
                   f"{math.exp(critic.log_weight):.4g} at sigma {val_sigma:g}")
-        if not (args.no_calibrate or critic.meta["training"].get("paused")):
+        if not (args.no_calibrate or paused):
             sigmas = calibrate_trained(critic, args.clean, deg, out, device=args.device, progress=not args.quiet,
                                        max_images=args.max_images)
             print(f"calibrated lambda for denoising at sigma {', '.join(f'{s:g}' for s in sigmas)} on crops of "

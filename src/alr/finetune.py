@@ -193,8 +193,7 @@ def finetune(critic: PatchCritic, images: ImageStack, config: FinetuneConfig, la
                            log_weight=f"{float(scale[0].detach()):.5g}", log_scale=f"{float(scale[1].detach()):.5g}",
                            lr=f"{lr:.6g}")
                 bar.set_postfix(loss=row["loss"], psnr=row["psnr"], refresh=False)
-            timeout = bool(config.max_seconds) and log.seconds() > config.max_seconds
-            paused = stopping(config, log, done) and not timeout
+            timeout, paused = stopping(config, log, done)
             if validate and (done % config.val_every == 0 or done == config.steps or timeout or paused):
                 score = validator(critic)[0]
                 row["val_psnr"] = f"{score:.4f}"

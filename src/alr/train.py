@@ -372,8 +372,7 @@ def train_critic(critic: nn.Module, sampler: Sampler, config: TrainConfig,
                                 gn=f"{vals['grad_norm_mean']:.2f}", **({"step": done} if timed else {}),
                                 refresh=False)
                 row.update({k: f"{v:.6g}" for k, v in vals.items()}, lr=f"{lr:.6g}")
-            timeout = timed and log.seconds() > config.max_seconds
-            paused = stopping(config, log, done) and not timeout
+            timeout, paused = stopping(config, log, done)
             if world > 1:  # rank 0's clock decides, so that every process stops after the same step
                 timeout, paused = _from_rank0(device, timeout, paused)
             if validate and (done % config.val_every == 0 or done == config.steps or timeout or paused):
@@ -456,10 +455,13 @@ class RunLog:
             self.file.close()
 
 
-def stopping(config, log: RunLog, done: int) -> bool:
-    """Whether a training loop pauses after ``done`` steps: ``config.stop_after`` seconds of this
-    process have passed and steps remain (the checkpoint then lets ``--resume`` go on)."""
-    return bool(config.stop_after) and log.run_seconds() > config.stop_after and done < config.steps
+def stopping(config, log: RunLog, done: int) -> tuple[bool, bool]:
+    """``(timeout, paused)`` of a training loop after ``done`` steps: the run's ``config.max_seconds``
+    are spent, or else ``config.stop_after`` seconds of this process have passed with steps left
+    (the checkpoint then lets ``--resume`` go on)."""
+    timeout = bool(config.max_seconds) and log.seconds() > config.max_seconds
+    paused = not timeout and bool(config.stop_after) and log.run_seconds() > config.stop_after and done < config.steps
+    return timeout, paused
 
 
 def snapshot(module: nn.Module) -> dict[str, torch.Tensor]:
