@@ -1,6 +1,11 @@
-"""Critic training throughput (WGAN-GP steps/s and patches/s) for several batch sizes.
+"""Critic training throughput (WGAN-GP steps/s and patches/s) by architecture and batch size, a whole
+batch against the chunks a CPU step uses (``alr.train.chunk_count``), side by side.
 
-    python benchmarks/train_speed.py [--batches 128,256,512,1024] [--steps 20]
+    python benchmarks/train_speed.py [--archs paper,lar] [--batches 128,512] [--steps 10]
+
+``paper``: the paper's critic (6 layers of 64 channels, ReLU, 13x13 patches); ``lar``: the
+comparative study's (``alr train --recipe lar``: 128-64-64-64-32-32, SiLU, 15x15 patches, one-sided
+penalty). On an accelerator the step is never chunked, so only the whole batch is timed.
 """
 from __future__ import annotations
 
@@ -11,36 +16,53 @@ import torch
 from _common import print_table, write_json
 
 from alr.critic import PatchCritic
-from alr.train import wgan_gp_loss
+from alr.train import TrainConfig, accumulate_gradients, chunk_count
+
+ARCHS = {"paper": (dict(depth=6, width=64), TrainConfig(mu=10.0)),
+         "lar": (dict(widths=[128, 64, 64, 64, 32, 32], activation="silu"), TrainConfig(mu=0.1, penalty="one-sided"))}
+
+
+def seconds_per_step(arch: str, batch: int, chunks: int, steps: int, dev: torch.device) -> float:
+    torch.manual_seed(0)
+    kwargs, config = ARCHS[arch]
+    critic = PatchCritic(**kwargs).to(dev)
+    opt = torch.optim.Adam(critic.parameters(), 1e-4)
+    s = critic.receptive_field
+    p, q, t = torch.rand(batch, 1, s, s, device=dev), torch.rand(batch, 1, s, s, device=dev), torch.rand(batch, device=dev)
+    for i in range(steps + 2):
+        if i == 2:  # two warm-up steps
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+        opt.zero_grad()
+        accumulate_gradients(critic, p, q, t, config, chunks)
+        opt.step()
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - t0) / steps
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--batches", default="128,256,512,1024")
-    ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--width", type=int, default=64)
+    ap.add_argument("--archs", default="paper,lar")
+    ap.add_argument("--batches", default="128,512")
+    ap.add_argument("--steps", type=int, default=10)
     args = ap.parse_args()
-    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     rows = []
-    for bs in (int(v) for v in args.batches.split(",")):
-        critic = PatchCritic(width=args.width).to(dev)
-        opt = torch.optim.Adam(critic.parameters(), 1e-4, betas=(0.5, 0.9))
-        p, q = torch.rand(bs, 1, 13, 13, device=dev), torch.rand(bs, 1, 13, 13, device=dev)
-        t = torch.rand(bs, device=dev)
-        for i in range(args.steps + 3):
-            if i == 3:
-                if dev == "cuda":
-                    torch.cuda.synchronize()
-                t0 = time.perf_counter()
-            loss, _ = wgan_gp_loss(critic, p, q, t, 10.0)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        if dev == "cuda":
-            torch.cuda.synchronize()
-        dt = (time.perf_counter() - t0) / args.steps
-        rows.append({"batch": bs, "seconds_per_step": dt, "steps_per_s": 1 / dt, "patches_per_s": 2 * bs / dt})
-    print_table(f"train_speed: WGAN-GP step, width {args.width}", rows)
+    for arch in args.archs.split(","):
+        for bs in (int(v) for v in args.batches.split(",")):
+            critic = PatchCritic(**ARCHS[arch][0])
+            s = critic.receptive_field
+            auto = chunk_count(critic, torch.zeros(bs, 1, s, s), dev)
+            whole = seconds_per_step(arch, bs, 1, args.steps, dev)
+            rows.append({"arch": arch, "batch": bs, "chunks": 1, "seconds_per_step": whole,
+                         "patches_per_s": 2 * bs / whole, "speedup": 1.0})
+            if auto > 1:
+                dt = seconds_per_step(arch, bs, auto, args.steps, dev)
+                rows.append({"arch": arch, "batch": bs, "chunks": f"{auto} (default)", "seconds_per_step": dt,
+                             "patches_per_s": 2 * bs / dt, "speedup": whole / dt})
+    print_table("train_speed: WGAN-GP step, whole batch vs chunks", rows)
     write_json("train_speed", rows)
 
 

@@ -10,7 +10,7 @@ from conftest import interrupted
 from alr.critic import PatchCritic
 from alr.modelfile import load_model as load_file
 from alr.data import Degradation, ImageStack, make_patch_pairs, split_unpaired
-from alr.train import TrainConfig, train_critic, wgan_gp_loss
+from alr.train import CPU_CHUNK_BYTES, TrainConfig, accumulate_gradients, chunk_count, train_critic, wgan_gp_loss
 
 
 def test_split_is_disjoint_and_seeded():
@@ -199,6 +199,35 @@ def test_slope_penalty_is_the_directional_derivative_along_the_pairs():
     assert "slope_penalty" not in wgan_gp_loss(critic, p, q, t, 10.0)[1]
     with pytest.raises(ValueError, match="slope"):
         TrainConfig(slope=-1)
+
+
+@pytest.mark.parametrize("slope", [0.0, 2.0])
+def test_chunked_step_adds_up_to_the_batch_gradient(slope):
+    """A batch in uneven chunks gives the whole batch's gradient, loss and statistics."""
+    torch.manual_seed(0)
+    p, q, t = torch.rand(7, 1, 7, 7, dtype=torch.float64), torch.rand(7, 1, 7, 7, dtype=torch.float64), torch.rand(7)
+    config = TrainConfig(mu=0.1, slope=slope, penalty="one-sided")
+    results = []
+    for chunks in (1, 3):
+        torch.manual_seed(1)
+        critic = PatchCritic(depth=3, width=8).double()
+        loss, stats = accumulate_gradients(critic, p, q, t.double(), config, chunks)
+        results.append((loss, stats, [prm.grad for prm in critic.parameters()]))
+    (loss1, stats1, grads1), (loss3, stats3, grads3) = results
+    assert torch.allclose(loss1, loss3) and stats1.keys() == stats3.keys()
+    assert all(torch.allclose(stats1[k], stats3[k]) for k in stats1)
+    assert all(torch.allclose(a, b) for a, b in zip(grads1, grads3))
+
+
+def test_chunks_keep_cpu_activations_under_the_limit():
+    critic = PatchCritic(widths=[128, 64, 64, 64, 32, 32], activation="silu")
+    batch = torch.zeros(512, 1, 15, 15)  # the LAR recipe's step: 59 MB of first-layer activations
+    assert chunk_count(critic, batch, torch.device("cpu")) == 2
+    assert chunk_count(critic, batch, torch.device("meta")) == 1  # an accelerator takes it whole
+    assert chunk_count(critic, batch[:16], torch.device("cpu")) == 1
+    big = torch.zeros(4, 1, 2048, 2048)
+    assert chunk_count(critic, big, torch.device("cpu")) == 4  # never below one patch a chunk
+    assert 128 * 15 * 15 * 4 * 512 / 2 < CPU_CHUNK_BYTES
 
 
 def test_resumed_time_budget_keeps_its_clock(sample_dir, tmp_path):

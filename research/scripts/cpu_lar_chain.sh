@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Issue 26 without a GPU: the comparative study's LAR training (alr train --recipe lar, its 45,000 steps
+# and schedule, exactly as gpu_lar.sh trains it) run on the CPU across sessions. Each call resumes from
+# the state kept in the repository (research/models/lar_chain/: checkpoint and log), trains until the
+# given clock time, pauses (--stop-after) and copies the state back, to be committed. Two threads do
+# about 2,100 steps an hour (1.7 s a step), so the run takes about 21 hours of CPU.
+#
+#   ALR_DATA=DIR bash research/scripts/cpu_lar_chain.sh 09:45     # pause at 09:45 today
+#
+# The state is device-independent: a GPU lease can go on from it with
+# RESUME_DIR=research/models/lar_chain bash research/scripts/gpu_lar.sh (carry nothing extra).
+# Once the 45,000 steps are done, alr train selects the best checkpoint, fits the input scale and
+# calibrates lambda; the result is runs/lar_chain/lar.safetensors.
+set -euo pipefail
+: "${ALR_DATA:?set ALR_DATA to the data folder}"
+[ $# -eq 1 ] || { echo "usage: $0 HH:MM (the clock time to pause at)"; exit 2; }
+KEEP=research/models/lar_chain W=runs/lar_chain
+seconds=$(( $(date -d "$1" +%s) - $(date +%s) ))
+[ "$seconds" -gt 600 ] || { echo "$1 is less than 10 minutes away"; exit 2; }
+mkdir -p $KEEP $W
+RESUME=""
+if [ -f $KEEP/lar.safetensors.ckpt ]; then
+  cp $KEEP/lar.safetensors.ckpt $KEEP/lar.csv $W/ && RESUME=--resume
+  echo "resuming after step $(tail -1 $W/lar.csv | cut -d, -f1)"
+fi
+alr() { if command -v alr >/dev/null; then command alr "$@"; else .venv/bin/alr "$@"; fi; }
+alr train --recipe lar --clean "$ALR_DATA/bsd400" --sigma 0.1 --steps 45000 --val-every 1125 \
+  --stop-after "$seconds" $RESUME --device cpu -o $W/lar.safetensors 2>&1 | tee -a $W/train.log
+cp $W/lar.safetensors.ckpt $W/lar.csv $KEEP/
+echo "kept in $KEEP: step $(tail -1 $KEEP/lar.csv | cut -d, -f1) of 45000; commit it"
