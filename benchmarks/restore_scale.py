@@ -3,8 +3,8 @@
     python benchmarks/restore_scale.py [--sizes 512,1024,2048,4096] [--baseline-sizes 512,1024,2048]
 
 Row ``default``: ``alr.restore(y, "gray", sigma=0.1)`` with default flags, i.e. the activation budget
-picked from the memory available (alr.device.memory_budget, at most 1 GiB) and the model's own solver
-(L-BFGS, 8 iterations at sigma 0.1). Row ``unbounded``: the same solve with no budget (the previous
+picked from the memory available (alr.device.memory_budget: at most 128 MiB on the CPU, 1 GiB on a
+GPU) and the model's own solver (L-BFGS, 8 iterations at sigma 0.1). Row ``unbounded``: the same solve with no budget (the previous
 default), which at 4096x4096 was killed by the kernel at 24 GiB. Each run is a fresh subprocess so
 that its peak RSS (and CUDA peak) is its own.
 """

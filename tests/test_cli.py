@@ -408,3 +408,20 @@ def test_python_restore_equals_the_cli(tmp_path, camera, extra, kw):
     assert main(["restore", str(noisy), "-o", str(out), "--model", "gray", "-q"] + extra) == 0
     api = alr.restore(read_image(noisy), model="gray", **kw)
     assert torch.allclose(api, read_image(out), atol=1e-5)
+
+
+def test_routine_cpu_tiling_is_silent_and_a_given_budget_is_reported(tmp_path, camera, capsys):
+    """On the CPU the default activation budget is at most 128 MiB (tiles are faster there than a
+    whole image): a 256x256 image is tiled without a word; under --max-memory the note names it."""
+    from alr.critic import Regularizer
+    from alr.device import MAX_AUTO_MEMORY_CPU, memory_budget
+    budget = memory_budget("cpu")
+    assert 64 << 20 <= budget <= MAX_AUTO_MEMORY_CPU
+    y = add_noise(camera[..., :256, :256], 0.1, seed=0).clamp(0, 1)
+    assert Regularizer(alr.load("gray"), max_memory=budget).tile_size(y) is not None
+    noisy = tmp_path / "n.png"
+    write_image(noisy, y)
+    for extra, noted in (([], False), (["--max-memory", "64M"], True)):
+        assert main(["restore", str(noisy), "-o", str(tmp_path / "o.png"), "--sigma", "0.1", "--iters", "1",
+                     "--device", "cpu", *extra]) == 0
+        assert ("solved in tiles" in capsys.readouterr().err) == noted

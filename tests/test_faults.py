@@ -21,6 +21,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import signal
 import struct
 import subprocess
@@ -447,8 +448,9 @@ def _alr(*argv, **kwargs) -> subprocess.Popen:
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **kwargs)
 
 
-def _interrupt(proc: subprocess.Popen, ready: Callable[[], bool], sig: int) -> None:
-    """Send ``sig`` to ``proc`` as soon as ``ready()``; it must still have been running then."""
+def _interrupt(proc: subprocess.Popen, ready: Callable[[], bool], sig: int) -> str:
+    """Send ``sig`` to ``proc`` as soon as ``ready()``; it must still have been running then.
+    Returns its stderr."""
     while not ready():
         assert proc.poll() is None, proc.communicate()
         time.sleep(0.005)
@@ -457,6 +459,7 @@ def _interrupt(proc: subprocess.Popen, ready: Callable[[], bool], sig: int) -> N
     if proc.returncode == 0:  # it ended before the signal landed (seen on a loaded machine): nothing to test
         pytest.skip("the run finished before the signal reached it")
     assert proc.returncode == (-signal.SIGKILL if sig == signal.SIGKILL else 130), err
+    return err
 
 
 def _files(d: Path) -> dict[str, bytes]:
@@ -515,18 +518,93 @@ def test_concurrent_restores_into_one_folder(tmp_path):
 TRAIN_LONG = ["--steps", "600", "--ckpt-every", "10", "--batch-size", "8"]
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=["SIGINT", "SIGTERM", "SIGKILL"])
 def test_interrupted_training_resumes_to_the_same_model(tmp_path, sig):
-    """SIGINT or SIGKILL during `alr train`, then --resume: the model file is the uninterrupted
-    run's, bit for bit."""
+    """SIGINT, SIGTERM or SIGKILL during `alr train`, then --resume: the model file is the
+    uninterrupted run's, bit for bit. The first two end the step, write its checkpoint and say so."""
     make_inputs(tmp_path)
     argv = [a.format(d=tmp_path) for a in TRAIN + TRAIN_LONG]
     assert main(argv + ["-o", str(tmp_path / "ref.safetensors")]) == 0
     out = tmp_path / "t.safetensors"
-    _interrupt(_alr(*argv, "-o", out), lambda: Path(f"{out}.ckpt").exists(), sig)
+    err = _interrupt(_alr(*argv, "-o", out), lambda: Path(f"{out}.ckpt").exists(), sig)
     assert not out.exists()
+    if sig != signal.SIGKILL:
+        step = torch.load(f"{out}.ckpt", weights_only=False)["step"]
+        assert err.strip().endswith(f"alr: interrupted: stopped after step {step} of 600; {out}.ckpt holds it: "
+                                    "run the same command with --resume to go on"), err
     assert main(argv + ["-o", str(out), "--resume"]) == 0
     assert out.read_bytes() == (tmp_path / "ref.safetensors").read_bytes()
+
+
+def _signalling(sample: Callable, call: int, *sigs: int) -> Callable:
+    """``sample`` that sends this process ``sigs`` on its ``call``-th call (during that step)."""
+    count = [0]
+
+    def wrapped(*args):
+        count[0] += 1
+        if count[0] == call:
+            for sig in sigs:
+                os.kill(os.getpid(), sig)
+        return sample(*args)
+    return wrapped
+
+
+def _train_loop(sample: Callable, out: Path, resume: bool) -> torch.nn.Module:
+    from alr.train import TrainConfig, train_critic
+    torch.manual_seed(0)
+    return train_critic(alr.PatchCritic(depth=2, width=4), sample, TrainConfig(steps=6, batch_size=4, device="cpu"),
+                        out=out, resume=resume, progress=False)
+
+
+def _finetune_loop(sample: Callable, out: Path, resume: bool) -> torch.nn.Module:
+    from alr.finetune import FinetuneConfig, finetune
+
+    class Crops:
+        pass
+    crops = Crops()
+    crops.sample = sample
+    torch.manual_seed(0)
+    cfg = FinetuneConfig(sigma=0.1, steps=6, batch_size=2, crop=16, lr0=1e-2, iters=5, tol=1e-3, device="cpu")
+    return finetune(alr.PatchCritic(depth=2, width=4, activation="silu"), crops, cfg, 0.05, out=out, resume=resume,
+                    progress=False)
+
+
+def _patches(n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.rand(n, 1, 5, 5, generator=g), torch.rand(n, 1, 5, 5, generator=g)
+
+
+def _crops(n: int, size: int, g: torch.Generator) -> torch.Tensor:
+    return torch.rand(n, 1, size, size, generator=g) * 0.6 + 0.2
+
+
+#: The training loops that stop on a signal: (run(sample, out, resume), their sampler).
+STOPPABLE = {"train": (_train_loop, _patches), "finetune": (_finetune_loop, _crops)}
+
+
+@pytest.mark.parametrize("loop", STOPPABLE)
+def test_a_stop_signal_ends_training_after_its_step_resumably(tmp_path, loop):
+    """SIGTERM (a scheduler's notice; Ctrl-C's SIGINT alike) during step 3: the step ends, its
+    checkpoint is written, no model file, the error says how to go on, the handlers are restored;
+    --resume ends on the weights of a run never stopped."""
+    run, sample = STOPPABLE[loop]
+    whole = run(sample, tmp_path / "whole.safetensors", False)
+    out = tmp_path / "t.safetensors"
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(alr.errors.Interrupted, match=re.escape(f"stopped after step 3 of 6; {out}.ckpt holds it: run the same command with --resume")):
+        run(_signalling(sample, 3, signal.SIGTERM), out, False)
+    assert signal.getsignal(signal.SIGTERM) is before and not out.exists()
+    assert torch.load(f"{out}.ckpt", weights_only=False)["step"] == 3
+    done = run(sample, out, True)
+    assert all(torch.equal(v, whole.state_dict()[k]) for k, v in done.state_dict().items())
+
+
+@pytest.mark.parametrize("loop", STOPPABLE)
+def test_a_second_stop_signal_interrupts_at_once(tmp_path, loop):
+    run, sample = STOPPABLE[loop]
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt) as e:
+        run(_signalling(sample, 2, signal.SIGTERM, signal.SIGTERM), tmp_path / "t.safetensors", False)
+    assert not isinstance(e.value, alr.errors.Interrupted) and signal.getsignal(signal.SIGTERM) is before
 
 
 def test_seeded_training_is_deterministic(tmp_path):

@@ -2,7 +2,8 @@
 # Issue 26 without a GPU: the comparative study's LAR training (alr train --recipe lar, its 45,000 steps
 # and schedule, exactly as gpu_lar.sh trains it) run on the CPU across sessions. Each call resumes from
 # the state kept in the repository (research/models/lar_chain/: checkpoint and log), trains until the
-# given clock time, pauses (--stop-after) and copies the state back, to be committed. Two threads do
+# given clock time, pauses (--stop-after) and copies the state back, to be committed (to end it
+# earlier, send alr a stop signal: pkill -TERM -f "alr train"; the step ends and is kept). Two threads do
 # about 2,100 steps an hour (1.7 s a step), so the run takes about 21 hours of CPU.
 #
 #   ALR_DATA=DIR bash research/scripts/cpu_lar_chain.sh 09:45     # pause at 09:45 today
@@ -23,8 +24,10 @@ if [ -f $KEEP/lar.safetensors.ckpt ]; then
   cp $KEEP/lar.safetensors.ckpt $KEEP/lar.csv $W/ && RESUME=--resume
   echo "resuming after step $(tail -1 $W/lar.csv | cut -d, -f1)"
 fi
-alr() { if command -v alr >/dev/null; then command alr "$@"; else .venv/bin/alr "$@"; fi; }
-alr train --recipe lar --clean "$ALR_DATA/bsd400" --sigma 0.1 --steps 45000 --val-every 1125 \
-  --stop-after "$seconds" $RESUME --device cpu -o $W/lar.safetensors 2>&1 | tee -a $W/train.log
+ALR=$(command -v alr || echo .venv/bin/alr)
+status=0  # a stop signal to alr (pkill -TERM -f "alr train") ends the step and writes the checkpoint: keep it too
+"$ALR" train --recipe lar --clean "$ALR_DATA/bsd400" --sigma 0.1 --steps 45000 --val-every 1125 \
+  --stop-after "$seconds" $RESUME --device cpu -o $W/lar.safetensors 2>&1 | tee -ia $W/train.log || status=$?
 cp $W/lar.safetensors.ckpt $W/lar.csv $KEEP/
 echo "kept in $KEEP: step $(tail -1 $KEEP/lar.csv | cut -d, -f1) of 45000; commit it"
+exit $status

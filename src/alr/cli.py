@@ -186,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "two chroma channels, as CBM3D does; rgb: the colour model on RGB; auto (default): "
                         f"opponent for colour denoising with the default model at sigma >= {OPPONENT_SIGMA:g}, else rgb")
     r.add_argument("--max-memory", type=argtypes.memory, default=None, help="activation memory budget, e.g. 4G (default: a quarter of the memory available, "
-                        "at most 1G; larger images are solved in exact tiles)")
+                        "at most 128M on the CPU and 1G on a GPU; larger images are solved in exact tiles)")
     r.add_argument("--device", type=argtypes.device, default=None, help=argtypes.DEVICE_HELP)
     r.add_argument("--batch-size", type=argtypes.positive_int, default=4,
                    help="images of equal size solved together in a folder (default 4)")
@@ -310,6 +310,7 @@ class _Job:
 def _solve(jobs: list[_Job], args, say) -> None:
     """Restore a batch of jobs of one group in one solve; write each output atomically."""
     from .critic import Regularizer
+    from .device import memory_cap
     from .images import write_image
     from .solver import solve
 
@@ -317,7 +318,8 @@ def _solve(jobs: list[_Job], args, say) -> None:
     s0 = j0.settings
     y = torch.cat([j.y for j in jobs])
     tile = Regularizer(j0.model, s0.per_channel, s0.max_memory).tile_size(y)
-    if tile and not all(j.settings.skip for j in jobs):
+    short = args.max_memory is not None or s0.max_memory < memory_cap(args.device)  # not the routine CPU tiling
+    if tile and short and not all(j.settings.skip for j in jobs):
         say(f"{j0.path.name}: {y.shape[-1]}x{y.shape[-2]} solved in tiles of {tile}x{tile} pixels to stay within "
             f"{s0.max_memory / 2 ** 20:.0f} MiB of activations (--max-memory)")
     t0 = time.perf_counter()
@@ -669,8 +671,8 @@ def main(argv: list[str] | None = None) -> int:
     except (AlrError, FileNotFoundError, ValueError, KeyError, RuntimeError, FloatingPointError, OSError) as e:
         print(f"alr: error: {one_line(e)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("alr: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        print(f"alr: interrupted: {one_line(e)}" if str(e) else "alr: interrupted", file=sys.stderr)
         return 130
     return 0
 

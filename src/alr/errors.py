@@ -27,3 +27,8 @@ def one_line(e: BaseException) -> str:
     if isinstance(e, OSError) and e.filename and e.strerror:
         msg = f"{e.filename}: {e.strerror}"
     return " ".join(msg.split())
+
+
+class Interrupted(KeyboardInterrupt):
+    """A run stopped by the user (Ctrl-C) or the system (SIGTERM) after saving what it needs to go
+    on; the message says where and how."""

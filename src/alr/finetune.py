@@ -47,7 +47,8 @@ from .device import resolve_device
 from .metrics import psnr
 from .modelfile import save_model
 from .solver import minimize
-from .train import RunLog, decayed_lr, load_checkpoint, save_checkpoint, snapshot, stopping
+from .train import (RunLog, StopSignals, decayed_lr, interrupted_at, load_checkpoint, save_checkpoint, snapshot,
+                    stopping)
 
 LOG_FIELDS = ["step", "loss", "psnr", "log_weight", "log_scale", "lr", "seconds", "val_psnr"]
 
@@ -163,8 +164,8 @@ def finetune(critic: PatchCritic, images: ImageStack, config: FinetuneConfig, la
     done = start
     bar = tqdm(total=config.steps, initial=start, disable=not progress, desc="fine-tune critic", unit="step",
                dynamic_ncols=True)
-    paused = False
-    with RunLog(log_csv, start if resume else 0, LOG_FIELDS, clock) as log, bar:
+    paused = interrupted = False
+    with RunLog(log_csv, start if resume else 0, LOG_FIELDS, clock) as log, bar, StopSignals() as signals:
         if validate and not resume:  # the starting critic competes: fine-tuning never returns a worse one
             score = validator(critic)[0]
             best = {"step": 0, "val_psnr": score, "scale": [float(v.detach()) for v in scale],
@@ -193,7 +194,7 @@ def finetune(critic: PatchCritic, images: ImageStack, config: FinetuneConfig, la
                            log_weight=f"{float(scale[0].detach()):.5g}", log_scale=f"{float(scale[1].detach()):.5g}",
                            lr=f"{lr:.6g}")
                 bar.set_postfix(loss=row["loss"], psnr=row["psnr"], refresh=False)
-            timeout, paused = stopping(config, log, done)
+            timeout, paused, interrupted = stopping(config, log, done, signals)
             if validate and (done % config.val_every == 0 or done == config.steps or timeout or paused):
                 score = validator(critic)[0]
                 row["val_psnr"] = f"{score:.4f}"
@@ -201,12 +202,15 @@ def finetune(critic: PatchCritic, images: ImageStack, config: FinetuneConfig, la
                     best = {"step": done, "val_psnr": score, "scale": [float(v.detach()) for v in scale],
                         "state": snapshot(critic)}
             log.write(done, row)
-            if checkpoint is not None and (done % config.ckpt_every == 0 or done == config.steps or timeout or paused):
+            if checkpoint is not None and (done % config.ckpt_every == 0 or done == config.steps or timeout or paused
+                                           or interrupted):
                 save_checkpoint(checkpoint, critic, opt, gen, done, best=best, scale=[float(v.detach()) for v in scale],
                                 seconds=log.seconds())
             bar.update(1)
-            if timeout or paused:
+            if timeout or paused or interrupted:
                 break
+    if interrupted:
+        raise interrupted_at(done, config.steps, checkpoint)
     critic.cpu().eval()
     final = [float(v.detach()) for v in scale]
     if best is not None:

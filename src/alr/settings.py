@@ -20,7 +20,7 @@ Rules, in order:
   :data:`NO_NOISE_SIGMA` is refused instead, since saturated pixels hide the noise from the
   estimator (a sharp 0/1 edge estimates 1e-33);
 * the activation memory budget: as given, else a quarter of the memory available now,
-  at most 1 GiB (:func:`alr.device.memory_budget`);
+  at most 128 MiB on the CPU and 1 GiB on a GPU (:func:`alr.device.memory_budget`);
 * before all these, the colour space (:func:`pick_color_space`): without a model named, a colour
   image is denoised by the `gray` model on its luminance and chroma from a noise level of
   :data:`OPPONENT_SIGMA` up, by `color` below it.
