@@ -14,6 +14,7 @@
 # Once the 45,000 steps are done, alr train selects the best checkpoint, fits the input scale and
 # calibrates lambda; the result is runs/lar_chain/lar.safetensors.
 set -euo pipefail
+{  # read whole before it runs: a git pull or an edit during the hours it runs cannot change it
 : "${ALR_DATA:?set ALR_DATA to the data folder}"
 [ $# -eq 1 ] || { echo "usage: $0 HH:MM (the clock time to pause at)"; exit 2; }
 KEEP=research/models/lar_chain W=runs/lar_chain
@@ -32,3 +33,4 @@ status=0  # a stop signal to alr (pkill -TERM -f "alr train") ends the step and 
 cp $W/lar.safetensors.ckpt $W/lar.csv $KEEP/
 echo "kept in $KEEP: step $(tail -1 $KEEP/lar.csv | cut -d, -f1) of 45000; commit it"
 exit $status
+}

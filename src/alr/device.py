@@ -30,8 +30,8 @@ def resolve_device(name: str | torch.device | None = None) -> torch.device:
 #: The most activation memory the automatic budget takes on a GPU, whatever is free.
 MAX_AUTO_MEMORY = 1 << 30
 #: The most it takes on the CPU. glibc maps every block above 32 MiB afresh at each call, so
-#: smaller tiles are faster there: a value and gradient of ``gray`` on a BSD68 image takes 0.74 s
-#: in 128 MiB tiles against 1.48 s whole, 1024x1024 4.4 s against 7.3 s under 1 GiB
+#: smaller tiles are faster there: a value and gradient of ``gray`` on a BSD68 image takes 0.61 s
+#: in 128 MiB tiles against 1.46 s whole, a whole restore of one 7.5 s against 10.9 s under 1 GiB
 #: (``python benchmarks/tile_budget.py``, two threads).
 MAX_AUTO_MEMORY_CPU = 128 << 20
 
