@@ -60,16 +60,16 @@ def restore_rows(repeats: int) -> list[dict]:
     from skimage import data
     gray = torch.from_numpy(data.camera()[:321, :481]).float()[None, None] / 255
     color = torch.from_numpy(data.astronaut()[:321, :481]).float().permute(2, 0, 1)[None] / 255
-    rows = []
+    rows, runs = [], max(1, repeats // 2)
     for name, clean, sigma in (("gray", gray, 0.1), ("colour (auto: opponent)", color, 0.2)):
         y = add_noise(clean, sigma, seed=0)
         for label, budget in (("default", memory_budget("cpu")), ("1G", float(1 << 30))):
             alr.restore(y, sigma=sigma, max_memory=budget, device="cpu")  # warm-up
             t0 = time.perf_counter()
-            for _ in range(max(1, repeats // 2)):
+            for _ in range(runs):
                 alr.restore(y, sigma=sigma, max_memory=budget, device="cpu")
             rows.append({"restore": name, "budget": f"{label} ({budget / 2 ** 20:.0f} MiB)",
-                         "seconds": (time.perf_counter() - t0) / max(1, repeats // 2)})
+                         "seconds": (time.perf_counter() - t0) / runs})
     return rows
 
 
