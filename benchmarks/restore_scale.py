@@ -5,8 +5,8 @@
 Row ``default``: ``alr.restore(y, "gray", sigma=0.1)`` with default flags, i.e. the activation budget
 picked from the memory available (alr.device.memory_budget: at most 128 MiB on the CPU, 1 GiB on a
 GPU) and the model's own solver (L-BFGS, 8 iterations at sigma 0.1). Row ``unbounded``: the same
-solve with no budget (the previous default), which at 4096x4096 was killed by the kernel at 24 GiB. Each run is a fresh subprocess so
-that its peak RSS (and CUDA peak) is its own.
+solve with no budget (the previous default), which at 4096x4096 was killed by the kernel at 24 GiB.
+Each run is a fresh subprocess so that its peak RSS (and CUDA peak) is its own.
 """
 from __future__ import annotations
 
