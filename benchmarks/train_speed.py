@@ -1,7 +1,9 @@
 """Critic training throughput (WGAN-GP steps/s and patches/s) by architecture and batch size, a whole
-batch against the chunks a CPU step uses (``alr.train.chunk_count``), side by side.
+batch against the chunks a CPU step uses (``alr.train.chunk_count``), side by side; then the same
+again after ``alr.device.keep_freed_memory()``, the glibc setting ``alr train`` makes (a process
+cannot undo it, so it is timed second; ``--no-kept`` skips it).
 
-    python benchmarks/train_speed.py [--archs paper,lar] [--batches 128,512] [--steps 10]
+    python benchmarks/train_speed.py [--archs paper,lar] [--batches 128,512] [--steps 10] [--no-kept]
 
 ``paper``: the paper's critic (6 layers of 64 channels, ReLU, 13x13 patches); ``lar``: the
 comparative study's (``alr train --recipe lar``: 128-64-64-64-32-32, SiLU, 15x15 patches, one-sided
@@ -16,6 +18,7 @@ import torch
 from _common import print_table, write_json
 
 from alr.critic import PatchCritic
+from alr.device import keep_freed_memory
 from alr.train import TrainConfig, accumulate_gradients, chunk_count
 
 ARCHS = {"paper": (dict(depth=6, width=64), TrainConfig(mu=10.0)),
@@ -47,21 +50,27 @@ def main() -> None:
     ap.add_argument("--archs", default="paper,lar")
     ap.add_argument("--batches", default="128,512")
     ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--no-kept", action="store_true", help="skip the rows under keep_freed_memory()")
     args = ap.parse_args()
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     rows = []
-    for arch in args.archs.split(","):
-        for bs in (int(v) for v in args.batches.split(",")):
-            critic = PatchCritic(**ARCHS[arch][0])
-            s = critic.receptive_field
-            auto = chunk_count(critic, torch.zeros(bs, 1, s, s), dev)
-            whole = seconds_per_step(arch, bs, 1, args.steps, dev)
-            rows.append({"arch": arch, "batch": bs, "chunks": 1, "seconds_per_step": whole,
-                         "patches_per_s": 2 * bs / whole, "speedup": 1.0})
-            if auto > 1:
-                dt = seconds_per_step(arch, bs, auto, args.steps, dev)
-                rows.append({"arch": arch, "batch": bs, "chunks": f"{auto} (default)", "seconds_per_step": dt,
-                             "patches_per_s": 2 * bs / dt, "speedup": whole / dt})
+    for allocator in ("default", "kept")[:1 if args.no_kept else 2]:
+        if allocator == "kept" and not keep_freed_memory():
+            print("keep_freed_memory() does not apply here (no glibc, or MALLOC_* set): no kept rows")
+            break
+        for arch in args.archs.split(","):
+            for bs in (int(v) for v in args.batches.split(",")):
+                critic = PatchCritic(**ARCHS[arch][0])
+                s = critic.receptive_field
+                auto = chunk_count(critic, torch.zeros(bs, 1, s, s), dev)
+                whole = seconds_per_step(arch, bs, 1, args.steps, dev)
+                row = {"allocator": allocator, "arch": arch, "batch": bs}
+                rows.append({**row, "chunks": 1, "seconds_per_step": whole, "patches_per_s": 2 * bs / whole,
+                             "speedup": 1.0})
+                if auto > 1:
+                    dt = seconds_per_step(arch, bs, auto, args.steps, dev)
+                    rows.append({**row, "chunks": f"{auto} (default)", "seconds_per_step": dt,
+                                 "patches_per_s": 2 * bs / dt, "speedup": whole / dt})
     print_table("train_speed: WGAN-GP step, whole batch vs chunks", rows)
     write_json("train_speed", rows)
 

@@ -425,3 +425,45 @@ def test_routine_cpu_tiling_is_silent_and_a_given_budget_is_reported(tmp_path, c
         assert main(["restore", str(noisy), "-o", str(tmp_path / "o.png"), "--sigma", "0.1", "--iters", "1",
                      "--device", "cpu", *extra]) == 0
         assert ("solved in tiles" in capsys.readouterr().err) == noted
+
+
+_MAPPED_BY_64MIB = """
+import ctypes, torch
+from alr.device import keep_freed_memory
+class Info(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = Info
+applied = keep_freed_memory()
+before = libc.mallinfo2().hblkhd
+x = torch.ones(64 << 20, dtype=torch.uint8)
+print(applied, (libc.mallinfo2().hblkhd - before) >> 20)
+"""
+
+
+@pytest.mark.skipif(not hasattr(__import__("ctypes").CDLL(None), "mallinfo2"), reason="needs glibc >= 2.33")
+@pytest.mark.parametrize("env, applied", [({}, True), ({"MALLOC_ARENA_MAX": "2"}, False),
+                                          ({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}, False)])
+def test_keep_freed_memory_stops_large_maps_unless_the_user_tuned_malloc(env, applied):
+    """keep_freed_memory serves a 64 MiB tensor from the heap instead of a map of its own, and leaves
+    the allocator alone when the environment configures it."""
+    import os
+    import subprocess
+    import sys
+    clean = {k: v for k, v in os.environ.items() if not (k.startswith("MALLOC_") or k == "GLIBC_TUNABLES")}
+    out = subprocess.run([sys.executable, "-c", _MAPPED_BY_64MIB], env={**clean, **env}, capture_output=True,
+                         text=True, check=True).stdout.split()
+    assert out[0] == str(applied)
+    assert (int(out[1]) == 0) if applied else (int(out[1]) >= 64)
+
+
+@pytest.mark.parametrize("command, tuned", [("train", True), ("finetune", True), ("restore", False)])
+def test_only_the_long_commands_tune_the_allocator(command, tuned, tmp_path, monkeypatch):
+    import alr.device
+    calls = []
+    monkeypatch.setattr(alr.device, "keep_freed_memory", lambda: calls.append(1) or True)
+    args = {"train": ["--clean", str(tmp_path / "none"), "--sigma", "0.1"],
+            "finetune": ["--clean", str(tmp_path / "none"), "--sigma", "0.1", "--init", "gray"],
+            "restore": [str(tmp_path / "none.png")]}[command]
+    assert main([command, *args, "-o", str(tmp_path / "out")]) == 2  # the missing input stops it
+    assert bool(calls) == tuned

@@ -4,7 +4,7 @@
 # the state kept in the repository (research/models/lar_chain/: checkpoint and log), trains until the
 # given clock time, pauses (--stop-after) and copies the state back, to be committed (to end it
 # earlier, send alr a stop signal: pkill -TERM -f "alr train"; the step ends and is kept). Two threads do
-# about 1,800 steps an hour (2.0 s a step), so the run takes about 25 hours of CPU; run nothing beside
+# about 2,600 steps an hour (1.4 s a step), so the run takes about 17 hours of CPU; run nothing beside
 # it (a one-thread job beside its two threads more than halves its speed).
 #
 #   ALR_DATA=DIR bash research/scripts/cpu_lar_chain.sh 09:45     # pause at 09:45 today

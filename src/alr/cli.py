@@ -655,6 +655,7 @@ def _threads() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the ``alr`` command; returns the exit status (0, 2 for an error printed as one line, 130 if interrupted)."""
+    from . import device
     from .errors import AlrError, one_line
 
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -667,6 +668,8 @@ def main(argv: list[str] | None = None) -> int:
                    "info": cmd_info, "demo": cmd_demo}[args.command]
     try:
         _threads()
+        if handler in (cmd_train, cmd_finetune):  # one long computation: glibc may keep what it frees
+            device.keep_freed_memory()
         handler(args)
     except (AlrError, FileNotFoundError, ValueError, KeyError, RuntimeError, FloatingPointError, OSError) as e:
         print(f"alr: error: {one_line(e)}", file=sys.stderr)

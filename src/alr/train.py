@@ -83,7 +83,8 @@ Sampler = Callable[[int, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
 
 #: The largest activation one CPU forward pass of training makes. glibc serves every block above
 #: 32 MiB with its own mmap, so a larger tensor is mapped, faulted in and unmapped at every step:
-#: 512 patches of the LAR critic (59 MB for its first layer) train 1.66x faster in two chunks.
+#: 512 patches of the LAR critic (59 MB for its first layer) train 1.35x faster in two chunks
+#: (``benchmarks/train_speed.py``; the CLI's :func:`alr.device.keep_freed_memory` gains 1.17x more).
 CPU_CHUNK_BYTES = 32 * 2**20
 
 LOG_FIELDS = ["step", "loss", "wasserstein", "gradient_penalty", "grad_norm_mean",
