@@ -69,6 +69,16 @@ def test_line_search_finds_the_log_maximum():
     assert len(evals) == 3
 
 
+@pytest.mark.parametrize("octaves", [-1.0, -0.5, 0.0, 0.5, 1.0])
+def test_a_validation_search_finds_a_nearby_optimum_in_four_solves(octaves):
+    """Between checkpoints the Validator searches from the last lambda by sqrt(2) in 4 solves:
+    an optimum up to an octave away, on either side, is found exactly."""
+    target = 0.01 * 2 ** octaves
+    best, evals = line_search(lambda lam: -abs(math.log2(lam / target)), 0.01, max_evals=4,
+                              factors=(math.sqrt(2.0),))
+    assert math.isclose(best, target) and len(evals) <= 4
+
+
 @pytest.mark.parametrize("task", ["deblur", "inpaint", "sr"])
 def test_tv_reaches_its_minimiser_in_the_bench_iterations(camera, task):
     """The bench's TV column is the TV minimiser, not an early stop: the energy after the

@@ -62,8 +62,10 @@ def _cal_physics(task: str, shape: tuple[int, int]):
             "inpaint": lambda: Inpainting(random_mask(shape, 0.5, 1)), "sr": lambda: Downsampling(2)}[task]()
 
 
-def line_search(f, lam0: float, max_evals: int | None = None) -> tuple[float, dict[float, float]]:
-    """Maximise f over log(lam): walk by factor 2 while it improves, then by sqrt(2).
+def line_search(f, lam0: float, max_evals: int | None = None,
+                factors: tuple[float, ...] = (2.0, math.sqrt(2.0))) -> tuple[float, dict[float, float]]:
+    """Maximise f over log(lam): walk up, then down, by the first of ``factors`` while f improves,
+    then likewise by the next (by default 2, then sqrt(2)).
 
     Returns the best lambda and every evaluation. ``max_evals`` caps the evaluations.
     """
@@ -78,7 +80,7 @@ def line_search(f, lam0: float, max_evals: int | None = None) -> tuple[float, di
         return seen[key][1]
 
     best = lam0
-    for factor in (2.0, math.sqrt(2.0)):
+    for factor in factors:
         for direction in (factor, 1 / factor):
             while ev(best * direction) > ev(best):
                 best *= direction
@@ -224,8 +226,9 @@ class Validator:
     The crops ``x`` are degraded by Gaussian noise of level ``sigma`` (seed 1, not clipped) and
     restored with the critic's solver (:func:`alr.pretrained.solver_options`). With ``lam`` None
     each call searches lambda (:func:`line_search`: the first call from ``denoise_start(sigma)`` to
-    the best, the next ones from the last best and in at most ``max_evals`` solves), so that every
-    checkpoint is judged at its own best lambda; a fixed
+    the best, the next ones from the last best by steps of sqrt(2) in at most ``max_evals`` solves:
+    both neighbours, then onwards if one is better), so that every checkpoint is judged at its own
+    best lambda; a fixed
     ``lam`` judges them all at it. Calling it returns ``(mean PSNR, lambda)``; the critic given is
     not changed (it is solved with a copy).
     """
@@ -247,7 +250,10 @@ class Validator:
 
         if not self.search:
             return f(self.lam), self.lam
-        self.lam, evals = line_search(f, self.lam, self.max_evals if self.searched else None)
+        if self.searched:  # the best lambda drifts slowly between checks: search close to the last
+            self.lam, evals = line_search(f, self.lam, self.max_evals, factors=(math.sqrt(2.0),))
+        else:
+            self.lam, evals = line_search(f, self.lam)
         self.searched = True
         return evals[self.lam], self.lam
 
