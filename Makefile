@@ -19,7 +19,7 @@ demo: install
 	$(BIN)/alr demo -o demo_out
 
 test: install
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=12 tests
 
 test-all: install
 	$(BIN)/python -m pytest -q -m "slow or not slow" tests
