@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Issue 26 without a GPU: the comparative study's LAR training (alr train --recipe lar, its 45,000 steps
-# and schedule, exactly as gpu_lar.sh trains it) run on the CPU across sessions. Each call resumes from
-# the state kept in the repository (research/models/lar_chain/: checkpoint and log), trains until the
-# given clock time, pauses (--stop-after), copies the state back and redraws
-# research/figures/lar_chain.png, to be committed (to end it earlier, send alr a stop signal:
-# pkill -TERM -f "alr train"; the step ends and is kept). Two threads do about 2,600 steps an hour
-# (1.4 s a step), so the run takes about 17 hours of CPU; run nothing beside it (a one-thread job
-# beside its two threads more than halves its speed).
+# and schedule, on its data: the full-size BSDS images in gray, cbsd432; exactly as gpu_lar.sh trains
+# it) run on the CPU across sessions. Each call resumes from the state kept in the repository
+# (research/models/lar_chain/: checkpoint and log), trains until the given clock time, pauses
+# (--stop-after), copies the state back and redraws research/figures/lar_chain.png, to be committed
+# (to end it earlier, send alr a stop signal: pkill -TERM -f "alr train"; the step ends and is kept).
+# Two threads do about 2,600 steps an hour (1.4 s a step), so the run takes about 17 hours of CPU;
+# run nothing beside it (a one-thread job beside its two threads more than halves its speed).
 #
 #   ALR_DATA=DIR bash research/scripts/cpu_lar_chain.sh 09:45     # pause at 09:45 today
 #
@@ -29,7 +29,7 @@ if [ -f $KEEP/lar.safetensors.ckpt ]; then
 fi
 ALR=$(command -v alr || echo .venv/bin/alr)
 status=0  # a stop signal to alr (pkill -TERM -f "alr train") ends the step and writes the checkpoint: keep it too
-"$ALR" train --recipe lar --clean "$ALR_DATA/bsd400" --sigma 0.1 --steps 45000 --val-every 1125 \
+"$ALR" train --recipe lar --clean "$ALR_DATA/cbsd432" --channels 1 --sigma 0.1 --steps 45000 --val-every 1125 \
   --stop-after "$seconds" $RESUME --device cpu -o $W/lar.safetensors 2>&1 | tee -ia $W/train.log || status=$?
 cp $W/lar.safetensors.ckpt $W/lar.csv $KEEP/
 "$(dirname "$ALR")/python" research/scripts/plot_lar_chain.py || true  # research/figures/lar_chain.png

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # GPU recipe for issue 26, one command per 15-minute lease (about 9 minutes of it), chained over leases:
 #  1. alr train --recipe lar (the comparative study's local adversarial regularizer: 128-64-64-64-32-32
-#     SiLU critic, paired patches, one-sided penalty 0.1) on bsd400 at sigma 0.1, the study's length and
+#     SiLU critic, paired patches, one-sided penalty 0.1) at sigma 0.1 on the study's data, the full-size
+#     BSDS images in gray (cbsd432: BSDS500 less CBSD68, 481x321; LAR_CLEAN another folder), the study's length and
 #     schedule (LAR_STEPS=45000 steps, lr 1e-3 -> 1e-4 over them, a check every 1125 steps), paused by
 #     --stop-after after TRAIN_SECONDS (420) of each lease. The study's own validation PSNR was 2.0 dB below
 #     its final one after 2,250 steps and 0.8 dB below after 7,900 (its training log), so a short run
 #     measures nothing: a paused lease packs its checkpoint, and the next lease goes on from it
 #     (RESUME_DIR: the unpacked lar_results.tar.gz of the last lease, carried to the device, e.g.
 #     run(carry=["runs/lar_gpu"]) with RESUME_DIR=runs/lar_gpu). When the steps are done, the
-#     checkpoint that restored 8 held-out bsd400 images best is kept and its input scale / weight fitted;
+#     checkpoint that restored 8 held-out training images best is kept and its input scale / weight fitted;
 #  2. alr finetune (bilevel, Jacobian-free backpropagation) of that critic for FT_SECONDS (90);
 #  3. each model's lambda calibrated at sigma 0.1 and 0.2 on set12 crops (alr bench calibrate), then
 #     BSD68 gray at sigma 0.1 / 0.2, standard protocol (noise not clipped), beside the shipped gray and
@@ -23,6 +24,7 @@ set -u
 : "${ALR_DATA:?set ALR_DATA to the data folder}" "${OUT:?set OUT to the results folder}"
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 PY=${PYTHON:-python3}
+CLEAN=${LAR_CLEAN:-$ALR_DATA/cbsd432}  # read in gray (--channels 1, ITU-R 601 luma, as the study's Grayscale)
 W=${WORK:-/tmp/lar_work}; rm -rf $W; mkdir -p $W $OUT
 exec > >(tee $OUT/lar_log.txt) 2>&1
 if [ -n "${QUICK:-}" ]; then
@@ -60,14 +62,14 @@ if [ -n "${RESUME_DIR:-}" ]; then  # an earlier lease's training, to go on from
   cp $RESUME_DIR/lar.safetensors.ckpt $RESUME_DIR/lar.csv $W/ && RESUME=--resume
   say "resuming from $RESUME_DIR: $(tail -1 $W/lar.csv | cut -d, -f1) steps done"
 fi
-step train $PY -m alr train --recipe lar --clean $ALR_DATA/bsd400 ${NOISE:---sigma 0.1} --stop-after $T \
+step train $PY -m alr train --recipe lar --clean $CLEAN ${NOISE:---sigma 0.1} --stop-after $T \
   $TRAIN $RESUME --device $DEV -q -o $W/lar.safetensors
 grep -E "^(trained|kept|fitted|calibrated|paused)" $W/train.log
 grep -q "^paused" $W/train.log && { say "paused: run again with RESUME_DIR set to the unpacked results"; exit 0; }
 for S in ${SIG//,/ }; do bench bm3d_$S gray bm3d $S & B="${B:-} $!"; done  # one CPU process per noise level
 bench gray gray alr $SIG & B="$B $!"
 ( calibrated lar && bench lar $W/cal_lar/lar.safetensors alr $SIG ) & B="$B $!"
-step finetune $PY -m alr finetune --init $W/lar.safetensors --clean $ALR_DATA/bsd400 --sigma 0.1 \
+step finetune $PY -m alr finetune --init $W/lar.safetensors --clean $CLEAN --sigma 0.1 \
   --max-seconds $FT $TUNE --device $DEV -q -o $W/lar_ft.safetensors
 grep -E "^fine-tuned" $W/finetune.log
 calibrated lar_ft && bench lar_ft $W/cal_lar_ft/lar_ft.safetensors alr $SIG
