@@ -76,6 +76,11 @@ def memory_cap(device: torch.device | str | None = None) -> int:
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_MAX = -1, -2, -4
 
 
+def malloc_configured(environ) -> bool:
+    """Whether the environment ``environ`` configures glibc's allocator (``MALLOC_*``, ``GLIBC_TUNABLES``)."""
+    return any(k.startswith("MALLOC_") or k == "GLIBC_TUNABLES" for k in environ)
+
+
 def keep_freed_memory() -> bool:
     """Make glibc's ``malloc`` keep and reuse freed memory in this process instead of mapping every
     block above its 32 MiB threshold afresh at each call (and faulting its pages in again): no
@@ -86,7 +91,7 @@ def keep_freed_memory() -> bool:
     computation (``alr train`` and ``alr finetune`` call it); a library leaves its users' allocator
     alone. Returns whether it was applied: not off glibc, nor when the environment already sets
     ``MALLOC_*`` or ``GLIBC_TUNABLES`` (the user's settings win)."""
-    if any(k.startswith("MALLOC_") or k == "GLIBC_TUNABLES" for k in os.environ):
+    if malloc_configured(os.environ):
         return False
     try:
         import ctypes
