@@ -438,21 +438,30 @@ def _validator(args, deg, held: list, channels: int):
     return Validator(center_crops(files, channels, TRAIN_CAL_CROP), sigma, device=args.device, source=source), sigma
 
 
+def _training_outputs(args, folders: list) -> tuple[Path, Path]:
+    """The model file and log of ``alr train`` / ``alr finetune``, checked before any work: neither
+    they nor the checkpoint may replace the ``--init`` model or land inside an input folder."""
+    from .files import check_output
+    from .pretrained import resolve
+
+    out = Path(args.output)
+    log = Path(args.log or out.with_suffix(".csv"))
+    inputs = [args.init and resolve(args.init)]
+    for option, path in (("-o", out), ("-o", f"{out}.ckpt"), ("--log", log)):
+        check_output(path, inputs, folders, option)
+    return out, log
+
+
 def cmd_train(args) -> None:
     """``alr train``: train a critic, save it, and calibrate its denoising lambda (unless --no-calibrate)."""
     from .calibration import calibrate_trained
     from .data import Degradation, make_patch_pairs, split_holdout
-    from .files import check_output
     from .modelfile import portable_path, save_model
-    from .pretrained import DEFAULT_SOLVER, resolve
+    from .pretrained import DEFAULT_SOLVER
     from .train import TrainConfig, init_distributed, train_critic
 
     rank, world = init_distributed()
-    out = Path(args.output)
-    log = args.log or out.with_suffix(".csv")
-    inputs, folders = [args.init and resolve(args.init)], [args.clean, args.degraded, args.val]
-    for option, path in (("-o", out), ("-o", f"{out}.ckpt"), ("--log", log)):
-        check_output(path, inputs, folders, option)
+    out, log = _training_outputs(args, [args.clean, args.degraded, args.val])
     recipe = RECIPES[args.recipe]
     for key, value in recipe["options"].items():  # the recipe's defaults of the options not given
         if getattr(args, key) is None:
@@ -527,8 +536,7 @@ def cmd_finetune(args) -> None:
                          tol=args.tol, boundary=args.boundary, val_every=args.val_every, seed=args.seed,
                          ckpt_every=args.ckpt_every, max_seconds=args.max_seconds, stop_after=args.stop_after,
                          device=args.device)
-    out = Path(args.output)
-    log = args.log or out.with_suffix(".csv")
+    out, log = _training_outputs(args, [args.clean, args.val])
     t0 = time.perf_counter()
     critic = finetune_folder(args.init, args.clean, cfg, out, lam=args.lam, holdout=args.val_images, val_dir=args.val,
                              max_images=args.max_images, calibrate=not args.no_calibrate, resume=args.resume,
