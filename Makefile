@@ -25,8 +25,8 @@ test-all: install
 	$(BIN)/python -m pytest -q -m "slow or not slow" tests
 
 # DeepInverse interop (tests/interop/) in its own environment: deepinv needs torchvision, whose
-# registry wheels are linked against the registry's default (CUDA-linked) torch build, which also
-# runs on the CPU. About 2 minutes and 5.6 GB; the main .venv stays CPU-only and small.
+# wheels pin torch 2.14.1 (alr's main .venv pins 2.13.0); it runs on the CPU too. About 1.5 minutes
+# and 5.8 GB (docs/deepinverse.md).
 # alr is installed without its torch pin (--no-deps), then its other dependencies from pyproject.toml.
 DVENV := .venv-deepinv
 DBIN := $(DVENV)/bin
