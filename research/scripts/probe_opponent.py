@@ -3,7 +3,7 @@
 `alr.solver.restore_opponent` (luminance and two chroma channels of `alr.images.to_opponent`, each
 denoised by `gray` at its own noise level with the iterations of the RGB level; the chroma at
 --chroma-lambda (default 8, the shipped CHROMA_LAMBDA) times its table's lambda)
-beside `color`, on centre crops 128x128 of the first 8 cbsd432 images (training side), noise seeded,
+beside `color` and beside `gray` on each RGB channel (`--per-channel`), on centre crops 128x128 of the first 8 cbsd432 images (training side), noise seeded,
 not clipped; mean PSNR. One CPU thread, about 5-10 minutes per noise level.
 
     PYTHONPATH=src python research/scripts/probe_opponent.py [--chroma-lambda 4,8] [--sigmas 0.1,0.2]
@@ -32,7 +32,8 @@ for f in list_images(data_root(args.data) / "cbsd432")[:args.images]:
 x = torch.cat(crops)
 for sigma in (float(s) for s in args.sigmas.split(",")):
     y = x + sigma * torch.randn(x.shape, generator=torch.Generator().manual_seed(1))
-    out = {"color": alr.restore(y, model="color", sigma=sigma)}
+    out = {"color": alr.restore(y, model="color", sigma=sigma),
+           "gray on each RGB channel": alr.restore(y, model="gray", sigma=sigma, per_channel=True, color_space="rgb")}
     for factor in (float(f) for f in args.chroma_lambda.split(",")):
         out[f"gray, opponent space, chroma lambda x{factor:g}"] = restore_opponent(y, "gray", sigma,
                                                                                    chroma_lambda=factor)

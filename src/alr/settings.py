@@ -234,8 +234,8 @@ def resolve(model: PatchCritic, y: torch.Tensor, task: str = "denoise", sigma: f
         notes.append(f"{name}: {sat:.0%} of the pixels are exactly 0 or 1; if the noise was clipped "
                      "(saturation), --clipped models it and restores them better")
     if per_channel and model.in_channels == 1 and y.shape[1] == 3 and color_space == "rgb":
-        notes.append(f"{name}: a gray model on each colour channel restores about 2 dB worse than the colour "
-                     "model (--model color)")
+        notes.append(f"{name}: a gray model on each colour channel ignores how the channels vary together and "
+                     "restores worse than --model color or --color-space opponent")
     opts = solver_options(model, task, sigma, clipped)
     if method is not None and method != opts["method"]:  # keep what defines the energy, drop the rest
         opts = {"method": method, **{k: opts[k] for k in ("boundary", "concavity", "score_ref") if k in opts}}
