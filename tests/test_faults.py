@@ -180,8 +180,13 @@ def no_permission(d: Path, mp) -> None:
 
 
 def read_only_dir(d: Path, mp) -> None:
+    """A folder without write permission; as root, who writes anyway, ``os.access`` says so."""
     (d / "ro").mkdir()
     (d / "ro").chmod(0o555)
+    if os.geteuid() == 0:
+        real_access = os.access
+        mp.setattr(os, "access", lambda p, mode, **kw: not (Path(p) == d / "ro" and mode & os.W_OK)
+                   and real_access(p, mode, **kw))
 
 
 def little_memory(d: Path, mp) -> None:
@@ -288,25 +293,24 @@ CASES = [
                                       "-o", "{d}"], "-o"),
     Case("disk-full-image", restore("a.png", out="out.npy"), "out.npy", disk_full, absent=("Errno",)),
     Case("disk-full-model", train(), "t.safetensors", disk_full, leaves=("t.csv", "t.safetensors.ckpt")),
-    Case("no-permission", restore("a.png"), "out.png", no_permission),
-    pytest.param(Case("read-only-folder", restore("a.png", out="ro/out.png"), "ro", read_only_dir),
-                 marks=pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")),
+    Case("no-permission", restore("a.png"), "cannot write {d}/out.png: Permission denied", no_permission),
+    Case("read-only-folder", restore("a.png", out="ro/out.png"), "no permission to write in {d}/ro", read_only_dir),
     # -- model files (alr.modelfile): checked before anything is built or run
     Case("model-unknown-config-key", with_model("a.png"), "evil",
          model_file("bad.safetensors", {"kind": "patch", "in_channels": 1, "depth": 2, "width": 8, "evil": 1})),
-    Case("model-config-is-a-list", with_model("a.png"), "bad.safetensors", model_file("bad.safetensors", [1, 2])),
+    Case("model-config-is-a-list", with_model("a.png"), "bad.safetensors: config must be a JSON object", model_file("bad.safetensors", [1, 2])),
     Case("model-config-without-kind", with_model("a.png"), "kind",
          model_file("bad.safetensors", {"in_channels": 1, "depth": 2, "width": 8})),
     Case("model-depth-200000", with_model("a.png"), "depth",
          model_file("bad.safetensors", {"kind": "patch", "in_channels": 1, "depth": 200000, "width": 8})),
     Case("model-width-1e6", with_model("a.png"), "width",
          model_file("bad.safetensors", {"kind": "patch", "in_channels": 1, "depth": 2, "width": 10 ** 6})),
-    Case("model-malformed-json", with_model("a.png"), "bad.safetensors", model_file("bad.safetensors", meta="{oops")),
+    Case("model-malformed-json", with_model("a.png"), "bad.safetensors: malformed JSON", model_file("bad.safetensors", meta="{oops")),
     Case("model-lambda-is-a-list", ["info", "{d}/bad.safetensors"], "lambda",
          model_file("bad.safetensors", meta={"lambda": [1, 2]})),
     Case("model-empty-lambda-table", ["info", "{d}/bad.safetensors"], "denoise",
          model_file("bad.safetensors", meta={"lambda": {"denoise": {}}})),
-    Case("model-nan-lambda", ["info", "{d}/bad.safetensors"], "bad.safetensors",
+    Case("model-nan-lambda", ["info", "{d}/bad.safetensors"], "'lam' must hold finite numbers",
          model_file("bad.safetensors", meta={"lambda": {"denoise": {"sigma": [0.1], "lam": [float("nan")]}}})),
     Case("model-fractional-iters", ["info", "{d}/bad.safetensors"], "iters",
          model_file("bad.safetensors", meta={"lambda": {"denoise": {"sigma": [0.1], "lam": [0.1], "iters": [0.5]}}})),
@@ -316,29 +320,31 @@ CASES = [
          model_file("bad.safetensors", meta={"solver": {"method": "gd", "options": {"evil": 1}}})),
     Case("model-header-not-strings", with_model("a.png"), "config",
          raw_safetensors("bad.safetensors", {"__metadata__": {"config": {"kind": "patch"}}})),
-    Case("model-header-size-2^60", with_model("a.png"), "bad.safetensors",
+    Case("model-header-size-2^60", with_model("a.png"), "bad.safetensors is not a valid alr model file",
          raw_safetensors("bad.safetensors", {}, size=1 << 60)),
-    Case("model-tensor-beyond-file", with_model("a.png"), "bad.safetensors",
+    Case("model-tensor-beyond-file", with_model("a.png"), "bad.safetensors: its weights do not load",
          raw_safetensors("bad.safetensors", {"__metadata__": {"config": json.dumps(
              {"kind": "patch", "in_channels": 1, "depth": 2, "width": 8})},
              "w": {"dtype": "F32", "shape": [100000, 100000], "data_offsets": [0, 40000000000]}})),
-    Case("model-weights-of-another-critic", with_model("a.png"), "bad.safetensors",
+    Case("model-weights-of-another-critic", with_model("a.png"), "bad.safetensors: its weights do not load",
          model_file("bad.safetensors", state=alr.PatchCritic(depth=2, width=16).state_dict())),
-    Case("model-truncated", with_model("a.png"), "bad.safetensors",
+    Case("model-truncated", with_model("a.png"), "bad.safetensors is not a valid alr model file",
          lambda d, mp: (d / "bad.safetensors").write_bytes((d / "m.safetensors").read_bytes()[:300])),
-    Case("model-is-a-pickle", with_model("a.png"), "bad.safetensors",
+    Case("model-is-a-pickle", with_model("a.png"), "bad.safetensors is not a valid alr model file",
          lambda d, mp: torch.save({"x": Evil(d / "pwned")}, d / "bad.safetensors")),
     Case("model-toy-to-restore", with_model("a.png"), "patch",
          model_file("bad.safetensors", {"kind": "mlp", "in_features": 2, "depth": 2, "width": 8})),
-    Case("model-missing", with_model("a.png", "nope.safetensors"), "nope.safetensors"),
+    Case("model-missing", with_model("a.png", "nope.safetensors"), "nope.safetensors not found"),
     Case("model-bad-for-a-folder", restore("in", "--model", "{d}/bad.safetensors", "--lam", "0.01", out="out"),
-         "bad.safetensors", model_file("bad.safetensors", {"kind": "patch", "in_channels": 1, "depth": 0, "width": 8})),
+         "bad.safetensors: config 'depth' must be an integer",
+         model_file("bad.safetensors", {"kind": "patch", "in_channels": 1, "depth": 0, "width": 8})),
     # -- training: checkpoints and options (alr.train)
-    Case("resume-a-pickle", train("--resume"), "t.safetensors.ckpt", evil_checkpoint, absent=("weights_only",)),
+    Case("resume-a-pickle", train("--resume"), "t.safetensors.ckpt is not an alr training checkpoint", evil_checkpoint, absent=("weights_only",)),
     Case("resume-other-batch-size", train("--resume", "--batch-size", "8"), "batch_size", trained),
     Case("resume-other-seed", train("--resume", "--seed", "3"), "seed", trained),
     Case("resume-fewer-steps", train("--resume", "--steps", "2"), "--steps", trained),
-    Case("resume-other-width", train("--resume", "--width", "16"), "t.safetensors.ckpt", trained),
+    Case("resume-other-width", train("--resume", "--width", "16"), "t.safetensors.ckpt: the checkpoint does not fit",
+         trained),
     Case("resume-other-data", train("--resume", "--clean", "{d}/in2"), "data",
          both(trained, lambda d, mp: __import__("shutil").copytree(d / "in", d / "in2"))),
     Case("resume-more-steps", train("--resume", "--steps", "6"), "", trained, code=0,

@@ -163,6 +163,19 @@ def test_compiled_critic_gives_the_same_gradient():
     assert torch.allclose(r0, r1, atol=1e-6) and torch.allclose(g0, g1, atol=1e-6)
 
 
+def test_a_tables_shaping_and_iterations_interpolate_between_its_levels():
+    """Between two calibrated levels the shaping is linear and the iterations log-log in sigma;
+    outside them the nearest level's; no sigma, no shaping."""
+    m = alr.PatchCritic(depth=2, width=4)
+    m.meta = {"lambda": {"denoise": {"sigma": [0.1, 0.4], "lam": [0.01, 0.04], "iters": [10, 40],
+                                     "concavity": [0.0, 1.0], "score_ref": 3.0}}}
+    opts = alr.pretrained.solver_options(m, "denoise", 0.2)
+    assert opts["concavity"] == pytest.approx(0.5) and opts["iters"] == 20 and opts["score_ref"] == 3.0
+    assert alr.pretrained.solver_options(m, "denoise", 0.8)["concavity"] == 1.0
+    assert alr.pretrained.solver_options(m, "denoise", 0.05)["iters"] == 10
+    assert "concavity" not in alr.pretrained.solver_options(m, "denoise")
+
+
 @pytest.mark.parametrize("concavity", [0.0, 0.7])
 def test_gd_step_schedule_is_eq5_with_one_step_per_iteration(concavity):
     """x_{k+1} = x_k - t_k (A^T(A x_k - y) + n lam grad R(x_k)), t_k from the schedule, with R the

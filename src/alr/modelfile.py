@@ -62,7 +62,7 @@ def save_model(model: nn.Module, path: str | os.PathLike) -> None:
     from safetensors.torch import save
 
     for key, value in _strings(getattr(model, "meta", {}) or {}):
-        if os.path.isabs(value):
+        if is_machine_path(value):
             raise ValueError(f"{path}: meta {key} records the machine path {value!r}; a model file records "
                              "names only (alr.modelfile.portable_path)")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -266,6 +266,16 @@ def load_model(path: str | os.PathLike, classes: dict[str, type] | None = None) 
         raise ModelFileError(f"{path}: its weights do not load ({first})") from None
     model.eval()
     return model
+
+
+def is_machine_path(value: str) -> bool:
+    """Whether a recorded string names a place on one machine: an absolute path, or one from the
+    home folder or up through ``..`` (what :func:`save_model` refuses in a model's metadata).
+
+    >>> [is_machine_path(v) for v in ("bsd400", "/data/bsd400", "~/data", "../shared/data", "a/../b")]
+    [False, True, True, True, True]
+    """
+    return os.path.isabs(value) or value.startswith(("~/", "../")) or "/../" in value
 
 
 def portable_path(path: str | os.PathLike | None) -> str | None:
