@@ -269,3 +269,21 @@ def test_stop_after_pauses_and_resume_finishes_as_one_run(sample_dir, tmp_path):
     done = train_critic(PatchCritic(depth=3, width=8), pairs.sample, cfg, out=out, resume=True, progress=False)
     assert "paused" not in done.meta["training"] and done.meta["training"]["steps"] == 4
     assert all(torch.equal(v, whole.state_dict()[k]) for k, v in done.state_dict().items())
+
+
+def test_train_folder_is_alr_train_in_one_call(sample_dir, tmp_path):
+    """The library's train_folder takes the command's options (the recipe fills those not given)
+    and writes the same kind of model file, calibrated unless told not to."""
+    from alr.train import TrainOptions, train_folder
+    out = tmp_path / "m.safetensors"
+    opts = TrainOptions(clean=sample_dir, sigma=0.1, depth=3, width=8, steps=3, batch_size=8)
+    assert (opts.lr0, opts.mu, opts.penalty, opts.paired) == (1e-4, 10.0, "two-sided", False)  # the paper's recipe
+    critic = train_folder(opts, out, progress=False)
+    model = load_file(out)
+    assert model.meta["training"]["steps"] == 3 and model.meta["recipe"] == "paper"
+    assert model.meta["lambda"]["denoise"]["sigma"] == critic.meta["lambda"]["denoise"]["sigma"] == [0.1]
+    assert torch.equal(model.net[0].weight, critic.net[0].weight)
+    with pytest.raises(ValueError, match="give one of sigma, sigma_range"):
+        TrainOptions(clean=sample_dir)
+    with pytest.raises(ValueError, match="unknown recipe"):
+        TrainOptions(clean=sample_dir, sigma=0.1, recipe="mine")

@@ -381,63 +381,6 @@ def _restore_folder(files: list[Path], dst: Path, args, physics, models: dict, s
 
 
 # ---------------------------------------------------------------------------- commands
-def _training_critic(args, arch_defaults: dict):
-    """A new critic from the architecture options (``arch_defaults``: the recipe's), or the ``--init``
-    model prepared to train on."""
-    from .critic import PatchCritic
-    from .pretrained import load
-    from .train import continue_from, new_critic
-
-    arch = {"in_channels": args.channels, "depth": args.depth, "width": args.width, "widths": args.widths,
-            "activation": args.activation, "criterion": args.criterion}
-    weightless = ("activation", "criterion")  # hold no weights: a model trains on with another one
-    if args.init is None:
-        if args.steps == 0 and not args.resume:
-            raise ValueError("--steps 0 would write an untrained critic; it only converts an --init model")
-        given = {k: v for k, v in arch.items() if v is not None}
-        if {"depth", "width", "widths"} & set(given):  # an explicit shape replaces the recipe's
-            arch_defaults = {k: v for k, v in arch_defaults.items() if k not in ("depth", "width", "widths")}
-        critic = new_critic(args.seed, **{"in_channels": 1, "criterion": "w1", **arch_defaults, **given})
-        critic.meta = {}
-    else:
-        if args.resume:
-            raise ValueError("--init starts from a model and --resume from a checkpoint: give one")
-        critic = load(args.init)
-        have = {**critic.config(), "widths": list(critic.widths)}
-        clash = [f"{k}={v} (model: {have.get(k)})" for k, v in arch.items()
-                 if k not in weightless and v is not None and v != have.get(k)]
-        if clash:
-            raise ValueError(f"--init model {args.init} does not match " + ", ".join(clash))
-        continue_from(critic, args.init)
-        swap = {k: arch[k] for k in weightless if arch[k] is not None and arch[k] != have[k]}
-        if swap:  # the same weights under a new nonlinearity or criterion
-            keep = {k: v for k, v in critic.config().items() if k != "kind"}
-            swapped = PatchCritic(**{**keep, **swap})
-            swapped.load_state_dict(critic.state_dict())
-            swapped.meta = {**critic.meta, **{f"{k}_from": have[k] for k in swap}}
-            critic = swapped
-    args.channels = critic.in_channels
-    return critic
-
-
-def _validator(args, deg, held: list, channels: int):
-    """The checkpoint selection's :class:`alr.calibration.Validator` (None without ``--val-every``),
-    and its noise level."""
-    from .calibration import TRAIN_CAL_CROP, Validator, center_crops
-    from .images import list_images
-    from .modelfile import portable_path
-
-    sigma = args.val_sigma or (deg.sigma_max if deg is not None and deg.sigma_min == deg.sigma_max else 0.1)
-    if not (args.val_every or args.fit_scale):
-        return None, sigma
-    files = list_images(args.val) if args.val else held
-    if not files:
-        raise ValueError("checkpoint selection (--val-every) and --fit-scale need validation images: "
-                         "--val-images N (held out of --clean) or --val DIR")
-    source = portable_path(args.val) if args.val else f"the last {len(held)} images of {portable_path(args.clean)}"
-    return Validator(center_crops(files, channels, TRAIN_CAL_CROP), sigma, device=args.device, source=source), sigma
-
-
 def _training_outputs(args, folders: list) -> tuple[Path, Path]:
     """The model file and log of ``alr train`` / ``alr finetune``, checked before any work: neither
     they nor the checkpoint may replace the ``--init`` model or land inside an input folder."""
@@ -454,66 +397,32 @@ def _training_outputs(args, folders: list) -> tuple[Path, Path]:
 
 def cmd_train(args) -> None:
     """``alr train``: train a critic, save it, and calibrate its denoising lambda (unless --no-calibrate)."""
-    from .calibration import calibrate_trained
-    from .data import Degradation, make_patch_pairs, split_holdout
-    from .modelfile import portable_path, save_model
-    from .pretrained import DEFAULT_SOLVER
-    from .train import TrainConfig, init_distributed, train_critic
+    from dataclasses import fields
 
-    rank, world = init_distributed()
+    from .train import TrainOptions, train_folder
+
     out, log = _training_outputs(args, [args.clean, args.degraded, args.val])
-    recipe = RECIPES[args.recipe]
-    for key, value in recipe["options"].items():  # the recipe's defaults of the options not given
-        if getattr(args, key) is None:
-            setattr(args, key, value)
-    critic = _training_critic(args, recipe["arch"])
-    deg = None
-    if args.degraded is None:
-        lo, hi = (args.sigma, args.sigma) if args.sigma is not None else tuple(args.sigma_range)
-        deg = Degradation(lo, hi, args.blur, args.poisson)
-    elif args.blur or args.poisson:
-        raise ValueError("--blur and --poisson apply to synthetic noise (--sigma / --sigma-range), not --degraded")
-    holdout = 0 if args.val else args.val_images
-    pairs = make_patch_pairs(args.clean, critic.receptive_field, args.channels, args.degraded, deg,
-                             seed=args.seed, max_images=args.max_images, augment=args.augment,
-                             paired=args.paired or args.slope > 0, holdout=holdout)
-    validator, val_sigma = _validator(args, deg, split_holdout(args.clean, args.max_images, holdout)[1], args.channels)
-    critic.meta.update({"recipe": args.recipe,
-                        "data": {"clean": portable_path(args.clean), "degraded": portable_path(args.degraded),
-                                 **pairs.describe()},
-                        "noise_range": ([deg.sigma_min, deg.sigma_max] if deg else None)})
-    if "solver" in recipe:
-        critic.meta["solver"] = recipe["solver"]
-    if args.boundary:
-        solver = critic.meta.get("solver") or DEFAULT_SOLVER
-        critic.meta["solver"] = {**solver, "options": {**solver.get("options", {}), "boundary": args.boundary}}
-    cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr0=args.lr0, lr1=args.lr1, mu=args.mu,
-                      anchor=args.anchor, slope=args.slope, penalty=args.penalty, val_every=args.val_every,
-                      betas=tuple(args.betas), seed=args.seed, ckpt_every=args.ckpt_every, device=args.device,
-                      max_seconds=args.max_seconds, stop_after=args.stop_after)
+    options = TrainOptions(**{f.name: getattr(args, f.name) for f in fields(TrainOptions)})
     t0 = time.perf_counter()
-    train_critic(critic, pairs.sample, cfg, out=out, log_csv=log, resume=args.resume, progress=not args.quiet,
-                 validator=validator)
+    critic = train_folder(options, out, log, resume=args.resume, calibrate=not args.no_calibrate,
+                          progress=not args.quiet)
+    rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) \
+        if torch.distributed.is_initialized() else (0, 1)
     if rank == 0:
-        print(f"trained {critic.meta['training']['steps']} steps in {time.perf_counter() - t0:.0f} s on {world} process(es): {out} "
+        done = critic.meta["training"]
+        print(f"trained {done['steps']} steps in {time.perf_counter() - t0:.0f} s on {world} process(es): {out} "
               f"(log {log})")
-        if "selected" in critic.meta["training"]:
-            sel = critic.meta["training"]["selected"]
+        if "selected" in done:
+            sel = done["selected"]
             print(f"kept the critic of step {sel['step']}: {sel['val_psnr']:.2f} dB on the validation crops at sigma "
-                  f"{val_sigma:g} (lambda {sel['val_lambda']:.3g})")
-        paused = critic.meta["training"].get("paused", False)
-        if paused:
+                  f"{sel['sigma']:g} (lambda {sel['val_lambda']:.3g})")
+        if done.get("paused"):
             print(_paused(out))
-        elif args.fit_scale:
-            from .finetune import fit_scale
-            lam = critic.meta["training"].get("selected", {}).get("val_lambda") or validator(critic)[1]
-            fit_scale(critic, pairs.clean, val_sigma, lam, device=args.device, progress=not args.quiet)
-            save_model(critic, out)
+        if options.fit_scale and not done.get("paused"):
             print(f"fitted the input scale e^s = {math.exp(critic.log_scale):.4g} and weight e^a = "
-                  f"{math.exp(critic.log_weight):.4g} at sigma {val_sigma:g}")
-        if not (args.no_calibrate or paused):
-            sigmas = calibrate_trained(critic, args.clean, deg, out, device=args.device, progress=not args.quiet,
-                                       max_images=args.max_images)
+                  f"{math.exp(critic.log_weight):.4g} at sigma {critic.meta['scale_fit']['sigma']:g}")
+        if "denoise" in critic.meta.get("lambda", {}):
+            sigmas = critic.meta["lambda"]["denoise"]["sigma"]
             print(f"calibrated lambda for denoising at sigma {', '.join(f'{s:g}' for s in sigmas)} on crops of "
                   f"{Path(args.clean).name}: alr restore --model {out} works without --lam")
     if world > 1:  # leave together: a rank tearing gloo down while rank 0 still saves can abort

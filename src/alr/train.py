@@ -56,6 +56,10 @@ batch's (:func:`accumulate_gradients`). Under ``torchrun`` the step is data-para
 each of the N processes takes its 1/N slice of the same global batch and the
 gradients are averaged (gloo on CPU, NCCL on GPU), so N processes compute
 the same updates as one.
+
+:func:`train_folder` is ``alr train`` in one call: the command's options (:class:`TrainOptions`,
+the recipe filling those not given), patch sampling, training, the scale fit and the lambda
+calibration.
 """
 from __future__ import annotations
 
@@ -582,3 +586,175 @@ def save_checkpoint(path, critic: nn.Module, opt, gen: torch.Generator, step: in
     state = {"model": {k: v.detach().cpu() for k, v in critic.state_dict().items()},
              "optim": opt.state_dict(), "rng": gen.get_state(), "step": step, **extra}
     atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+@dataclass
+class TrainOptions:
+    """What ``alr train`` trains: one field per option of the command (docs/usage.md). ``None``
+    takes the recipe's default (:data:`RECIPES`), or for the architecture the ``init`` model's."""
+
+    clean: str | os.PathLike
+    sigma: float | None = None
+    sigma_range: tuple[float, float] | None = None
+    degraded: str | os.PathLike | None = None
+    blur: float = 0.0
+    poisson: float = 0.0
+    recipe: str = "paper"
+    init: str | None = None
+    channels: int | None = None
+    depth: int | None = None
+    width: int | None = None
+    widths: list[int] | None = None
+    activation: str | None = None
+    criterion: str | None = None
+    anchor: float = 100.0
+    slope: float = 0.0
+    paired: bool | None = None
+    penalty: str | None = None
+    steps: int = 20000
+    batch_size: int | None = None
+    lr0: float | None = None
+    lr1: float | None = None
+    mu: float | None = None
+    betas: tuple[float, float] | None = None
+    val_images: int | None = None
+    val: str | os.PathLike | None = None
+    val_every: int | None = None
+    val_sigma: float | None = None
+    boundary: str | None = None
+    fit_scale: bool | None = None
+    seed: int = 0
+    ckpt_every: int = 1000
+    max_seconds: float | None = None
+    stop_after: float | None = None
+    max_images: int | None = None
+    augment: bool | None = None
+    device: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.recipe not in RECIPES:
+            raise ValueError(f"unknown recipe {self.recipe!r}; use {', '.join(sorted(RECIPES))}")
+        if (self.sigma is None) + (self.sigma_range is None) + (self.degraded is None) != 2:
+            raise ValueError("give one of sigma, sigma_range (synthetic noise) or degraded (real degraded images)")
+        for key, value in RECIPES[self.recipe]["options"].items():  # the recipe's defaults of the options not given
+            if getattr(self, key) is None:
+                setattr(self, key, value)
+
+    def degradation(self):
+        """The synthetic degradation (:class:`alr.data.Degradation`), None for real degraded images."""
+        from .data import Degradation
+
+        if self.degraded is not None:
+            if self.blur or self.poisson:
+                raise ValueError("--blur and --poisson apply to synthetic noise (--sigma / --sigma-range), "
+                                 "not --degraded")
+            return None
+        lo, hi = (self.sigma, self.sigma) if self.sigma is not None else tuple(self.sigma_range)
+        return Degradation(lo, hi, self.blur, self.poisson)
+
+
+def train_folder(options: TrainOptions, out: str | os.PathLike, log_csv: str | os.PathLike | None = None,
+                 resume: bool = False, calibrate: bool = True, progress: bool = True) -> PatchCritic:
+    """``alr train``: train a critic on the images of ``options.clean`` and write it to ``out``.
+
+    Draws clean and degraded patches (:func:`alr.data.make_patch_pairs`: unpaired halves of the
+    folder, or paired), trains with :func:`train_critic` (checkpoint selection on held-out images
+    when ``val_every``), then, unless the run paused, fits the input scale and weight
+    (``fit_scale``, :func:`alr.finetune.fit_scale`) and calibrates the denoising lambda on
+    training-side crops (``calibrate``, :func:`alr.calibration.calibrate_trained`). Under ``torchrun``
+    every process trains and rank 0 writes. Returns the critic (on every rank).
+    """
+    from .calibration import calibrate_trained
+    from .data import make_patch_pairs, split_holdout
+    from .modelfile import portable_path
+    from .pretrained import DEFAULT_SOLVER
+
+    o = options
+    rank, _ = init_distributed()
+    recipe = RECIPES[o.recipe]
+    critic = _training_critic(o, recipe["arch"], resume)
+    deg = o.degradation()
+    holdout = 0 if o.val else o.val_images
+    pairs = make_patch_pairs(o.clean, critic.receptive_field, critic.in_channels, o.degraded, deg, seed=o.seed,
+                             max_images=o.max_images, augment=o.augment, paired=o.paired or o.slope > 0,
+                             holdout=holdout)
+    validator, val_sigma = _validator(o, deg, split_holdout(o.clean, o.max_images, holdout)[1], critic.in_channels)
+    critic.meta.update({"recipe": o.recipe,
+                        "data": {"clean": portable_path(o.clean), "degraded": portable_path(o.degraded),
+                                 **pairs.describe()},
+                        "noise_range": ([deg.sigma_min, deg.sigma_max] if deg else None)})
+    if "solver" in recipe:
+        critic.meta["solver"] = recipe["solver"]
+    if o.boundary:
+        solver = critic.meta.get("solver") or DEFAULT_SOLVER
+        critic.meta["solver"] = {**solver, "options": {**solver.get("options", {}), "boundary": o.boundary}}
+    cfg = TrainConfig(steps=o.steps, batch_size=o.batch_size, lr0=o.lr0, lr1=o.lr1, mu=o.mu, anchor=o.anchor,
+                      slope=o.slope, penalty=o.penalty, val_every=o.val_every, betas=tuple(o.betas), seed=o.seed,
+                      ckpt_every=o.ckpt_every, device=o.device, max_seconds=o.max_seconds, stop_after=o.stop_after)
+    train_critic(critic, pairs.sample, cfg, out=out, log_csv=log_csv, resume=resume, progress=progress,
+                 validator=validator)
+    if rank != 0 or critic.meta["training"].get("paused"):
+        return critic
+    if o.fit_scale:
+        from .finetune import fit_scale
+
+        lam = critic.meta["training"].get("selected", {}).get("val_lambda") or validator(critic)[1]
+        fit_scale(critic, pairs.clean, val_sigma, lam, device=o.device, progress=progress)
+        save_model(critic, out)
+    if calibrate:
+        calibrate_trained(critic, o.clean, deg, out, device=o.device, progress=progress, max_images=o.max_images)
+    return critic
+
+
+def _training_critic(o: TrainOptions, arch_defaults: dict, resume: bool) -> PatchCritic:
+    """A new critic from the architecture options (``arch_defaults``: the recipe's), or the ``init``
+    model prepared to train on."""
+    from .pretrained import load
+
+    arch = {"in_channels": o.channels, "depth": o.depth, "width": o.width, "widths": o.widths,
+            "activation": o.activation, "criterion": o.criterion}
+    weightless = ("activation", "criterion")  # hold no weights: a model trains on with another one
+    if o.init is None:
+        if o.steps == 0 and not resume:
+            raise ValueError("--steps 0 would write an untrained critic; it only converts an --init model")
+        given = {k: v for k, v in arch.items() if v is not None}
+        if {"depth", "width", "widths"} & set(given):  # an explicit shape replaces the recipe's
+            arch_defaults = {k: v for k, v in arch_defaults.items() if k not in ("depth", "width", "widths")}
+        critic = new_critic(o.seed, **{"in_channels": 1, "criterion": "w1", **arch_defaults, **given})
+        critic.meta = {}
+        return critic
+    if resume:
+        raise ValueError("--init starts from a model and --resume from a checkpoint: give one")
+    critic = load(o.init)
+    have = {**critic.config(), "widths": list(critic.widths)}
+    clash = [f"{k}={v} (model: {have.get(k)})" for k, v in arch.items()
+             if k not in weightless and v is not None and v != have.get(k)]
+    if clash:
+        raise ValueError(f"--init model {o.init} does not match " + ", ".join(clash))
+    continue_from(critic, o.init)
+    swap = {k: arch[k] for k in weightless if arch[k] is not None and arch[k] != have[k]}
+    if swap:  # the same weights under a new nonlinearity or criterion
+        keep = {k: v for k, v in critic.config().items() if k != "kind"}
+        swapped = PatchCritic(**{**keep, **swap})
+        swapped.load_state_dict(critic.state_dict())
+        swapped.meta = {**critic.meta, **{f"{k}_from": have[k] for k in swap}}
+        critic = swapped
+    return critic
+
+
+def _validator(o: TrainOptions, deg, held: list, channels: int):
+    """The checkpoint selection's :class:`alr.calibration.Validator` (None without ``val_every`` or
+    ``fit_scale``), and its noise level."""
+    from .calibration import TRAIN_CAL_CROP, Validator, center_crops
+    from .images import list_images
+    from .modelfile import portable_path
+
+    sigma = o.val_sigma or (deg.sigma_max if deg is not None and deg.sigma_min == deg.sigma_max else 0.1)
+    if not (o.val_every or o.fit_scale):
+        return None, sigma
+    files = list_images(o.val) if o.val else held
+    if not files:
+        raise ValueError("checkpoint selection (--val-every) and --fit-scale need validation images: "
+                         "--val-images N (held out of --clean) or --val DIR")
+    source = portable_path(o.val) if o.val else f"the last {len(held)} images of {portable_path(o.clean)}"
+    return Validator(center_crops(files, channels, TRAIN_CAL_CROP), sigma, device=o.device, source=source), sigma
