@@ -2,13 +2,16 @@
 training loss, the weighted gradient penalty (the study's "grad loss" = 0.1 x our
 ``gradient_penalty``) and the validation PSNR's gain since each run's first check (ours and the
 study's are on different images and lambda rules: only the shapes compare), against the step.
+With the data folder (``ALR_DATA``), the validation panel also marks where a shipped model
+(``--reference``, `gray`) scores on our validation crops (``probe_validation.py --folder cbsd432``).
 
-    python research/scripts/plot_lar_chain.py [-o research/figures/lar_chain.png]
+    python research/scripts/plot_lar_chain.py [-o research/figures/lar_chain.png] [--reference gray]
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import os
 from pathlib import Path
 
 import matplotlib
@@ -44,13 +47,20 @@ def smooth(points: list, window: int) -> tuple[list, list]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("-o", "--output", default="research/figures/lar_chain.png")
+    ap.add_argument("--reference", default="gray", help="a model to mark on the validation panel ('' for none)")
     args = ap.parse_args()
     ours = columns(HERE / "lar.csv", ("loss", "gradient_penalty", "val_psnr"))["ours"]
     ours["grad_loss"] = [(s, 0.1 * v) for s, v in ours.pop("gradient_penalty")]
     study = columns(HERE / "study_curves.csv", ("loss", "grad_loss", "val_psnr"), group="run")
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    first = ours["val_psnr"][0][1]
     for series in (ours, *study.values()):
         series["val_psnr"] = [(s, v - series["val_psnr"][0][1]) for s, v in series["val_psnr"]]
+    if args.reference and os.environ.get("ALR_DATA"):
+        from probe_validation import held_out_scores  # the same crops as the chain's validation
+        ((name, score, _),) = held_out_scores([args.reference], folder="cbsd432")
+        axes[2].axhline(score - first, color="gray", ls="--", lw=1,
+                        label=f"`{name}` on our crops ({score:.2f} dB; ours first {first:.2f})")
     for ax, key, title in zip(axes, ("loss", "grad_loss", "val_psnr"),
                               ("training loss", "0.1 x gradient penalty", "validation PSNR gain since the first check (dB)")):
         for run, series in study.items():
@@ -61,6 +71,7 @@ def main() -> None:
         ax.set(title=title, xlabel="step")
         ax.grid(alpha=0.3)
     axes[0].legend()
+    axes[2].legend(fontsize=8)
     last = ours["loss"][-1][0]
     fig.suptitle(f"LAR recipe: our run at step {last:,} of 45,000 beside the study's logs")
     fig.tight_layout()

@@ -9,12 +9,23 @@ checkpoint selection and a shipped model can be compared on the same held-out cr
     PYTHONPATH=src python research/scripts/probe_validation.py gray runs/lar_cpu/lar.safetensors
     PYTHONPATH=src python research/scripts/probe_validation.py --folder cbsd432 gray runs/lar_chain/lar.safetensors
 """
+from __future__ import annotations
+
 import argparse
 import os
 
 from alr.calibration import TRAIN_CAL_CROP, Validator, center_crops
 from alr.images import list_images
 from alr.pretrained import load
+
+
+def held_out_scores(models: list, folder: str = "bsd400", images: int = 8, sigma: float = 0.1,
+                    data: str | None = None):
+    """Yield ``(model, PSNR, lambda)`` for each model on the held-out crops (module docstring)."""
+    files = list_images(os.path.join(data or os.environ["ALR_DATA"], folder))[-images:]
+    x = center_crops(files, 1, TRAIN_CAL_CROP)
+    for name in models:  # a Validator each: each model's lambda search starts afresh
+        yield (name, *Validator(x, sigma)(load(name)))
 
 
 def main() -> None:
@@ -27,11 +38,8 @@ def main() -> None:
     args = ap.parse_args()
     if not args.data:
         ap.error("give --data or set ALR_DATA")
-    files = list_images(os.path.join(args.data, args.folder))[-args.images:]
-    x = center_crops(files, 1, TRAIN_CAL_CROP)
-    for name in args.models:
-        score, lam = Validator(x, args.sigma)(load(name))
-        print(f"{name}: {score:.2f} dB at lambda {lam:.3g} ({len(files)} held-out {args.folder} crops, sigma {args.sigma:g})",
+    for name, score, lam in held_out_scores(args.models, args.folder, args.images, args.sigma, args.data):
+        print(f"{name}: {score:.2f} dB at lambda {lam:.3g} ({args.images} held-out {args.folder} crops, sigma {args.sigma:g})",
               flush=True)
 
 
