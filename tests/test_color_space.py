@@ -8,7 +8,7 @@ from alr.data import add_noise
 from alr.errors import AlrError
 from alr.images import from_opponent, opponent_noise, read_image, to_opponent, write_image
 from alr.metrics import psnr
-from alr.settings import OPPONENT_SIGMA, pick_color_space
+from alr.settings import RGB_BAND, pick_color_space
 from alr.solver import restore_opponent
 
 
@@ -105,8 +105,11 @@ def test_bench_runs_the_opponent_method_beside_the_colour_model(tmp_path, capsys
 
 @pytest.mark.parametrize("space,model_given,task,sigma,clipped,per_channel,gray,expected", [
     ("auto", False, "denoise", 0.2, False, False, False, "opponent"),
-    ("auto", False, "denoise", OPPONENT_SIGMA, False, False, False, "opponent"),
+    ("auto", False, "denoise", RGB_BAND[1], False, False, False, "opponent"),
     ("auto", False, "denoise", 0.1, False, False, False, "rgb"),
+    ("auto", False, "denoise", RGB_BAND[0], False, False, False, "rgb"),
+    ("auto", False, "denoise", 0.05, False, False, False, "opponent"),  # low noise: opponent again
+    ("auto", False, "denoise", 0.02, False, False, False, "opponent"),
     ("auto", True, "denoise", 0.2, False, False, False, "rgb"),      # the user's model decides
     ("auto", False, "deblur", 0.2, False, False, False, "rgb"),
     ("auto", False, "denoise", 0.2, True, False, False, "rgb"),      # clipped-noise data term
@@ -121,13 +124,18 @@ def test_auto_colour_space_rule(astronaut, space, model_given, task, sigma, clip
 
 
 def test_default_denoises_colour_by_noise_level_each_image_its_own(tmp_path, astronaut):
-    y = torch.cat([add_noise(astronaut, 0.05, seed=1), add_noise(astronaut, 0.3, seed=2)])
-    x = alr.restore(y)  # noise estimated per image: 0.05 on RGB with `color`, 0.3 in the opponent space
-    assert [pick_color_space("auto", False, y[i:i + 1], "denoise", None, False, False) for i in range(2)] == \
-        ["rgb", "opponent"]
+    levels = [0.1, 0.3, 0.06, 0.03]  # RGB band, above it, below it, below the lowest calibrated level
+    y = torch.cat([add_noise(astronaut, s, seed=i) for i, s in enumerate(levels)])
+    x = alr.restore(y)  # noise estimated per image
+    assert [pick_color_space("auto", False, y[i:i + 1], "denoise", None, False, False) for i in range(4)] == \
+        ["rgb", "opponent", "opponent", "opponent"]
     assert torch.allclose(x[:1], alr.restore(y[:1], "color", color_space="rgb"), atol=1e-5)
-    assert torch.allclose(x[1:], restore_opponent(y[1:], "gray"), atol=1e-5)
-    noisy, out = tmp_path / "noisy.npy", tmp_path / "out.npy"
-    write_image(noisy, y[1:])
-    assert main(["restore", str(noisy), "-o", str(out), "-q"]) == 0
-    assert torch.allclose(read_image(out), x[1:], atol=1e-5)  # the command line decides the same way
+    for i in (1, 2):
+        assert torch.allclose(x[i:i + 1], restore_opponent(y[i:i + 1], "gray"), atol=1e-5)
+        assert psnr(x[i:i + 1], astronaut) > psnr(y[i:i + 1], astronaut) + 2
+    assert torch.equal(x[3:], y[3:])  # little or no noise: returned unchanged, as in RGB
+    for i in (2, 3):  # the command line decides the same way
+        noisy, out = tmp_path / f"noisy{i}.npy", tmp_path / f"out{i}.npy"
+        write_image(noisy, y[i:i + 1])
+        assert main(["restore", str(noisy), "-o", str(out), "-q"]) == 0
+        assert torch.allclose(read_image(out), x[i:i + 1], atol=1e-5)

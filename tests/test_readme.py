@@ -24,7 +24,7 @@ from alr.cli import build_parser
 from alr.critic import PatchCritic
 from alr.data import add_noise
 from alr.images import write_image
-from alr.settings import OPPONENT_SIGMA
+from alr.settings import opponent_by_default
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -143,14 +143,14 @@ def test_readme_is_short_and_starts_with_restoring():
 
 
 #: The README results table's columns: (per-image CSV in docs/results/, method at a noise level).
-#: The CBSD68 default column follows the library's own rule (:data:`alr.settings.OPPONENT_SIGMA`).
+#: The CBSD68 default column follows the library's own rule (:func:`alr.settings.opponent_by_default`).
 RESULT_COLUMNS = {
     "BSD68 noisy": ("table2_standard_per_image.csv", lambda s: "input"),
     "BSD68 ALR (`gray`)": ("table2_standard_per_image.csv", lambda s: "alr"),
     "BSD68 BM3D": ("table2_standard_per_image.csv", lambda s: "bm3d"),
     "CBSD68 noisy": ("table2_color_standard_per_image.csv", lambda s: "input"),
     "CBSD68 ALR (default)": ("table2_color_standard_per_image.csv",
-                             lambda s: "alr-opponent" if s >= OPPONENT_SIGMA else "alr"),
+                             lambda s: "alr-opponent" if opponent_by_default(s) else "alr"),
     "CBSD68 CBM3D": ("table2_color_standard_per_image.csv", lambda s: "bm3d"),
 }
 

@@ -19,7 +19,7 @@ from alr.solver import restore_opponent
 
 p = argparse.ArgumentParser()
 p.add_argument("--data", default=None)
-p.add_argument("--sigmas", default="0.05,0.1,0.2,0.4")
+p.add_argument("--sigmas", default="0.02,0.05,0.07,0.1,0.2,0.4")
 p.add_argument("--chroma-lambda", default="8", help="comma-separated factors")
 p.add_argument("--images", type=int, default=8)
 args = p.parse_args()

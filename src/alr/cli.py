@@ -19,7 +19,7 @@ import torch
 
 from . import argtypes
 from .critic import ACTIVATIONS, BOUNDARIES, CRITERIA
-from .settings import COLOR_SPACES, MAX_SR_FACTOR, OPPONENT_SIGMA
+from .settings import COLOR_SPACES, MAX_SR_FACTOR, RGB_BAND
 from .train import PENALTIES, RECIPES
 
 TASKS = ("denoise", "deblur", "inpaint", "sr")
@@ -184,7 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--color-space", choices=COLOR_SPACES, default="auto",
                    help="opponent: denoise a colour image with a gray model (default gray) on its luminance and "
                         "two chroma channels, as CBM3D does; rgb: the colour model on RGB; auto (default): "
-                        f"opponent for colour denoising with the default model at sigma >= {OPPONENT_SIGMA:g}, else rgb")
+                        f"rgb for colour denoising with the default model at {RGB_BAND[0]:g} <= sigma < {RGB_BAND[1]:g}, "
+                        "else opponent")
     r.add_argument("--max-memory", type=argtypes.memory, default=None, help="activation memory budget, e.g. 4G (default: a quarter of the memory available, "
                         "at most 128M on the CPU and 1G on a GPU; larger images are solved in exact tiles)")
     r.add_argument("--device", type=argtypes.device, default=None, help=argtypes.DEVICE_HELP)

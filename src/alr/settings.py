@@ -22,8 +22,8 @@ Rules, in order:
 * the activation memory budget: as given, else a quarter of the memory available now,
   at most 128 MiB on the CPU and 1 GiB on a GPU (:func:`alr.device.memory_budget`);
 * before all these, the colour space (:func:`pick_color_space`): without a model named, a colour
-  image is denoised by the `gray` model on its luminance and chroma from a noise level of
-  :data:`OPPONENT_SIGMA` up, by `color` below it.
+  image is denoised by `color` at noise levels inside :data:`RGB_BAND`, and by the `gray` model
+  on its luminance and chroma outside it.
 """
 from __future__ import annotations
 
@@ -119,10 +119,18 @@ def match_channels(model: PatchCritic, y: torch.Tensor, per_channel: bool, name:
 
 
 COLOR_SPACES = ("auto", "rgb", "opponent")
-#: With the default model, colour images are denoised in the opponent space from this noise level
-#: up (the geometric mean of 0.1, where ``color`` restores better, and 0.2, where the opponent
-#: space does, on cbsd432 crops: docs/results.md, "Opponent colour space").
-OPPONENT_SIGMA = 0.14
+#: With the default model, colour images are denoised in RGB by ``color`` at noise levels
+#: ``low <= sigma < high`` and in the opponent space outside: on cbsd432 crops (docs/results.md,
+#: "Opponent colour space") ``color`` restores better at 0.1 only, the opponent space at 0.02, 0.05,
+#: 0.07, 0.2 and 0.4; each bound is the geometric mean of the two levels around it (0.07 and 0.1,
+#: 0.1 and 0.2).
+RGB_BAND = (0.084, 0.14)
+
+
+def opponent_by_default(sigma: float) -> bool:
+    """Whether the default colour denoising at noise level ``sigma`` is in the opponent space
+    (outside :data:`RGB_BAND`)."""
+    return not RGB_BAND[0] <= sigma < RGB_BAND[1]
 
 
 def pick_color_space(color_space: str, model_given: bool, y: torch.Tensor, task: str | None,
@@ -132,7 +140,7 @@ def pick_color_space(color_space: str, model_given: bool, y: torch.Tensor, task:
     ``"auto"`` is ``"opponent"`` (the `gray` model on luminance and chroma,
     :func:`alr.solver.restore_opponent`) for denoising a colour image with the default model, no
     clipped-noise data term and no ``per_channel``, at a noise level ``sigma`` (None: estimated)
-    of at least :data:`OPPONENT_SIGMA`; otherwise ``"rgb"``. Other values are returned as given.
+    outside :data:`RGB_BAND`; otherwise ``"rgb"``. Other values are returned as given.
     """
     if color_space != "auto":
         return color_space
@@ -140,7 +148,7 @@ def pick_color_space(color_space: str, model_given: bool, y: torch.Tensor, task:
         return "rgb"
     from .data import estimate_sigma
     level = sigma if sigma is not None else estimate_sigma(y)
-    return "opponent" if level >= OPPONENT_SIGMA else "rgb"
+    return "opponent" if opponent_by_default(level) else "rgb"
 
 
 def check_color_space(color_space: str, model: PatchCritic, y: torch.Tensor, task: str | None, clipped: bool,

@@ -695,7 +695,7 @@ def restore(y: torch.Tensor, model: "str | PatchCritic | None" = None, sigma: fl
     color_space : ``"rgb"``; ``"opponent"``: denoise a colour image with a gray model in the
         opponent space of :func:`alr.images.to_opponent` (:func:`restore_opponent`); ``"auto"``
         (default): ``"opponent"`` with the default model for colour denoising at noise levels
-        from :data:`alr.settings.OPPONENT_SIGMA` up, else ``"rgb"``
+        outside :data:`alr.settings.RGB_BAND`, else ``"rgb"``
         (:func:`alr.settings.pick_color_space`), chosen per image.
     device : where to solve (default: CUDA when available, else the CPU); the result stays there.
     progress : show a progress bar.
@@ -777,7 +777,9 @@ def restore_opponent(y: torch.Tensor, model: "str | PatchCritic" = "gray", sigma
     ----------
     y : noisy colour images (B, 3, H, W).
     model : a gray model (name, file or critic).
-    sigma : noise std of ``y`` in RGB; None: estimated from each image.
+    sigma : noise std of ``y`` in RGB; None: estimated from each image, which is returned
+        unchanged when the estimate says there is little or no noise (as :func:`restore` does:
+        :func:`alr.settings.resolve`), unless ``lam`` is given.
     lam : the luminance's lambda (None: the table's at its noise level); each chroma channel's
         is ``chroma_lambda`` times ``lam`` (None: times the table's at its noise level).
     options : passed to :func:`restore` (method, iters, concavity, boundary, symmetric,
@@ -785,17 +787,18 @@ def restore_opponent(y: torch.Tensor, model: "str | PatchCritic" = "gray", sigma
 
     Returns the restored images (B, 3, H, W) in [0, 1].
     """
-    from .data import estimate_sigma
     from .images import from_opponent, opponent_noise, to_opponent
     from .pretrained import lam_for, load, solver_options
-    from .settings import check_color_space
+    from .settings import check_color_space, resolve
 
     critic = model if isinstance(model, PatchCritic) else load(model)
     check_image(y, "y", bounded=False)
     check_color_space("opponent", critic, y, "denoise", False)
     if sigma is None:  # one estimate per image (each may differ), from the RGB channels
-        return torch.cat([restore_opponent(y[i:i + 1], critic, estimate_sigma(y[i:i + 1]), lam, chroma_lambda,
-                                           **options) for i in range(y.shape[0])])
+        found = [resolve(critic, y[i:i + 1], "denoise", None, lam, per_channel=True, color_space="opponent")
+                 for i in range(y.shape[0])]
+        return torch.cat([y[i:i + 1] if s.skip else restore_opponent(y[i:i + 1], critic, s.sigma, lam, chroma_lambda,
+                                                                      **options) for i, s in enumerate(found)])
     z = to_opponent(y)
     if options.get("iters") is None:  # a chroma channel's own (lower) level stops too early for its stronger prior
         options["iters"] = solver_options(critic, "denoise", sigma).get("iters")
