@@ -2,9 +2,9 @@
 
     python benchmarks/color_speed.py [--images N] [--sigma S] [--data DIR]
 
-Outside sigma 0.084-0.14 (``alr.settings.RGB_BAND``) the default (``alr.restore`` without a model) denoises a colour image with
-``gray`` in the opponent colour space (three gray solves); ``color`` on RGB is one solve of a
-three-channel critic. The ratio to CBM3D's time says what the default costs.
+Outside sigma 0.084-0.14 (``alr.settings.RGB_BAND``) the default (``alr.restore`` without a
+model) denoises a colour image with ``gray`` in the opponent colour space (three gray solves);
+``color`` on RGB is one solve of a three-channel critic. The ratio to CBM3D's time says what the default costs.
 """
 from __future__ import annotations
 
