@@ -139,3 +139,23 @@ def test_default_denoises_colour_by_noise_level_each_image_its_own(tmp_path, ast
         write_image(noisy, y[i:i + 1])
         assert main(["restore", str(noisy), "-o", str(out), "-q"]) == 0
         assert torch.allclose(read_image(out), x[i:i + 1], atol=1e-5)
+
+
+@pytest.mark.parametrize("method,iters,expected", [
+    (None, None, "table"), ("lbfgs", None, "table"), ("adam", None, None), ("adam", 7, 7), ("lbfgs", 5, 5)])
+def test_opponent_channels_take_the_tables_iterations_only_for_its_method(astronaut, monkeypatch,
+                                                                          method, iters, expected):
+    """As in RGB (alr.settings.resolve), the table's iteration count belongs to its method: another
+    method chosen by the user runs its own default count."""
+    seen = []
+
+    def spy(y, physics, model, lam, **kw):
+        seen.append((kw.get("method"), kw.get("iters")))
+        return y.clone(), alr.solver.History()
+
+    monkeypatch.setattr(alr.solver, "minimize", spy)
+    table = alr.pretrained.solver_options(alr.load("gray"), "denoise", 0.05)
+    restore_opponent(astronaut[..., :32, :32], "gray", 0.05, method=method, iters=iters)
+    assert len(seen) == 3
+    want = table["iters"] if expected == "table" else expected
+    assert all(it == want and m == (method or table["method"]) for m, it in seen)

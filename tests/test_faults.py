@@ -193,6 +193,13 @@ def little_memory(d: Path, mp) -> None:
     mp.setattr(alr.solver, "available_memory", lambda device=None: 64 << 20)
 
 
+def _rotated_jpeg(path: Path) -> None:
+    """A 40x24 JPEG tagged "rotate 90 degrees" (EXIF orientation 6): viewers show it 24x40."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(np.tile(_noisy(0), (1, 2))[:, :40]).save(path, exif=exif)
+
+
 def env(name: str, value: str) -> Callable:
     return lambda d, mp: mp.setenv(name, value)
 
@@ -375,6 +382,46 @@ CASES = [
     Case("kernel-of-zeros", restore("a.png", "--task", "deblur", "--kernel", "{d}/k.npy"), "k.npy",
          npy("k.npy", np.zeros((5, 5), np.float32))),
     Case("alr-threads-abc", restore("a.png"), "ALR_THREADS", env("ALR_THREADS", "abc")),
+    Case("alr-threads-2^63", restore("a.png"), "ALR_THREADS", env("ALR_THREADS", str(2 ** 63))),
+    *[Case(f"max-memory-{v}", restore("a.png", f"--max-memory={v}"), "--max-memory")
+      for v in ("inf", "nan", "-1G", "0")],
+    Case("lam-beyond-single-precision", restore("a.png", "--lam", "1e300"), "--lam", absent=("finite",)),
+    Case("seed-beyond-64-bit", train("--seed", str(10 ** 20)), "--seed"),
+    Case("degrade-noise-overflows", ["degrade", "{d}/a.png", "-o", "{d}/y.npy", "--sigma", "3e38"], "--sigma"),
+    *[Case(f"{cmd}-blur-sigma-{v}", ([*restore("a.png", "--task", "deblur")] if cmd == "restore" else
+                                     ["degrade", "{d}/a.png", "-o", "{d}/y.npy", "--task", "deblur"])
+           + ["--blur-sigma", v], "--blur-sigma") for cmd in ("restore", "degrade") for v in ("0", "1e9", "1e300")],
+    # -- an option of another task is refused, not ignored
+    *[Case(f"{cmd}-{opt.strip('-')}-without-its-task", (restore("a.png") if cmd == "restore" else
+                                                         ["degrade", "{d}/a.png", "-o", "{d}/y.npy"]) + [opt, value],
+           f"{opt} is an option of --task")
+      for cmd, opt, value in (("restore", "--kernel", "{d}/a.png"), ("restore", "--blur-sigma", "2"),
+                              ("restore", "--mask", "{d}/a.png"), ("restore", "--factor", "2"),
+                              ("degrade", "--factor", "4"), ("degrade", "--mask-out", "{d}/m.png"))],
+    # -- images the critic cannot see whole: named, before any work
+    Case("image-smaller-than-a-patch", restore("t.npy"), "t.npy: image (5, 30) is smaller",
+         npy("t.npy", np.full((5, 30), 0.5, np.float32))),
+    Case("sr-filter-beyond-the-image", restore("t.npy", "--task", "sr", "--factor", "8"), "t.npy: blur kernel",
+         npy("t.npy", np.full((2, 3), 0.5, np.float32))),
+    Case("model-nan-weights", with_model("a.png"), "bad.safetensors: its weights hold NaN",
+         model_file("bad.safetensors", state={k: v * float("nan") for k, v in
+                                              alr.PatchCritic(depth=2, width=8).state_dict().items()})),
+    # -- training outputs that would replace one another
+    Case("train-log-is-the-model", train("--log", "{d}/t.safetensors"), "--log"),
+    Case("train-log-is-the-checkpoint", train("--log", "{d}/t.safetensors.ckpt"), "--log"),
+    Case("resume-with-a-foreign-log", train("--resume", "--steps", "6"), "t.csv is not the log",
+         both(trained, lambda d, mp: (d / "t.csv").write_text("name,value\nx,1\n"))),
+    # -- image files as viewers show them, at their depth
+    Case("gray-alpha-png-stays-gray", restore("la.png"), "",
+         lambda d, mp: Image.fromarray(_noisy(0)).convert("LA").save(d / "la.png"), code=0,
+         check=lambda d, err: Image.open(d / "out.png").mode == "L" or pytest.fail(Image.open(d / "out.png").mode)),
+    Case("16-bit-png-keeps-16-bit", restore("g16.png"), "",
+         lambda d, mp: Image.fromarray(_noisy(0).astype(np.uint16) * 257).save(d / "g16.png"), code=0,
+         check=lambda d, err: np.asarray(Image.open(d / "out.png")).dtype == np.uint16 or pytest.fail()),
+    Case("exif-orientation", restore("r.jpg", out="out.png"), "", code=0, setup=lambda d, mp: _rotated_jpeg(d / "r.jpg"),
+         check=lambda d, err: Image.open(d / "out.png").size == (24, 40) or pytest.fail(Image.open(d / "out.png").size)),
+    Case("output-name-of-250-bytes", ["degrade", "{d}/a.png", "-o", "{d}/" + "n" * 246 + ".png"], "", code=0,
+         check=lambda d, err: (d / ("n" * 246 + ".png")).is_file() or pytest.fail()),
 ]
 
 
@@ -497,6 +544,23 @@ def test_folder_with_a_bad_file_restores_the_others(tmp_path, capsys):
     assert main(argv) == 0
     assert {p.name: p.stat().st_mtime_ns for p in dst.iterdir() if p.name in stamps} == stamps
     assert (dst / "im05.png").is_file()
+
+
+def test_folder_with_an_image_too_small_restores_the_others(tmp_path, capsys):
+    """An image smaller than a patch is one bad file, not the end of the run; a run in which
+    every image fails leaves no output folder behind (nor the parents it made)."""
+    src = _folder(tmp_path, n=2)
+    Image.fromarray(_noisy(0, 8)).save(src / "a_tiny.png")  # sorted first
+    dst = tmp_path / "out"
+    assert main(["restore", str(src), "-o", str(dst), "--sigma", "0.1", "--iters", "2", "-q"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and "a_tiny.png" in err[0] and "smaller" in err[0] and "skipped" in err[0], err
+    assert sorted(p.name for p in dst.iterdir()) == ["im0.png", "im1.png"]
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "x.png").write_bytes(b"not a png")
+    assert main(["restore", str(bad), "-o", str(tmp_path / "new" / "deep"), "-q"]) == 2
+    assert not (tmp_path / "new").exists()
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])

@@ -44,6 +44,19 @@ def test_clipped_term_is_gaussian_on_unclipped_pixels_and_convex():
     assert g0[0] > 0.2 and 0 < g0[1] < 1e-3
 
 
+def test_single_precision_gradient_holds_far_past_the_bound():
+    """The solver runs in float32: the censored pull stays accurate where Phi(t) underflows (u far
+    above a pixel read as 0, y at a small sigma), matching the float64 value."""
+    u = torch.tensor([0.0, 0.01, 0.1, 1.0, 3.0, 30.0, -0.5]).view(1, 1, 1, -1)
+    y = torch.zeros_like(u)
+    for sigma in (0.001, 0.01, 0.1):
+        g32 = ClippedGaussian(sigma)(u, y)[1]
+        g64 = ClippedGaussian(sigma)(u.double(), y.double())[1]
+        assert torch.isfinite(g32).all()
+        assert torch.allclose(g32.double(), g64, rtol=1e-4, atol=1e-7)
+    assert float(ClippedGaussian(0.001)(u, y)[1].flatten()[5]) == pytest.approx(30.0, rel=1e-4)  # ~ u itself
+
+
 def test_bad_noise_levels_are_refused():
     with pytest.raises(ValueError, match="sigma > 0"):
         ClippedGaussian(0.0)

@@ -11,9 +11,12 @@ def memory(text: str) -> float:
     units = {"k": 2 ** 10, "m": 2 ** 20, "g": 2 ** 30, "t": 2 ** 40}
     t = text.strip().lower().rstrip("ib")
     try:
-        return float(t[:-1]) * units[t[-1]] if t and t[-1] in units else float(t)
+        v = float(t[:-1]) * units[t[-1]] if t and t[-1] in units else float(t)
     except (ValueError, IndexError):
         raise argparse.ArgumentTypeError(f"invalid memory size {text!r} (e.g. 4G, 512M)") from None
+    if not (math.isfinite(v) and v >= 1):
+        raise argparse.ArgumentTypeError(f"must be a finite size of at least 1 byte (e.g. 4G, 512M), got {text!r}")
+    return v
 
 
 DEVICE_HELP = "cpu, cuda, cuda:1 (default: cuda when available)"
@@ -29,14 +32,20 @@ def device(text: str) -> str:
     return text
 
 
+#: The largest single-precision number: tensors hold options in float32.
+FLOAT32_MAX = 3.4028234663852886e38
+
+
 def positive_float(text: str) -> float:
-    """A finite number >= 0."""
+    """A finite number >= 0 that single precision holds."""
     try:
         v = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
     if not (math.isfinite(v) and v >= 0):
         raise argparse.ArgumentTypeError(f"must be finite and >= 0, got {text}")
+    if v > FLOAT32_MAX:
+        raise argparse.ArgumentTypeError(f"must be at most {FLOAT32_MAX:.3g} (single precision), got {text}")
     return v
 
 
@@ -60,6 +69,7 @@ def int_at_least(low: int, high: int | None = None):
 
 
 positive_int, count = int_at_least(1), int_at_least(0)
+seed = int_at_least(0, 2 ** 63 - 1)  # what torch's generators take
 
 
 def positive_ints(text: str) -> list[int]:

@@ -19,7 +19,7 @@ import torch
 
 from . import argtypes
 from .critic import ACTIVATIONS, BOUNDARIES, CRITERIA
-from .settings import COLOR_SPACES, MAX_SR_FACTOR, RGB_BAND
+from .settings import COLOR_SPACES, MAX_SR_FACTOR, RGB_BAND, SR_FACTOR
 from .train import PENALTIES, RECIPES
 
 TASKS = ("denoise", "deblur", "inpaint", "sr")
@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--fit-scale", action=argparse.BooleanOptionalAction, default=None,
                    help="after training, fit the critic's input scale and weight R~(x) = e^(a-2s) R(e^s x) on "
                         "training crops (bilevel, at the validation noise level; lar)")
-    t.add_argument("--seed", type=int, default=0,
+    t.add_argument("--seed", type=argtypes.seed, default=0,
                    help="seeds the initial weights and every random draw: on the CPU the same seed, data and "
                         "options give the same model file, bit for bit")
     t.add_argument("--ckpt-every", type=argtypes.positive_int, default=1000, help="checkpoint (MODEL.ckpt) every N steps")
@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep the critic that restores the validation crops best, checked every N steps (0: the last)")
     f.add_argument("--max-images", type=argtypes.positive_int, default=None, help="use only the first N images")
     _time_options(f)
-    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--seed", type=argtypes.seed, default=0)
     f.add_argument("--ckpt-every", type=argtypes.positive_int, default=50, help="checkpoint (MODEL.ckpt) every N steps")
     f.add_argument("--resume", action="store_true", help="continue from MODEL.ckpt")
     f.add_argument("--device", type=argtypes.device, default=None, help=argtypes.DEVICE_HELP)
@@ -166,8 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     kern.add_argument("--kernel", help="blur kernel file (.npy or image), for --task deblur")
     kern.add_argument("--blur-sigma", type=argtypes.positive_float, help="Gaussian blur std, for --task deblur")
     r.add_argument("--mask", help="mask image (known pixels: above half its maximum), for --task inpaint")
-    r.add_argument("--factor", type=argtypes.int_at_least(1, MAX_SR_FACTOR), default=2,
-                   help=f"super-resolution factor, for --task sr (at most {MAX_SR_FACTOR})")
+    r.add_argument("--factor", type=argtypes.int_at_least(1, MAX_SR_FACTOR), default=None,
+                   help=f"super-resolution factor, for --task sr (default {SR_FACTOR}, at most {MAX_SR_FACTOR})")
     r.add_argument("--method", default=None, choices=("adam", "gd", "agd", "lbfgs", "nmapg"),
                    help="solver of min_x 1/(2n) ||Ax - y||^2 + lam R(x) (default: the model's; L-BFGS for the "
                         "shipped ones)")
@@ -202,13 +202,14 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("-o", "--output", required=True, help=".npy/.tif keep unclipped float values")
     d.add_argument("--task", choices=TASKS, default="denoise")
     d.add_argument("--sigma", type=argtypes.positive_float, default=0.1)
-    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--seed", type=argtypes.seed, default=0)
     kd = d.add_mutually_exclusive_group()
     kd.add_argument("--kernel")
     kd.add_argument("--blur-sigma", type=argtypes.positive_float, default=None)
     d.add_argument("--missing", type=float, default=0.5, help="fraction of missing pixels (inpaint)")
     d.add_argument("--mask-out", default=None, help="where to write the inpainting mask (PNG)")
-    d.add_argument("--factor", type=argtypes.positive_int, default=2, help="super-resolution factor (sr)")
+    d.add_argument("--factor", type=argtypes.positive_int, default=None,
+                   help=f"super-resolution factor, for --task sr (default {SR_FACTOR})")
     d.add_argument("--clip", action="store_true", help="clip the result to [0, 1]")
 
     i = sub.add_parser("info", help="summarise a model: architecture, training, calibrated tables")
@@ -250,6 +251,18 @@ def _read_kernel(path: str) -> torch.Tensor:
     return k / k.sum()
 
 
+#: The options of one task each (``alr restore`` and ``alr degrade``): given for another task, an error.
+TASK_OPTIONS = {"kernel": "deblur", "blur_sigma": "deblur", "mask": "inpaint", "mask_out": "inpaint",
+                "factor": "sr"}
+
+
+def check_task_options(args: argparse.Namespace) -> None:
+    """Refuse an option of another task than ``args.task`` (it would be ignored)."""
+    for name, task in TASK_OPTIONS.items():
+        if getattr(args, name, None) is not None and args.task != task:
+            raise ValueError(f"--{name.replace('_', '-')} is an option of --task {task}, not of --task {args.task}")
+
+
 def make_physics(task: str, args: argparse.Namespace):
     """The forward operator of ``task`` from the command-line options."""
     from . import physics as ph
@@ -259,8 +272,11 @@ def make_physics(task: str, args: argparse.Namespace):
     if task == "deblur":
         if args.kernel:
             return ph.Blur(_read_kernel(args.kernel))
-        if args.blur_sigma:
-            return ph.Blur(ph.gaussian_kernel(args.blur_sigma))
+        if args.blur_sigma is not None:
+            try:
+                return ph.Blur(ph.gaussian_kernel(args.blur_sigma))
+            except ValueError as e:
+                raise ValueError(f"--blur-sigma {args.blur_sigma:g}: {e}") from None
         raise ValueError("--task deblur needs --kernel FILE or --blur-sigma S")
     if task == "inpaint":
         if not getattr(args, "mask", None):
@@ -271,7 +287,7 @@ def make_physics(task: str, args: argparse.Namespace):
             raise ValueError(f"--mask {args.mask} has no known pixel (known: above half the mask's maximum)")
         return ph.Inpainting((m > 0.5 * m.max()).float())
     if task == "sr":
-        return ph.Downsampling(args.factor)
+        return ph.Downsampling(args.factor or SR_FACTOR)
     raise ValueError(f"unknown task {task!r}")
 
 
@@ -279,7 +295,16 @@ class _Job:
     """One input image made ready for the solver: measurement, model, operator, settings."""
 
     def __init__(self, path: Path, out: Path, args, physics, models: dict, say) -> None:
-        from .images import read_image
+        from .errors import AlrError, one_line
+        try:
+            self._prepare(path, out, args, physics, models, say)
+        except (AlrError, ValueError, OSError) as e:  # every message names the image
+            msg = one_line(e)
+            raise AlrError(msg if path.name in msg else f"{path}: {msg}") from None
+
+    def _prepare(self, path: Path, out: Path, args, physics, models: dict, say) -> None:
+        from .critic import check_image_size
+        from .images import bit_depth, read_image
         from .pretrained import load
         from .settings import match_channels, pick_color_space, resolve
 
@@ -294,6 +319,8 @@ class _Job:
         self.y = match_channels(self.model, y, args.per_channel or opponent, path.name)
         self.physics = physics
         self.physics.check_measurement(self.y)
+        check_image_size(physics.A_adjoint(self.y), self.model.receptive_field)  # the image the solver sees
+        self.bits = bit_depth(path)  # a 16-bit input gets a 16-bit output (gray PNG)
         self.settings = resolve(self.model, self.y, args.task, args.sigma, args.lam, clipped=args.clipped,
                                 method=args.method, iters=args.iters, concavity=args.concavity,
                                 boundary=args.boundary, symmetric=args.symmetric,
@@ -334,7 +361,7 @@ def _solve(jobs: list[_Job], args, say) -> None:
         x, _ = solve(y, j0.physics, j0.model, [j.settings for j in jobs], args.device, progress=not args.quiet)
     dt = time.perf_counter() - t0
     for j, xi in zip(jobs, x):
-        write_image(j.out, xi[None])
+        write_image(j.out, xi[None], bits=j.bits)
         what = "returned unchanged" if j.settings.skip else (
             f"{j.settings.describe()}, {dt:.1f} s"
             + (f" for a batch of {len(jobs)}" if len(jobs) > 1 else ""))
@@ -357,9 +384,8 @@ def _restore_folder(files: list[Path], dst: Path, args, physics, models: dict, s
     for f in files:
         try:
             job = _Job(f, dst / f.name, args, physics, models, say)
-        except (AlrError, ValueError, OSError) as e:
-            msg = one_line(e)
-            print(f"alr: error: {msg if f.name in msg else f'{f}: {msg}'} (skipped)", file=sys.stderr)
+        except AlrError as e:  # it names the image
+            print(f"alr: error: {one_line(e)} (skipped)", file=sys.stderr)
             failed.append(f.name)
             bar.update(1)
             continue
@@ -389,10 +415,12 @@ def _training_outputs(args, folders: list) -> tuple[Path, Path]:
     from .pretrained import resolve
 
     out = Path(args.output)
-    log = Path(args.log or out.with_suffix(".csv"))
+    log = Path(args.log or (out.with_suffix(".csv") if out.suffix == ".safetensors" else f"{out}.csv"))
     inputs = [args.init and resolve(args.init)]
     for option, path in (("-o", out), ("-o", f"{out}.ckpt"), ("--log", log)):
         check_output(path, inputs, folders, option)
+    if log.resolve() in (out.resolve(), Path(f"{out}.ckpt").resolve()):
+        raise ValueError(f"--log {log} is also the model file or its checkpoint: give another file")
     return out, log
 
 
@@ -468,12 +496,13 @@ def _paused(out: Path) -> str:
 def cmd_restore(args) -> None:
     """``alr restore``: restore one image file, or every image of a folder (resumable)."""
     from .device import resolve_device
-    from .files import check_output_folder
+    from .files import check_output_folder, new_folder
     from .images import image_output, list_images
     from .pretrained import load
 
     args.device = str(resolve_device(args.device))  # once, for every batch: the GPU when there is one
     say = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr))
+    check_task_options(args)
     src, dst = Path(args.input), Path(args.output)
     others = [args.kernel, args.mask, args.model]  # inputs besides the images: never overwritten either
     folder = src.is_dir()
@@ -495,10 +524,10 @@ def cmd_restore(args) -> None:
     if not folder:
         _solve([_Job(src, dst, args, physics, models, say)], args, say)
         return
-    dst.mkdir(parents=True, exist_ok=True)
-    todo = [f for f in files if args.overwrite or not (dst / f.name).exists()]
-    say(f"{len(files) - len(todo)} of {len(files)} outputs exist already; restoring {len(todo)}")
-    _restore_folder(todo, dst, args, physics, models, say)
+    with new_folder(dst):
+        todo = [f for f in files if args.overwrite or not (dst / f.name).exists()]
+        say(f"{len(files) - len(todo)} of {len(files)} outputs exist already; restoring {len(todo)}")
+        _restore_folder(todo, dst, args, physics, models, say)
 
 
 def cmd_degrade(args) -> None:
@@ -507,6 +536,7 @@ def cmd_degrade(args) -> None:
     from .data import add_noise
     from .images import FLOAT_EXTENSIONS, image_output, read_image, write_image
 
+    check_task_options(args)
     out = image_output(args.output, [args.input, args.kernel])
     if args.task == "inpaint":
         if args.mask_out is None:
@@ -519,7 +549,7 @@ def cmd_degrade(args) -> None:
         m = ph.random_mask(tuple(x.shape[-2:]), args.missing, args.seed)
         physics = ph.Inpainting(m)
     elif args.task == "sr":
-        k = args.factor
+        k = args.factor or SR_FACTOR
         h, w = x.shape[-2] // k * k, x.shape[-1] // k * k
         if not h or not w:
             raise ValueError(f"--factor {k} is larger than the image {args.input} ({x.shape[-1]}x{x.shape[-2]})")
@@ -530,6 +560,8 @@ def cmd_degrade(args) -> None:
     else:
         physics = make_physics(args.task, args)
     y = add_noise(physics.A(x), args.sigma, args.seed, clip=args.clip)
+    if not torch.isfinite(y).all():
+        raise ValueError(f"--sigma {args.sigma:g} overflows single precision: the output would not be finite")
     if out.suffix.lower() not in FLOAT_EXTENSIONS and not args.clip:
         outside = float(((y < 0) | (y > 1)).float().mean())
         print(f"note: {out.suffix} stores 8-bit values in [0, 1]: {outside:.1%} of the values were clipped and all "
@@ -565,9 +597,9 @@ def _threads() -> None:
     if text:
         try:
             n = int(text)
-            assert n >= 1
+            assert 1 <= n <= 2 ** 16
         except (ValueError, AssertionError):
-            raise ValueError(f"ALR_THREADS must be a whole number >= 1, got {text!r}") from None
+            raise ValueError(f"ALR_THREADS must be a whole number in [1, 65536], got {text!r}") from None
         torch.set_num_threads(n)
 
 

@@ -80,7 +80,7 @@ class ClippedGaussian:
         # t: the standardised margin on the censored side; -log Phi(t) and its derivative
         t = torch.where(lo, (self.low - u) / s, (u - self.high) / s)
         log_phi = torch.special.log_ndtr(t)
-        mills = torch.exp(-0.5 * t * t - 0.5 * math.log(2 * math.pi) - log_phi)
+        mills = math.sqrt(2 / math.pi) / torch.special.erfcx(-t / math.sqrt(2))  # phi(t) / Phi(t), stable for t << 0
         res = u - y
         val = torch.where(lo | hi, -s * s * log_phi, 0.5 * res * res)
         grad = torch.where(lo, s * mills, torch.where(hi, -s * mills, res))

@@ -12,9 +12,10 @@ existing folder where a file is meant (or a file where a folder is meant).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 from .errors import AlrError
 
@@ -41,7 +42,7 @@ def atomic_write(path: PathLike, write: Callable[[str], None]) -> None:
     ('hi', ['a.txt'])
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp = path.with_name(f".{path.name[:200]}.tmp{os.getpid()}")  # within the 255 bytes of a name
     try:
         if path.is_dir():
             raise IsADirectoryError(21, "is a folder, not a file")
@@ -56,6 +57,33 @@ def atomic_write(path: PathLike, write: Callable[[str], None]) -> None:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+@contextlib.contextmanager
+def new_folder(path: PathLike) -> Iterator[Path]:
+    """Create the folder ``path`` (and missing parents) for the block; if the block fails, the
+    folders it created and that are still empty are removed: a failed run leaves nothing new.
+
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> try:
+    ...     with new_folder(d / "a" / "b"):
+    ...         raise ValueError("no image could be restored")
+    ... except ValueError:
+    ...     pass
+    >>> list(d.iterdir())
+    []
+    """
+    path = Path(path)
+    made = [p for p in (path, *path.parents) if not p.exists()]  # deepest first
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        yield path
+    except BaseException:
+        for p in made:
+            with contextlib.suppress(OSError):  # a folder that holds something stays
+                p.rmdir()
+        raise
 
 
 def _same(a: Path, b: Path) -> bool:

@@ -169,9 +169,12 @@ def read_array(path: PathLike, bounded: bool = True) -> np.ndarray:
             import tifffile
             arr = tifffile.imread(path)
         else:
-            from PIL import Image
+            from PIL import Image, ImageOps
             with Image.open(path) as im:
-                if im.mode in ("P", "PA", "CMYK", "YCbCr", "LA", "1"):
+                im = ImageOps.exif_transpose(im)  # as viewers show it (a camera's orientation tag)
+                if im.mode in ("LA", "1"):  # gray stays gray (alpha dropped)
+                    im = im.convert("L")
+                elif im.mode in ("P", "PA", "CMYK", "YCbCr"):
                     im = im.convert("RGBA" if "A" in im.mode or im.mode == "P" else "RGB")
                 arr = np.array(im)
     except ImageError:
@@ -179,6 +182,21 @@ def read_array(path: PathLike, bounded: bool = True) -> np.ndarray:
     except Exception as e:  # noqa: BLE001 -- whatever a corrupt file makes a decoder raise
         raise ImageError(f"cannot read image {path}: {e}") from None
     return as_image(arr, str(path), bounded)
+
+
+def bit_depth(path: PathLike) -> int:
+    """16 for a 16-bit integer image file (PNG or TIFF), else 8: the depth an output keeps."""
+    path = Path(path)
+    ext = path.suffix.lower()
+    if ext in (".tif", ".tiff"):
+        import tifffile
+        with tifffile.TiffFile(path) as t:
+            return 16 if t.series[0].dtype in (np.uint16, np.int16) else 8
+    if ext == ".png":
+        from PIL import Image
+        with Image.open(path) as im:
+            return 16 if im.mode.startswith("I") else 8
+    return 8
 
 
 def to_channels(x: torch.Tensor, channels: int) -> torch.Tensor:

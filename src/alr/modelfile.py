@@ -31,6 +31,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from . import __version__
@@ -264,6 +265,8 @@ def load_model(path: str | os.PathLike, classes: dict[str, type] | None = None) 
     except Exception as e:  # corrupt tensors, or weights of another architecture
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelFileError(f"{path}: its weights do not load ({first})") from None
+    if not all(bool(torch.isfinite(t).all()) for t in state.values() if t.is_floating_point()):
+        raise ModelFileError(f"{path}: its weights hold NaN or infinite values (a damaged file)")
     model.eval()
     return model
 

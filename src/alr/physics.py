@@ -43,11 +43,19 @@ def _to_kernel(kernel: torch.Tensor) -> torch.Tensor:
     return k
 
 
+#: Largest side of a kernel :func:`gaussian_kernel` makes (sigma up to 341 pixels).
+MAX_KERNEL = 2049
+
+
 def gaussian_kernel(sigma: float, size: int | None = None) -> torch.Tensor:
-    """Normalised isotropic Gaussian kernel of std ``sigma`` pixels (size 2*ceil(3 sigma)+1)."""
-    if sigma <= 0:
-        raise ValueError("blur sigma must be positive")
+    """Normalised isotropic Gaussian kernel of std ``sigma`` pixels (size 2*ceil(3 sigma)+1, at
+    most :data:`MAX_KERNEL`)."""
+    if not (math.isfinite(sigma) and sigma > 0):
+        raise ValueError(f"blur sigma must be positive, got {sigma}")
     size = size or 2 * math.ceil(3 * sigma) + 1
+    if size > MAX_KERNEL:
+        raise ValueError(f"a Gaussian of std {sigma:g} pixels needs a {size}-pixel kernel, larger than alr makes "
+                         f"({MAX_KERNEL})")
     t = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
     g = torch.exp(-t ** 2 / (2 * sigma ** 2))
     k = g[:, None] * g[None, :]
@@ -113,8 +121,9 @@ class LinearOperator(nn.Module):
         """An upper bound of ||A^T A|| (operator norm), used to pick gradient steps."""
         return 1.0
 
-    def select(self, idx: list[int]) -> "LinearOperator":
-        """The operator of the images ``idx`` of a batch (the same one unless it holds one per image)."""
+    def select(self, idx: list[int], batch: int | None = None) -> "LinearOperator":
+        """The operator of the images ``idx`` of a batch of ``batch`` images (the same one unless
+        it holds one per image)."""
         return self
 
 
@@ -169,6 +178,44 @@ class Operator(LinearOperator):
         if self._lip is None:
             raise ValueError("the operator's Lipschitz bound is estimated at init(y): call init first")
         return self._lip
+
+    def select(self, idx: list[int], batch: int | None = None) -> "Rows":
+        """The images ``idx`` of a batch of ``batch`` (the wrapped object may hold one setting per image)."""
+        if batch is None:
+            raise ValueError("a wrapped operator selects images of a known batch: give batch=")
+        return Rows(self, idx, batch)
+
+
+class Rows(LinearOperator):
+    """The images ``idx`` of a wrapped operator's batch of ``batch``: the object sees the whole batch,
+    the other images zero (A is linear), so settings it holds per image stay with their images."""
+
+    def __init__(self, op: Operator, idx: list[int], batch: int) -> None:
+        super().__init__()
+        self.op, self.idx, self.batch = op, list(idx), batch
+
+    def _whole(self, x: torch.Tensor) -> torch.Tensor:
+        full = x.new_zeros((self.batch, *x.shape[1:]))
+        full[self.idx] = x
+        return full
+
+    def A(self, x: torch.Tensor) -> torch.Tensor:
+        return self.op.A(self._whole(x))[self.idx]
+
+    def A_adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        return self.op.A_adjoint(self._whole(y))[self.idx]
+
+    def init(self, y: torch.Tensor) -> torch.Tensor:
+        return self.op.init(self._whole(y))[self.idx]
+
+    def estimate_lipschitz(self, x: torch.Tensor) -> float:
+        return self.op.estimate_lipschitz(self._whole(x))
+
+    def lipschitz(self) -> float:
+        return self.op.lipschitz()
+
+    def select(self, idx: list[int], batch: int | None = None) -> "Rows":
+        return Rows(self.op, [self.idx[i] for i in idx], self.batch)
 
 
 def as_operator(physics) -> LinearOperator:
@@ -271,7 +318,7 @@ class Inpainting(LinearOperator):
         """``max m^2``."""
         return float(self.mask.abs().max()) ** 2
 
-    def select(self, idx: list[int]) -> "Inpainting":
+    def select(self, idx: list[int], batch: int | None = None) -> "Inpainting":
         """The masks of the images ``idx`` (the same mask if it is shared)."""
         return self if self.mask.shape[0] == 1 else Inpainting(self.mask[idx])
 

@@ -47,6 +47,8 @@ SATURATION_NOTE = 0.01
 #: 13-pixel patch prior has nothing left to recover beyond x8 (a 64x64 input would become a
 #: 6400x6400 solve at x100).
 MAX_SR_FACTOR = 8
+#: The super-resolution factor when none is given (the tables' calibrated one).
+SR_FACTOR = 2
 
 
 @dataclass

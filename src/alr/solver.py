@@ -143,7 +143,7 @@ class Problem:
 
     def select(self, idx: list[int]) -> "Problem":
         """The energy of the images ``idx`` alone (the images of a batch are independent)."""
-        return Problem(self.y[idx], self.physics.select(idx), self.reg.select(idx), self.lam[idx],
+        return Problem(self.y[idx], self.physics.select(idx, len(self.y)), self.reg.select(idx), self.lam[idx],
                        self.fidelity.select(idx))
 
     def energy(self, x: torch.Tensor, need_grad: bool = True) -> Energy:
@@ -244,6 +244,8 @@ def minimize(y: torch.Tensor, physics: LinearOperator | None, model: PatchCritic
     y = y.to(dev, torch.float32).contiguous()
     b = y.shape[0]
     x = (physics.init(y) if x0 is None else x0.to(dev, torch.float32)).clone().contiguous()
+    if x0 is not None and hasattr(physics, "estimate_lipschitz"):  # a wrapped operator estimates it at init
+        physics.estimate_lipschitz(x)
     if not torch.isfinite(x).all():
         raise ValueError("starting point contains NaN or infinite values")
     check_solve_memory(x, method, max_memory)
@@ -653,7 +655,7 @@ def solve(y: torch.Tensor, physics, model: PatchCritic, settings: list, device: 
         return y.to(dev).clone(), History()
     ys = y if len(keep) == len(settings) else y[keep]
     op = as_operator(physics)
-    op = op if len(keep) == len(settings) else op.select(keep)
+    op = op if len(keep) == len(settings) else op.select(keep, len(settings))
     picked = [settings[i] for i in keep]
     fidelity = ClippedGaussian([s.sigma for s in picked]) if s0.clipped else None
     x, hist = minimize(ys, op, model, torch.tensor([s.lam for s in picked]),
@@ -750,8 +752,8 @@ def restore(y: torch.Tensor, model: "str | PatchCritic | None" = None, sigma: fl
     op = as_operator(physics)
     out: torch.Tensor | None = None
     for idx in groups.values():
-        x = solve(y[idx], op.select(idx) if len(idx) < len(sets) else op, critic, [sets[i] for i in idx], dev,
-                  progress)[0]
+        part = op.select(idx, len(sets)) if len(idx) < len(sets) else op
+        x = solve(y[idx], part, critic, [sets[i] for i in idx], dev, progress)[0]
         out = x.new_empty((y.shape[0], *x.shape[1:])) if out is None else out
         out[idx] = x
     return out
@@ -800,8 +802,9 @@ def restore_opponent(y: torch.Tensor, model: "str | PatchCritic" = "gray", sigma
         return torch.cat([y[i:i + 1] if s.skip else restore_opponent(y[i:i + 1], critic, s.sigma, lam, chroma_lambda,
                                                                       **options) for i, s in enumerate(found)])
     z = to_opponent(y)
-    if options.get("iters") is None:  # a chroma channel's own (lower) level stops too early for its stronger prior
-        options["iters"] = solver_options(critic, "denoise", sigma).get("iters")
+    table = solver_options(critic, "denoise", sigma)  # its iterations are for its method only (as resolve's)
+    if options.get("iters") is None and options.get("method") in (None, table["method"]):
+        options["iters"] = table.get("iters")  # a chroma channel's own (lower) level stops too early for its prior
     out = []
     for c, s in enumerate(opponent_noise(sigma)):
         lam_c = lam if lam is not None else lam_for(critic, "denoise", s)

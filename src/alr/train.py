@@ -476,8 +476,12 @@ class RunLog:
         path = Path(path)
         rows = []
         if start > 0 and path.is_file():
-            with open(path, newline="") as f:
-                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= start]
+            try:
+                with open(path, newline="") as f:
+                    rows = [r for r in csv.DictReader(f) if int(r["step"]) <= start]
+            except (KeyError, TypeError, ValueError, UnicodeDecodeError):  # not a log of alr's
+                raise ValueError(f"{path} is not the log of the run resumed (no step column): give --log "
+                                 "another file") from None
         path.parent.mkdir(parents=True, exist_ok=True)
         self.file = open(path, "w", newline="")
         self.writer = csv.DictWriter(self.file, fieldnames=fields)
