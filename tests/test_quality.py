@@ -254,7 +254,8 @@ def test_finetune_lowers_the_loss_and_raises_held_out_psnr(finetune_data, tmp_pa
     losses = [float(r["loss"]) for r in rows]
     assert sum(losses[-4:]) < 0.9 * sum(losses[:4])
     sel = critic.meta["finetune"]["selected"]
-    assert sel["val_psnr"] > before + 0.5 and validator(critic)[0] == pytest.approx(sel["val_psnr"], abs=1e-3)
+    # the start is judged at its best lambda (quarter-octave search): the fine-tune still gains 0.3 dB
+    assert sel["val_psnr"] > before + 0.3 and validator(critic)[0] == pytest.approx(sel["val_psnr"], abs=1e-3)
     saved = load_model(out)
     assert saved.log_scale == critic.log_scale != 0 and saved.log_weight == critic.log_weight != 0
     # restored (alr.restore, validation, calibration) with the solver it was trained through
