@@ -69,14 +69,16 @@ def test_line_search_finds_the_log_maximum():
     assert len(evals) == 3
 
 
-@pytest.mark.parametrize("octaves", [-1.0, -0.5, 0.0, 0.5, 1.0])
-def test_a_validation_search_finds_a_nearby_optimum_in_four_solves(octaves):
-    """Between checkpoints the Validator searches from the last lambda by sqrt(2) in 4 solves:
-    an optimum up to an octave away, on either side, is found exactly."""
+@pytest.mark.parametrize("octaves", [k / 4 for k in range(-4, 5)])
+def test_a_validation_search_finds_a_nearby_optimum_in_six_solves(octaves):
+    """Between checkpoints the Validator searches from the last lambda by sqrt(2), then 2^(1/4),
+    in 6 solves: an optimum on the quarter-octave grid up to an octave away, on either side, is
+    found exactly."""
+    from alr.calibration import Validator
     target = 0.01 * 2 ** octaves
-    best, evals = line_search(lambda lam: -abs(math.log2(lam / target)), 0.01, max_evals=4,
-                              factors=(math.sqrt(2.0),))
-    assert math.isclose(best, target) and len(evals) <= 4
+    best, evals = line_search(lambda lam: -abs(math.log2(lam / target)), 0.01, max_evals=6,
+                              factors=Validator.BETWEEN)
+    assert math.isclose(best, target) and len(evals) <= 6
 
 
 @pytest.mark.parametrize("task", ["deblur", "inpaint", "sr"])

@@ -397,7 +397,10 @@ CASES = [
            f"{opt} is an option of --task")
       for cmd, opt, value in (("restore", "--kernel", "{d}/a.png"), ("restore", "--blur-sigma", "2"),
                               ("restore", "--mask", "{d}/a.png"), ("restore", "--factor", "2"),
-                              ("degrade", "--factor", "4"), ("degrade", "--mask-out", "{d}/m.png"))],
+                              ("degrade", "--factor", "4"), ("degrade", "--mask-out", "{d}/m.png"),
+                              ("degrade", "--missing", "0.3"))],
+    *[Case(f"degrade-missing-{v}", ["degrade", "{d}/a.png", "-o", "{d}/y.npy", "--task", "inpaint", "--mask-out",
+                                    "{d}/m.png", "--missing", v], "--missing") for v in ("1", "-0.1", "nan", "x")],
     # -- images the critic cannot see whole: named, before any work
     Case("image-smaller-than-a-patch", restore("t.npy"), "t.npy: image (5, 30) is smaller",
          npy("t.npy", np.full((5, 30), 0.5, np.float32))),

@@ -139,6 +139,44 @@ def test_checkpoint_selection_keeps_the_best_validated_critic(sample_dir, tmp_pa
     assert all(torch.equal(v, a.state_dict()[k]) for k, v in b.state_dict().items())
 
 
+class Scripted:
+    """A validator returning the given scores in turn; ``rule`` names how it judges."""
+
+    def __init__(self, scores: list[float], rule: str) -> None:
+        self.scores, self.rule, self.lam, self.searched, self.seen = iter(scores), rule, 0.01, False, []
+
+    def __call__(self, critic):
+        self.seen.append({k: v.clone() for k, v in critic.state_dict().items()})
+        return next(self.scores), self.lam
+
+
+@pytest.mark.parametrize("rule, resumed_scores, selected", [
+    ("same", [2.8], {"step": 8, "val_psnr": 3.0}),  # same rule: the stored best stands
+    ("finer", [2.5, 2.8], {"step": 12, "val_psnr": 2.8}),  # changed: the best re-judged (2.5), then beaten
+    ("finer", [3.5, 2.8], {"step": 8, "val_psnr": 3.5}),
+])
+def test_a_resumed_run_whose_validation_changed_judges_its_best_again(sample_dir, tmp_path, rule, resumed_scores,
+                                                                       selected):
+    """Checkpoint selection compares like with like: a run resumed with a validator of another
+    ``rule`` first scores the stored best checkpoint again (its weights, not the current ones)."""
+    pairs = make_patch_pairs(sample_dir, 7, 1, degradation=Degradation(0.1, 0.1), paired=True)
+    cfg = TrainConfig(steps=12, batch_size=8, lr0=1e-3, val_every=4, ckpt_every=4, device="cpu",
+                      penalty="one-sided", mu=0.1, log_every=2)
+    out, first = tmp_path / "a.safetensors", Scripted([1.0, 3.0], "same")
+    torch.manual_seed(0)
+    with pytest.raises(KeyboardInterrupt):
+        train_critic(PatchCritic(depth=3, width=8), interrupted(pairs.sample, 8), cfg, out=out, progress=False,
+                     validator=first)
+    again = Scripted(resumed_scores, rule)
+    train_critic(PatchCritic(depth=3, width=8), pairs.sample, cfg, out=out, resume=True, progress=False,
+                 validator=again)
+    assert len(again.seen) == len(resumed_scores)
+    if rule != "same":
+        assert all(torch.equal(v, first.seen[1][k]) for k, v in again.seen[0].items())
+    chosen = load_model(out).meta["training"]["selected"]
+    assert {k: chosen[k] for k in selected} == selected
+
+
 def test_validator_scores_restoration_without_touching_the_critic(sample_dir):
     x = center_crops(list_images(sample_dir)[:2], 1, 32)
     critic = alr.load("gray").train()  # a critic in training: train mode, gradients on

@@ -49,6 +49,17 @@ def positive_float(text: str) -> float:
     return v
 
 
+def fraction(text: str) -> float:
+    """A number in [0, 1)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= v < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return v
+
+
 def positive_floats(text: str) -> list[float]:
     """Comma-separated finite numbers >= 0."""
     return [positive_float(v) for v in text.split(",")]

@@ -22,6 +22,7 @@ from .fidelity import ClippedGaussian
 from .metrics import psnr
 from .physics import Blur, Denoising, Downsampling, Inpainting, gaussian_kernel, random_mask
 from .pretrained import solver_options, split_table_name, table_name
+from .settings import MISSING
 from .solver import minimize
 
 #: Std (pixels) of the Gaussian blur of the deblurring table.
@@ -59,7 +60,7 @@ def denoise_start(sigma: float) -> float:
 
 def _cal_physics(task: str, shape: tuple[int, int]):
     return {"denoise": Denoising, "deblur": lambda: Blur(gaussian_kernel(BLUR_STD)),
-            "inpaint": lambda: Inpainting(random_mask(shape, 0.5, 1)), "sr": lambda: Downsampling(2)}[task]()
+            "inpaint": lambda: Inpainting(random_mask(shape, MISSING, 1)), "sr": lambda: Downsampling(2)}[task]()
 
 
 def line_search(f, lam0: float, max_evals: int | None = None,
@@ -228,15 +229,20 @@ class Validator:
     The crops ``x`` are degraded by Gaussian noise of level ``sigma`` (seed 1, not clipped) and
     restored with the critic's solver (:func:`alr.pretrained.solver_options`). With ``lam`` None
     each call searches lambda (:func:`line_search`: the first call from ``denoise_start(sigma)`` to
-    the best, the next ones from the last best by steps of sqrt(2) in at most ``max_evals`` solves:
-    both neighbours, then onwards if one is better), so that every checkpoint is judged at its own
-    best lambda; a fixed
-    ``lam`` judges them all at it. Calling it returns ``(mean PSNR, lambda)``; the critic given is
-    not changed (it is solved with a copy).
+    the best, the next ones from the last best by :data:`BETWEEN` steps in at most ``max_evals``
+    solves: both neighbours, then onwards if one is better), so that every checkpoint is judged at
+    its own best lambda; a fixed ``lam`` judges them all at it. Calling it returns
+    ``(mean PSNR, lambda)``; the critic given is not changed (it is solved with a copy).
+    :attr:`rule` names the search, so that a resumed training can tell whether its stored best
+    was judged the same way.
     """
 
+    #: Steps of the search between checks: sqrt(2), then 2^(1/4) (a sharp critic's PSNR moves by
+    #: up to 0.2 dB between sqrt(2) steps, as much as the checkpoints it ranks differ by).
+    BETWEEN = (2 ** 0.5, 2 ** 0.25)
+
     def __init__(self, x: torch.Tensor, sigma: float, lam: float | None = None, device=None,
-                 max_evals: int = 4, source: str = "held-out crops") -> None:
+                 max_evals: int = 6, source: str = "held-out crops") -> None:
         self.x, self.sigma, self.device, self.max_evals, self.source = x, sigma, device, max_evals, source
         self.y = add_noise(x, sigma, seed=1)
         self.search, self.searched = lam is None, False
@@ -253,11 +259,18 @@ class Validator:
         if not self.search:
             return f(self.lam), self.lam
         if self.searched:  # the best lambda drifts slowly between checks: search close to the last
-            self.lam, evals = line_search(f, self.lam, self.max_evals, factors=(2 ** 0.5,))
+            self.lam, evals = line_search(f, self.lam, self.max_evals, factors=self.BETWEEN)
         else:
             self.lam, evals = line_search(f, self.lam)
         self.searched = True
         return evals[self.lam], self.lam
+
+    @property
+    def rule(self) -> str:
+        """How a check judges a critic (lambda fixed, or the search's steps and budget)."""
+        if not self.search:
+            return f"lambda {self.lam:g}"
+        return "search by " + ", ".join(f"{f:.4g}" for f in self.BETWEEN) + f" in {self.max_evals} solves"
 
     def describe(self) -> dict:
         """What the model file records of the validation: images, crops, noise, lambda rule."""

@@ -19,7 +19,7 @@ import torch
 
 from . import argtypes
 from .critic import ACTIVATIONS, BOUNDARIES, CRITERIA
-from .settings import COLOR_SPACES, MAX_SR_FACTOR, RGB_BAND, SR_FACTOR
+from .settings import COLOR_SPACES, MAX_SR_FACTOR, MISSING, RGB_BAND, SR_FACTOR
 from .train import PENALTIES, RECIPES
 
 TASKS = ("denoise", "deblur", "inpaint", "sr")
@@ -206,7 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     kd = d.add_mutually_exclusive_group()
     kd.add_argument("--kernel")
     kd.add_argument("--blur-sigma", type=argtypes.positive_float, default=None)
-    d.add_argument("--missing", type=float, default=0.5, help="fraction of missing pixels (inpaint)")
+    d.add_argument("--missing", type=argtypes.fraction, default=None,
+                   help=f"fraction of missing pixels, for --task inpaint (default {MISSING})")
     d.add_argument("--mask-out", default=None, help="where to write the inpainting mask (PNG)")
     d.add_argument("--factor", type=argtypes.positive_int, default=None,
                    help=f"super-resolution factor, for --task sr (default {SR_FACTOR})")
@@ -253,7 +254,7 @@ def _read_kernel(path: str) -> torch.Tensor:
 
 #: The options of one task each (``alr restore`` and ``alr degrade``): given for another task, an error.
 TASK_OPTIONS = {"kernel": "deblur", "blur_sigma": "deblur", "mask": "inpaint", "mask_out": "inpaint",
-                "factor": "sr"}
+                "missing": "inpaint", "factor": "sr"}
 
 
 def check_task_options(args: argparse.Namespace) -> None:
@@ -546,7 +547,7 @@ def cmd_degrade(args) -> None:
         image_output(args.mask_out, [args.input, args.kernel], option="--mask-out")
     x = read_image(args.input)
     if args.task == "inpaint":
-        m = ph.random_mask(tuple(x.shape[-2:]), args.missing, args.seed)
+        m = ph.random_mask(tuple(x.shape[-2:]), MISSING if args.missing is None else args.missing, args.seed)
         physics = ph.Inpainting(m)
     elif args.task == "sr":
         k = args.factor or SR_FACTOR

@@ -49,6 +49,8 @@ SATURATION_NOTE = 0.01
 MAX_SR_FACTOR = 8
 #: The super-resolution factor when none is given (the tables' calibrated one).
 SR_FACTOR = 2
+#: The fraction of missing pixels of an inpainting mask when none is given (the tables' calibrated one).
+MISSING = 0.5
 
 
 @dataclass

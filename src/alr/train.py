@@ -63,6 +63,7 @@ calibration.
 """
 from __future__ import annotations
 
+import copy
 import csv
 import math
 import os
@@ -374,6 +375,9 @@ def train_critic(critic: nn.Module, sampler: Sampler, config: TrainConfig,
         state = load_checkpoint(checkpoint, critic, opt, gen, config)
         start, clock = int(state["step"]), float(state.get("seconds", 0.0))
         best = state.get("best")
+        rule = getattr(validator, "rule", None)
+        if validate and best is not None and state.get("val_rule") != rule:
+            best = _rescore(best, critic, validator, rank, world, device, progress)
         if validate and state.get("val_lam") is not None:  # the lambda search goes on from where it was
             validator.lam, validator.searched = state["val_lam"], True
     if world > 1:
@@ -434,6 +438,7 @@ def train_critic(critic: nn.Module, sampler: Sampler, config: TrainConfig,
             if checkpoint is not None and rank == 0 and (done % config.ckpt_every == 0 or done == config.steps
                                                           or timeout or paused or interrupted):
                 save_checkpoint(checkpoint, critic, opt, gen, done, best=best, val_lam=getattr(validator, "lam", None),
+                                val_rule=getattr(validator, "rule", None),
                                 recipe=_recipe(config, critic), seconds=log.seconds())
             elapsed = log.seconds()
             bar.update(min(elapsed, config.max_seconds) - bar.n if timed else 1)
@@ -582,6 +587,21 @@ def _validate(critic: nn.Module, validator, rank: int, world: int, device: torch
         score[:] = torch.tensor(validator(critic), dtype=torch.float64)
     torch.distributed.broadcast(score, 0)
     return float(score[0]), float(score[1])
+
+
+def _rescore(best: dict, critic: nn.Module, validator, rank: int, world: int, device: torch.device,
+             progress: bool) -> dict:
+    """The stored best checkpoint judged again by the validator of a resumed run whose rule changed
+    (:attr:`alr.calibration.Validator.rule`), its search starting at the best's lambda, so that it
+    and the checks to come are compared alike."""
+    judged = copy.deepcopy(critic)
+    judged.load_state_dict(best["state"])
+    validator.lam, validator.searched = best["val_lambda"], True
+    score, lam = _validate(judged, validator, rank, world, device)
+    if progress and rank == 0:
+        tqdm.write(f"validation rule changed: the best checkpoint (step {best['step']}) scores {score:.4f} "
+                   f"at lambda {lam:.4g} (was {best['val_psnr']:.4f} at {best['val_lambda']:.4g})")
+    return {**best, "val_psnr": score, "val_lambda": lam}
 
 
 def save_checkpoint(path, critic: nn.Module, opt, gen: torch.Generator, step: int, **extra) -> None:
