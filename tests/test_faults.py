@@ -39,7 +39,7 @@ from PIL import Image
 
 import alr
 from alr.cli import main
-from alr.images import read_image, write_image
+from alr.images import bit_depth, read_image, write_image
 
 SRC = Path(alr.__file__).resolve().parents[1]
 
@@ -198,6 +198,42 @@ def _rotated_jpeg(path: Path) -> None:
     exif = Image.Exif()
     exif[0x0112] = 6
     Image.fromarray(np.tile(_noisy(0), (1, 2))[:, :40]).save(path, exif=exif)
+
+
+def _paeth_png16(path: Path, arr: np.ndarray) -> None:
+    """An (H, W, 3) uint16 array as a 16-bit RGB PNG whose rows are Paeth-filtered (what encoders
+    choose for photographs), written here without Pillow, which cannot write one."""
+    h, w, _ = arr.shape
+    raw = arr.astype(">u2").reshape(h, -1).view(np.uint8).astype(np.int32)
+    left = np.pad(raw, ((0, 0), (6, 0)))[:, :-6]  # the same byte of the pixel to the left (6 bytes a pixel)
+    up = np.pad(raw, ((1, 0), (0, 0)))[:-1]
+    up_left = np.pad(left, ((1, 0), (0, 0)))[:-1]
+    p = left + up - up_left
+    pa, pb, pc = abs(p - left), abs(p - up), abs(p - up_left)
+    pred = np.where((pa <= pb) & (pa <= pc), left, np.where(pb <= pc, up, up_left))
+    rows = np.concatenate([np.full((h, 1), 4), (raw - pred) % 256], 1).astype(np.uint8)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(rows.tobytes())) + chunk(b"IEND", b""))
+
+
+def _rgb16(seed: int = 0) -> np.ndarray:
+    """A noisy colour ramp using all 16 bits (its low bytes are not its high bytes)."""
+    return np.stack([_noisy(seed + k).astype(np.uint16) * 256 + _noisy(seed + 3 + k) for k in range(3)], -1)
+
+
+def test_a_16_bit_colour_png_is_read_and_written_at_16_bits(tmp_path):
+    """Pillow alone reads 8 of the 16 bits of a colour PNG: alr reads them all, and writes them."""
+    arr = _rgb16()
+    _paeth_png16(tmp_path / "c16.png", arr)
+    x = read_image(tmp_path / "c16.png")
+    assert bit_depth(tmp_path / "c16.png") == 16
+    assert torch.equal(x[0].permute(1, 2, 0), torch.from_numpy(arr.astype(np.float32) / 65535))
+    write_image(tmp_path / "out.png", x, bits=16)
+    assert torch.equal(read_image(tmp_path / "out.png"), x) and bit_depth(tmp_path / "out.png") == 16
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "out.png")), arr >> 8)  # a valid PNG for any reader
 
 
 def env(name: str, value: str) -> Callable:
@@ -421,6 +457,9 @@ CASES = [
     Case("16-bit-png-keeps-16-bit", restore("g16.png"), "",
          lambda d, mp: Image.fromarray(_noisy(0).astype(np.uint16) * 257).save(d / "g16.png"), code=0,
          check=lambda d, err: np.asarray(Image.open(d / "out.png")).dtype == np.uint16 or pytest.fail()),
+    Case("16-bit-rgb-png-keeps-16-bit", restore("c16.png", "--model", "color"), "",
+         lambda d, mp: _paeth_png16(d / "c16.png", _rgb16()), code=0,
+         check=lambda d, err: bit_depth(d / "out.png") == 16 or pytest.fail()),
     Case("exif-orientation", restore("r.jpg", out="out.png"), "", code=0, setup=lambda d, mp: _rotated_jpeg(d / "r.jpg"),
          check=lambda d, err: Image.open(d / "out.png").size == (24, 40) or pytest.fail(Image.open(d / "out.png").size)),
     Case("output-name-of-250-bytes", ["degrade", "{d}/a.png", "-o", "{d}/" + "n" * 246 + ".png"], "", code=0,

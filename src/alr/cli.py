@@ -321,7 +321,7 @@ class _Job:
         self.physics = physics
         self.physics.check_measurement(self.y)
         check_image_size(physics.A_adjoint(self.y), self.model.receptive_field)  # the image the solver sees
-        self.bits = bit_depth(path)  # a 16-bit input gets a 16-bit output (gray PNG)
+        self.bits = bit_depth(path)  # a 16-bit input gets a 16-bit output (PNG)
         self.settings = resolve(self.model, self.y, args.task, args.sigma, args.lam, clipped=args.clipped,
                                 method=args.method, iters=args.iters, concavity=args.concavity,
                                 boundary=args.boundary, symmetric=args.symmetric,

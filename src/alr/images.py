@@ -169,19 +169,62 @@ def read_array(path: PathLike, bounded: bool = True) -> np.ndarray:
             import tifffile
             arr = tifffile.imread(path)
         else:
-            from PIL import Image, ImageOps
-            with Image.open(path) as im:
-                im = ImageOps.exif_transpose(im)  # as viewers show it (a camera's orientation tag)
-                if im.mode in ("LA", "1"):  # gray stays gray (alpha dropped)
-                    im = im.convert("L")
-                elif im.mode in ("P", "PA", "CMYK", "YCbCr"):
-                    im = im.convert("RGBA" if "A" in im.mode or im.mode == "P" else "RGB")
-                arr = np.array(im)
+            arr = _read_pillow(path)
     except ImageError:
         raise
     except Exception as e:  # noqa: BLE001 -- whatever a corrupt file makes a decoder raise
         raise ImageError(f"cannot read image {path}: {e}") from None
     return as_image(arr, str(path), bounded)
+
+
+#: Pillow reads a 16-bit colour PNG at 8 bits (the high byte of each big-endian sample); read with
+#: the little-endian unpacker of the same layout, the same data gives the low bytes.
+_PNG16_LOW_BYTES = {"RGB;16B": "RGB;16L", "RGBA;16B": "RGBA;16L"}
+
+
+def _png16_color(im) -> str | None:
+    """The unpacker giving the low bytes of ``im``, if it is a 16-bit colour PNG, else None."""
+    if im.format != "PNG" or len(im.tile) != 1 or not isinstance(im.tile[0].args, str):
+        return None
+    return _PNG16_LOW_BYTES.get(im.tile[0].args)
+
+
+def _read_pillow(path: Path) -> np.ndarray:
+    """The pixels of a PNG, JPEG or BMP file as a viewer shows them (EXIF orientation applied), gray
+    kept gray; 16-bit colour PNGs as uint16 (Pillow alone would keep 8 of the 16 bits)."""
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as im:
+        low = _png16_color(im)
+        high = ImageOps.exif_transpose(im)  # as viewers show it (a camera's orientation tag)
+        if high.mode in ("LA", "1"):  # gray stays gray (alpha dropped)
+            high = high.convert("L")
+        elif high.mode in ("P", "PA", "CMYK", "YCbCr"):
+            high = high.convert("RGBA" if "A" in high.mode or high.mode == "P" else "RGB")
+        arr = np.array(high)
+    if low is None:
+        return arr
+    with Image.open(path) as im:
+        im.tile = [t._replace(args=low) for t in im.tile]
+        lo = np.array(ImageOps.exif_transpose(im))
+    return (arr.astype(np.uint16) << 8) | lo
+
+
+def _png16(path: str, arr: np.ndarray) -> None:
+    """Write an (H, W, 3) uint16 array as a 16-bit RGB PNG (Pillow writes 16 bits for gray only):
+    big-endian samples, rows unfiltered, one zlib stream."""
+    import struct
+    import zlib
+
+    h, w, c = arr.shape
+    rows = np.concatenate([np.zeros((h, 1), np.uint8), arr.astype(">u2").reshape(h, w * c).view(np.uint8)], 1)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0))
+                + chunk(b"IDAT", zlib.compress(rows.tobytes(), 6)) + chunk(b"IEND", b""))
 
 
 def bit_depth(path: PathLike) -> int:
@@ -195,7 +238,7 @@ def bit_depth(path: PathLike) -> int:
     if ext == ".png":
         from PIL import Image
         with Image.open(path) as im:
-            return 16 if im.mode.startswith("I") else 8
+            return 16 if im.mode.startswith("I") or _png16_color(im) else 8
     return 8
 
 
@@ -277,7 +320,7 @@ def write_image(path: PathLike, x: torch.Tensor, bits: int = 8) -> None:
     """Write a (1, C, H, W) or (C, H, W) tensor, atomically.
 
     ``.npy`` and ``.tif`` get unclipped float32 data; PNG/JPEG get values
-    clipped to [0, 1] and quantised to ``bits`` (8, or 16 for PNG).
+    clipped to [0, 1] and quantised to ``bits`` (8, or 16 for PNG, gray or colour).
     """
     path = Path(path)
     ext = _image_format(path)
@@ -303,6 +346,8 @@ def write_image(path: PathLike, x: torch.Tensor, bits: int = 8) -> None:
             c = np.clip(arr, 0, 1)
             if bits == 16 and fmt == "PNG" and c.ndim == 2:
                 Image.fromarray(np.round(c * 65535).astype(np.uint16)).save(tmp, format=fmt)
+            elif bits == 16 and fmt == "PNG":
+                _png16(tmp, np.round(c * 65535).astype(np.uint16))
             else:
                 im = Image.fromarray(np.round(c * 255).astype(np.uint8))
                 im.save(tmp, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
