@@ -262,9 +262,15 @@ def test_train_cli_stop_after_pauses_then_resume_calibrates(tmp_path, sample_dir
     said = capsys.readouterr().out
     assert "paused" in said and f"{out}.ckpt" in said and "calibrated lambda" not in said
     assert alr.load(out).meta["training"]["paused"] and "lambda" not in alr.load(out).meta
+    assert alr.load(out).meta["pending"] == ["calibration"]  # what the file lacks, said where it is used:
+    assert main(["restore", str(sorted(sample_dir.iterdir())[0]), "-o", str(tmp_path / "r.png"), "--model", str(out),
+                 "--lam", "0.01", "--iters", "2"]) == 0
+    assert "unfinished training run (lacks: training steps, calibration)" in capsys.readouterr().err
+    assert main(["info", str(out)]) == 0 and "unfinished training run" in capsys.readouterr().out
     assert main(args + ["--resume"]) == 0
     meta = alr.load(out).meta
     assert "paused" not in meta["training"] and meta["training"]["steps"] == 4 and "denoise" in meta["lambda"]
+    assert "pending" not in meta and main(["info", str(out)]) == 0 and "unfinished" not in capsys.readouterr().out
 
 
 def test_train_cli_and_resume(tmp_path, sample_dir, capsys):

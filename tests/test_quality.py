@@ -140,13 +140,16 @@ def test_checkpoint_selection_keeps_the_best_validated_critic(sample_dir, tmp_pa
 
 
 class Scripted:
-    """A validator returning the given scores in turn; ``rule`` names how it judges."""
+    """A validator returning the given scores in turn; ``rule`` names how it judges. It records the
+    weights it judged and whether its lambda search had started (``searched``) at each call."""
 
-    def __init__(self, scores: list[float], rule: str) -> None:
-        self.scores, self.rule, self.lam, self.searched, self.seen = iter(scores), rule, 0.01, False, []
+    def __init__(self, scores: list[float], rule: str = "same") -> None:
+        self.scores, self.rule, self.lam, self.searched, self.seen, self.was_searched = \
+            iter(scores), rule, 0.01, False, [], []
 
     def __call__(self, critic):
         self.seen.append({k: v.clone() for k, v in critic.state_dict().items()})
+        self.was_searched.append(self.searched)
         return next(self.scores), self.lam
 
 
@@ -175,6 +178,61 @@ def test_a_resumed_run_whose_validation_changed_judges_its_best_again(sample_dir
         assert all(torch.equal(v, first.seen[1][k]) for k, v in again.seen[0].items())
     chosen = load_model(out).meta["training"]["selected"]
     assert {k: chosen[k] for k in selected} == selected
+
+
+def test_a_run_resumed_before_its_first_check_starts_the_lambda_search_afresh(sample_dir, tmp_path):
+    """A checkpoint written before any check holds the search's starting lambda, not a searched
+    one: the resumed run's first check searches from scratch (the whole line search)."""
+    pairs = make_patch_pairs(sample_dir, 7, 1, degradation=Degradation(0.1, 0.1), paired=True)
+    cfg = TrainConfig(steps=8, batch_size=8, lr0=1e-3, val_every=4, ckpt_every=2, device="cpu",
+                      penalty="one-sided", mu=0.1, log_every=2)
+    out = tmp_path / "a.safetensors"
+    with pytest.raises(KeyboardInterrupt):  # stopped after step 2: checkpoint, no check yet
+        train_critic(PatchCritic(depth=3, width=8), interrupted(pairs.sample, 2), cfg, out=out, progress=False,
+                     validator=Scripted([]))
+    again = Scripted([1.0, 2.0])
+    train_critic(PatchCritic(depth=3, width=8), pairs.sample, cfg, out=out, resume=True, progress=False,
+                 validator=again)
+    assert again.was_searched == [False, False]  # Scripted never searches; nothing claimed it had
+
+
+def test_a_check_that_is_not_finite_is_never_selected(sample_dir, tmp_path):
+    """A diverged validation solve (NaN) scores -inf: later finite checks still compete."""
+    pairs = make_patch_pairs(sample_dir, 7, 1, degradation=Degradation(0.1, 0.1), paired=True)
+    cfg = TrainConfig(steps=12, batch_size=8, lr0=1e-3, val_every=4, device="cpu", penalty="one-sided", mu=0.1)
+    out = tmp_path / "a.safetensors"
+    train_critic(PatchCritic(depth=3, width=8), pairs.sample, cfg, out=out, progress=False,
+                 validator=Scripted([math.nan, 1.0, 2.0]))
+    assert load_model(out).meta["training"]["selected"]["step"] == 12
+
+
+@pytest.mark.parametrize("after, kept", [(40.0, True), (20.0, False)])
+def test_the_scale_fit_is_kept_only_if_validation_restores_better(finetune_data, monkeypatch, after, kept):
+    """After training, the fitted input scale and weight compete with the unfitted critic on the
+    validation crops (each at its best lambda near the selected one); the loser is dropped."""
+    import alr.finetune
+    from alr.train import _fit_scale_checked
+    fit = alr.finetune.fit_scale
+    monkeypatch.setattr(alr.finetune, "fit_scale", lambda *a, **k: fit(*a, **{**k, "steps": 2, "crop": 24}))
+    critic = PatchCritic(depth=2, width=4, activation="silu")
+    critic.meta = {"training": {"selected": {"step": 8, "val_psnr": 30.0, "val_lambda": 0.05}}}
+    judge = Scripted([after])
+    _fit_scale_checked(critic, ImageStack.from_folder(finetune_data, 1), judge, 0.1, "cpu", False)
+    assert judge.was_searched == [True] and judge.lam == 0.05  # judged near the selected lambda
+    assert (critic.log_scale != 0.0) == kept and (critic.log_weight != 0.0) == kept
+    assert critic.meta["scale_fit"]["kept"] == kept
+    assert (critic.meta["scale_fit"]["val_psnr_before"], critic.meta["scale_fit"]["val_psnr_after"]) == (30.0, after)
+
+
+def test_the_scale_fit_solves_with_the_models_boundary(monkeypatch):
+    """fit_scale's inner solves and JFB step pad as the model restores (here: replicate)."""
+    import alr.finetune
+    seen = {}
+    monkeypatch.setattr(alr.finetune, "finetune", lambda critic, images, cfg, lam, **k: seen.update(cfg=cfg))
+    critic = PatchCritic(depth=2, width=4)
+    critic.meta = {"solver": {"method": "lbfgs", "options": {"boundary": "replicate"}, "iters": {"denoise": 9}}}
+    fit_scale(critic, None, 0.1, 0.05)
+    assert seen["cfg"].boundary == "replicate" and seen["cfg"].iters == 9
 
 
 def test_validator_scores_restoration_without_touching_the_critic(sample_dir):
@@ -209,6 +267,30 @@ def test_lar_recipe_sets_the_studys_options_and_explicit_ones_win(sample_dir, tm
     assert main(["train", "--clean", str(sample_dir), "--sigma", "0.1", "--depth", "3", "--width", "8", "--steps",
                  "1", "--val-every", "5", "--no-calibrate", "-q", "-o", str(tmp_path / "p.safetensors")]) == 2
     assert "(--val-every) and --fit-scale need validation images" in capsys.readouterr().err
+
+
+def test_a_run_stopped_during_its_scale_fit_says_so_and_resume_ends_it(sample_dir, tmp_path, monkeypatch, capsys):
+    """A stop signal during the scale fit leaves the trained critic marked as lacking the fit; the
+    message points to --resume, which fits it (training steps are not redone)."""
+    import alr.finetune
+    from alr.errors import Interrupted
+    out = tmp_path / "lar.safetensors"
+    args = ["train", "--recipe", "lar", "--clean", str(sample_dir), "--sigma", "0.1", "--widths", "8,8", "--steps",
+            "1", "--batch-size", "16", "--val-every", "0", "--val-images", "2", "--no-calibrate", "-q", "-o", str(out)]
+
+    def stopped(*a, **k):
+        raise Interrupted("stopped after step 3 of 60; no checkpoint was asked for")
+    monkeypatch.setattr(alr.finetune, "fit_scale", stopped)
+    assert main(args) == 130
+    assert "stopped during the scale fit" in capsys.readouterr().err
+    assert load_model(out).meta["pending"] == ["scale fit"]
+    fit = alr.finetune.FinetuneConfig  # the real fit, short
+    monkeypatch.setattr(alr.finetune, "fit_scale", lambda critic, images, sigma, lam, **k: alr.finetune.finetune(
+        critic, images, fit(sigma=sigma, steps=1, crop=24, batch_size=2, iters=5, weights=False, device="cpu"), lam,
+        progress=False))
+    assert main(args + ["--resume"]) == 0
+    m = load_model(out)
+    assert "pending" not in m.meta and "kept" in m.meta["scale_fit"] and m.meta["training"]["steps"] == 1
 
 
 # ---------------------------------------------------------------------------- solvers
@@ -334,6 +416,10 @@ def test_finetune_resumes_exactly_and_fit_scale_moves_only_the_scale(finetune_da
     with pytest.raises(KeyboardInterrupt):
         finetune(PatchCritic(depth=2, width=4, activation="silu"), Flaky(), cfg, 0.05, out=tmp_path / "b.safetensors",
                  progress=False)
+    for changed, lam in (({"sigma": 0.2}, 0.05), ({}, 0.06)):  # a resume continues the same fine-tuning
+        with pytest.raises(alr.AlrError, match="sigma=0.2|lam=0.06"):
+            finetune(PatchCritic(depth=2, width=4, activation="silu"), stack, FinetuneConfig(**{**cfg.__dict__, **changed}),
+                     lam, out=tmp_path / "b.safetensors", resume=True, progress=False)
     b = finetune(PatchCritic(depth=2, width=4, activation="silu"), stack, cfg, 0.05, out=tmp_path / "b.safetensors",
                  resume=True, progress=False)
     assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
@@ -370,8 +456,9 @@ def test_finetune_command(finetune_data, tmp_path, capsys):
     assert main(["finetune", "--clean", str(finetune_data), "--sigma", "0.1", "--init", str(src), "-o", str(out),
                  "--steps", "4", "--batch-size", "2", "--crop", "24", "--iters", "10", "--val-every", "2",
                  "--val-images", "2", "--boundary", "replicate", "--no-calibrate", "-q"]) == 0
-    m = load_model(out)
-    assert m.meta["finetune"]["lam"] == 0.05 and m.meta["finetune"]["steps"] == 4
+    m = load_model(out)  # lambda searched under the fine-tuning's solver, from the table's 0.05
+    quarters = math.log2(m.meta["finetune"]["lam"] / 0.05) * 4
+    assert quarters == pytest.approx(round(quarters)) and m.meta["finetune"]["steps"] == 4
     assert "lambda" not in m.meta and m.meta["continued_from"]["training"] == {"steps": 7}
     assert m.meta["data"]["clean_images"] == 5
     assert m.meta["solver"]["method"] == "nmapg" and m.meta["solver"]["iters"]["denoise"] == 10

@@ -252,9 +252,10 @@ class Validator:
         model = copy.deepcopy(critic)
         opts = solver_options(model, "denoise", self.sigma)
 
-        def f(lam: float) -> float:
+        def f(lam: float) -> float:  # a diverged solve (not finite) is the worst, so the search moves on
             xh, _ = minimize(self.y, None, model, lam, device=self.device, **opts)
-            return float(psnr(xh.cpu(), self.x).mean())
+            score = float(psnr(xh.cpu(), self.x).mean())
+            return score if math.isfinite(score) else -math.inf
 
         if not self.search:
             return f(self.lam), self.lam
@@ -267,10 +268,11 @@ class Validator:
 
     @property
     def rule(self) -> str:
-        """How a check judges a critic (lambda fixed, or the search's steps and budget)."""
-        if not self.search:
-            return f"lambda {self.lam:g}"
-        return "search by " + ", ".join(f"{f:.4g}" for f in self.BETWEEN) + f" in {self.max_evals} solves"
+        """How a check judges a critic: its images, noise level and lambda (fixed, or the search's
+        steps and budget)."""
+        how = (f"lambda {self.lam:g}" if not self.search else
+               "lambda searched by " + ", ".join(f"{f:.4g}" for f in self.BETWEEN) + f" in {self.max_evals} solves")
+        return f"{self.describe()['images']}, sigma {self.sigma:g}, {how}"
 
     def describe(self) -> dict:
         """What the model file records of the validation: images, crops, noise, lambda rule."""

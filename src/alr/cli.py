@@ -448,9 +448,14 @@ def cmd_train(args) -> None:
                   f"{sel['sigma']:g} (lambda {sel['val_lambda']:.3g})")
         if done.get("paused"):
             print(_paused(out))
-        if options.fit_scale and not done.get("paused"):
+        fit = critic.meta.get("scale_fit", {}) if options.fit_scale and not done.get("paused") else {}
+        if fit.get("kept"):
             print(f"fitted the input scale e^s = {math.exp(critic.log_scale):.4g} and weight e^a = "
-                  f"{math.exp(critic.log_weight):.4g} at sigma {critic.meta['scale_fit']['sigma']:g}")
+                  f"{math.exp(critic.log_weight):.4g} at sigma {fit['sigma']:g}: {fit['val_psnr_before']:.2f} -> "
+                  f"{fit['val_psnr_after']:.2f} dB on the validation crops")
+        elif fit:
+            print(f"the input scale and weight fit was not kept: {fit['val_psnr_after']:.2f} dB on the validation "
+                  f"crops with it, {fit['val_psnr_before']:.2f} without")
         if "denoise" in critic.meta.get("lambda", {}):
             sigmas = critic.meta["lambda"]["denoise"]["sigma"]
             print(f"calibrated lambda for denoising at sigma {', '.join(f'{s:g}' for s in sigmas)} on crops of "
@@ -499,7 +504,7 @@ def cmd_restore(args) -> None:
     from .device import resolve_device
     from .files import check_output_folder, new_folder
     from .images import image_output, list_images
-    from .pretrained import load
+    from .pretrained import load, unfinished
 
     args.device = str(resolve_device(args.device))  # once, for every batch: the GPU when there is one
     say = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr))
@@ -521,6 +526,9 @@ def cmd_restore(args) -> None:
         raise FileNotFoundError(f"no such file or folder: {src}")
     # what every image shares is read once: a bad --model, --kernel or --mask fails here, not per image
     models = {args.model: load(args.model)} if args.model else {}
+    for name, m in models.items():
+        if unfinished(m):
+            say(f"note: {name} is {unfinished(m)}")
     physics = make_physics(args.task, args)
     if not folder:
         _solve([_Job(src, dst, args, physics, models, say)], args, say)

@@ -47,10 +47,12 @@ from .device import resolve_device
 from .metrics import psnr
 from .modelfile import save_model
 from .solver import minimize
-from .train import (RunLog, StopSignals, decayed_lr, interrupted_at, load_checkpoint, save_checkpoint, snapshot,
-                    stopping)
+from .train import (RunLog, StopSignals, _validate, decayed_lr, interrupted_at, load_checkpoint, save_checkpoint,
+                    snapshot, stopping)
 
 LOG_FIELDS = ["step", "loss", "psnr", "log_weight", "log_scale", "lr", "seconds", "val_psnr"]
+#: Fields of :class:`FinetuneConfig` a resumed fine-tuning may change (the others, and lambda, must stay).
+RESUMABLE_CHANGES = ("steps", "ckpt_every", "log_every", "max_seconds", "stop_after", "device", "val_every")
 
 
 @dataclass
@@ -95,6 +97,11 @@ class FinetuneConfig:
             raise ValueError(f"the JFB step tau must be > 0, got {self.tau}")
         if self.boundary not in BOUNDARIES:
             raise ValueError(f"unknown boundary {self.boundary!r}; use {', '.join(BOUNDARIES)}")
+
+    def recipe(self, lam: float) -> dict:
+        """What a checkpoint records of the run, and a resumed run must keep: the fields but
+        :data:`RESUMABLE_CHANGES`, and ``lam``."""
+        return {**{k: v for k, v in asdict(self).items() if k not in RESUMABLE_CHANGES}, "lam": lam}
 
     def solver(self) -> dict:
         """The inner solver, as keyword options of :func:`alr.solver.minimize`."""
@@ -153,7 +160,7 @@ def finetune(critic: PatchCritic, images: ImageStack, config: FinetuneConfig, la
         checkpoint = str(out) + ".ckpt"
     start, best, clock = 0, None, 0.0
     if resume:
-        state = load_checkpoint(checkpoint, critic, opt, gen)
+        state = load_checkpoint(checkpoint, critic, opt, gen, config.recipe(lam), config.steps)
         start, best, clock = int(state["step"]), state["best"], float(state.get("seconds", 0.0))
         with torch.no_grad():
             for v, saved in zip(scale, state["scale"]):
@@ -167,7 +174,7 @@ def finetune(critic: PatchCritic, images: ImageStack, config: FinetuneConfig, la
     paused = interrupted = False
     with RunLog(log_csv, start if resume else 0, LOG_FIELDS, clock) as log, bar, StopSignals() as signals:
         if validate and not resume:  # the starting critic competes: fine-tuning never returns a worse one
-            score = validator(critic)[0]
+            score = _validate(critic, validator)[0]
             best = {"step": 0, "val_psnr": score, "scale": [float(v.detach()) for v in scale],
                     "state": snapshot(critic)}
             log.write(0, {"val_psnr": f"{score:.4f}"})
@@ -196,7 +203,7 @@ def finetune(critic: PatchCritic, images: ImageStack, config: FinetuneConfig, la
                 bar.set_postfix(loss=row["loss"], psnr=row["psnr"], refresh=False)
             timeout, paused, interrupted = stopping(config, log, done, signals)
             if validate and (done % config.val_every == 0 or done == config.steps or timeout or paused):
-                score = validator(critic)[0]
+                score = _validate(critic, validator)[0]
                 row["val_psnr"] = f"{score:.4f}"
                 if best is None or score > best["val_psnr"]:
                     best = {"step": done, "val_psnr": score, "scale": [float(v.detach()) for v in scale],
@@ -205,7 +212,7 @@ def finetune(critic: PatchCritic, images: ImageStack, config: FinetuneConfig, la
             if checkpoint is not None and (done % config.ckpt_every == 0 or done == config.steps or timeout or paused
                                            or interrupted):
                 save_checkpoint(checkpoint, critic, opt, gen, done, best=best, scale=[float(v.detach()) for v in scale],
-                                seconds=log.seconds())
+                                recipe=config.recipe(lam), seconds=log.seconds())
             bar.update(1)
             if timeout or paused or interrupted:
                 break
@@ -235,13 +242,13 @@ def fit_scale(critic: PatchCritic, images: ImageStack, sigma: float, lam: float,
               steps: int = FIT_STEPS, crop: int = 64, progress: bool = False, **solver) -> PatchCritic:
     """Learn only the critic's log weight ``a`` and log input scale ``s`` (its weights frozen) by
     JFB at the fixed ``lam`` on crops of the training ``images``: the study's parameter fit after
-    adversarial training. ``solver``: ``method``, ``iters``, ``tol`` of the inner solves (default:
-    the model's own denoising solver, :func:`alr.pretrained.solver_options`)."""
+    adversarial training. ``solver``: ``method``, ``iters``, ``tol``, ``boundary`` of the inner solves
+    (default: the model's own denoising solver, :func:`alr.pretrained.solver_options`)."""
     if not solver:
         from .pretrained import solver_options
 
         opts = solver_options(critic, "denoise")
-        solver = {k: opts[k] for k in ("method", "iters", "tol") if k in opts}
+        solver = {k: opts[k] for k in ("method", "iters", "tol", "boundary") if k in opts}
     cfg = FinetuneConfig(sigma=sigma, steps=steps, crop=crop, lr0=FIT_LR[0], lr1=FIT_LR[1], weights=False,
                          device=device, **solver)
     return finetune(critic, images, cfg, lam, progress=progress)
@@ -255,9 +262,11 @@ def finetune_folder(init: str, clean_dir: str | os.PathLike, config: FinetuneCon
     ``clean_dir`` and write it to ``out``.
 
     The last ``holdout`` images of the folder (or those of ``val_dir``) are held out: their centre
-    crops validate the run. ``lam``: the model's table at ``config.sigma`` when omitted, or, for a
-    model without one, the best of a line search on the validation crops. Ends with a lambda
-    calibration on training-side crops (``calibrate``).
+    crops validate the run. ``lam`` when omitted: the best of a line search on the validation crops
+    under the fine-tuning's solver, from the model's table at ``config.sigma`` (a table is
+    calibrated for the model's own solver, which may stop earlier or shape the critic), or the
+    table's value when no images are held out. Ends with a lambda calibration on training-side
+    crops (``calibrate``).
     """
     from .calibration import TRAIN_CAL_CROP, Validator, calibrate_trained, center_crops
     from .data import Degradation, split_holdout
@@ -267,8 +276,7 @@ def finetune_folder(init: str, clean_dir: str | os.PathLike, config: FinetuneCon
     from .train import continue_from
 
     critic = load(init)
-    if lam is None and (critic.meta or {}).get("lambda", {}).get("denoise"):
-        lam = lam_for(critic, "denoise", config.sigma)
+    table = lam_for(critic, "denoise", config.sigma) if (critic.meta or {}).get("lambda", {}).get("denoise") else None
     continue_from(critic, init)  # its lambda tables no longer hold once the weights change
     critic.meta["solver"] = config.recommendation()  # the lambda search below already uses it
     train_files, held = split_holdout(clean_dir, max_images, 0 if val_dir else holdout)
@@ -278,8 +286,11 @@ def finetune_folder(init: str, clean_dir: str | os.PathLike, config: FinetuneCon
         x_val = center_crops(val_files, critic.in_channels, TRAIN_CAL_CROP)
         source = portable_path(val_dir) if val_dir else f"the last {len(held)} images of {portable_path(clean_dir)}"
         if lam is None:
-            lam = Validator(x_val, config.sigma, device=config.device, source=source)(critic)[1]
+            search = Validator(x_val, config.sigma, device=config.device, source=source)
+            search.lam = table or search.lam
+            lam = search(critic)[1]
         validator = Validator(x_val, config.sigma, lam=lam, device=config.device, source=source)
+    lam = table if lam is None else lam
     if lam is None:
         raise ValueError(f"model {init} has no denoising lambda table: give --lam, or validation images "
                          "(--val-images N or --val DIR) to find one")

@@ -171,6 +171,18 @@ TASK_ITERS = {"denoise": 20, "deblur": 60, "inpaint": 60, "sr": 60}
 DEFAULT_SOLVER = {"method": "lbfgs", "options": {"boundary": "reflect"}, "iters": TASK_ITERS}
 
 
+def unfinished(model: PatchCritic) -> str | None:
+    """What a model file written before the end of its training run lacks (a pause by
+    --stop-after, or a run stopped before its scale fit or calibration), or None."""
+    meta = model.meta or {}
+    lacks = list(meta.get("pending") or [])
+    if (meta.get("training") or {}).get("paused"):
+        lacks.insert(0, "training steps")
+    if not lacks:
+        return None
+    return f"an unfinished training run (lacks: {', '.join(lacks)}): the same alr train command with --resume ends it"
+
+
 def describe(model: PatchCritic, name: str = "model") -> str:
     """A readable summary of a model: architecture, training data and recipe, lambda tables."""
     meta = model.meta or {}
@@ -194,6 +206,8 @@ def describe(model: PatchCritic, name: str = "model") -> str:
             f"batch {train['batch_size']}" if "batch_size" in train else None,
             f"on {data['clean']}" if data.get("clean") else None,
             data.get("degradation")) if v))
+    if unfinished(model):
+        lines.append(unfinished(model))
     if meta.get("continued_from"):
         lines.append("continued from an earlier model (see --json for its recipe)")
     tables = meta.get("lambda") or {}

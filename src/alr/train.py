@@ -209,14 +209,14 @@ def _recipe(config: TrainConfig, critic: nn.Module) -> dict:
 
 
 def load_checkpoint(path: str | os.PathLike | None, critic: nn.Module, opt, gen: torch.Generator,
-                    config: TrainConfig | None = None) -> dict:
+                    recipe: dict | None = None, steps: int | None = None) -> dict:
     """Restore what :func:`save_checkpoint` wrote into ``critic``, ``opt`` and ``gen``; returns the whole
     state (``step`` and the extras).
 
     Loaded with ``weights_only=True`` (tensors and plain containers only, nothing executed).
-    A missing, foreign or damaged file, weights of another critic, and (given the run's ``config``)
-    a recipe that differs in other than :data:`RESUMABLE_CHANGES` or more steps done than
-    ``config.steps`` raise a one-line :class:`AlrError` naming the file.
+    A missing, foreign or damaged file, weights of another critic, a ``recipe`` (what the run must
+    keep, e.g. :func:`_recipe`) other than the checkpoint's, and more steps done than ``steps``
+    raise a one-line :class:`AlrError` naming the file.
     """
     if path is None or not Path(path).is_file():
         raise AlrError(f"no checkpoint to resume from at {path}")
@@ -228,13 +228,12 @@ def load_checkpoint(path: str | os.PathLike | None, critic: nn.Module, opt, gen:
         raise AlrError(f"{path} is not an alr training checkpoint (or it is damaged); start again "
                        "without --resume") from None
     done, saved = int(state["step"]), state.get("recipe")
-    if config is not None and saved is not None:
-        changed = [f"{k}={v!r} (checkpoint: {saved.get(k)!r})" for k, v in _recipe(config, critic).items()
-                   if saved.get(k) != v]
+    if recipe is not None and saved is not None:
+        changed = [f"{k}={v!r} (checkpoint: {saved.get(k)!r})" for k, v in recipe.items() if saved.get(k) != v]
         if changed:
             raise AlrError(f"{path}: --resume continues the same training; it differs in " + ", ".join(changed))
-    if config is not None and done > config.steps:
-        raise AlrError(f"{path} has done {done} steps, more than --steps {config.steps}: give --steps >= {done}")
+    if steps is not None and done > steps:
+        raise AlrError(f"{path} has done {done} steps, more than --steps {steps}: give --steps >= {done}")
     try:
         critic.load_state_dict(state["model"])
         opt.load_state_dict(state["optim"])
@@ -372,14 +371,13 @@ def train_critic(critic: nn.Module, sampler: Sampler, config: TrainConfig,
     best: dict | None = None  # the best check so far: step, val_psnr, val_lambda, state
     validate = validator is not None and config.val_every > 0
     if resume:
-        state = load_checkpoint(checkpoint, critic, opt, gen, config)
+        state = load_checkpoint(checkpoint, critic, opt, gen, _recipe(config, critic), config.steps)
         start, clock = int(state["step"]), float(state.get("seconds", 0.0))
         best = state.get("best")
-        rule = getattr(validator, "rule", None)
-        if validate and best is not None and state.get("val_rule") != rule:
+        if validate and best is not None and state.get("val_rule") != getattr(validator, "rule", None):
             best = _rescore(best, critic, validator, rank, world, device, progress)
-        if validate and state.get("val_lam") is not None:  # the lambda search goes on from where it was
-            validator.lam, validator.searched = state["val_lam"], True
+        if validate and state.get("val_lam") is not None and state.get("val_searched", True):
+            validator.lam, validator.searched = state["val_lam"], True  # the search goes on from where it was
     if world > 1:
         for prm in critic.parameters():
             torch.distributed.broadcast(prm.data, 0)
@@ -438,6 +436,7 @@ def train_critic(critic: nn.Module, sampler: Sampler, config: TrainConfig,
             if checkpoint is not None and rank == 0 and (done % config.ckpt_every == 0 or done == config.steps
                                                           or timeout or paused or interrupted):
                 save_checkpoint(checkpoint, critic, opt, gen, done, best=best, val_lam=getattr(validator, "lam", None),
+                                val_searched=getattr(validator, "searched", None),
                                 val_rule=getattr(validator, "rule", None),
                                 recipe=_recipe(config, critic), seconds=log.seconds())
             elapsed = log.seconds()
@@ -578,15 +577,19 @@ def _from_rank0(device: torch.device, *flags: bool) -> tuple[bool, ...]:
     return tuple(bool(v) for v in sent.tolist())
 
 
-def _validate(critic: nn.Module, validator, rank: int, world: int, device: torch.device) -> tuple[float, float]:
-    """``validator(critic)`` on rank 0, the same (psnr, lambda) handed to every process."""
+def _validate(critic: nn.Module, validator, rank: int = 0, world: int = 1,
+              device: torch.device | None = None) -> tuple[float, float]:
+    """``validator(critic)`` on rank 0, the same (psnr, lambda) handed to every process; a score
+    that is not finite (a diverged solve) counts as -inf, so that it is never selected."""
     if world == 1:
-        return validator(critic)
-    score = torch.zeros(2, dtype=torch.float64, device=device)
-    if rank == 0:
-        score[:] = torch.tensor(validator(critic), dtype=torch.float64)
-    torch.distributed.broadcast(score, 0)
-    return float(score[0]), float(score[1])
+        score, lam = validator(critic)
+    else:
+        sent = torch.zeros(2, dtype=torch.float64, device=device)
+        if rank == 0:
+            sent[:] = torch.tensor(validator(critic), dtype=torch.float64)
+        torch.distributed.broadcast(sent, 0)
+        score, lam = float(sent[0]), float(sent[1])
+    return (score if math.isfinite(score) else -math.inf), lam
 
 
 def _rescore(best: dict, critic: nn.Module, validator, rank: int, world: int, device: torch.device,
@@ -715,19 +718,50 @@ def train_folder(options: TrainOptions, out: str | os.PathLike, log_csv: str | o
     cfg = TrainConfig(steps=o.steps, batch_size=o.batch_size, lr0=o.lr0, lr1=o.lr1, mu=o.mu, anchor=o.anchor,
                       slope=o.slope, penalty=o.penalty, val_every=o.val_every, betas=tuple(o.betas), seed=o.seed,
                       ckpt_every=o.ckpt_every, device=o.device, max_seconds=o.max_seconds, stop_after=o.stop_after)
+    pending = [step for step, on in (("scale fit", o.fit_scale), ("calibration", calibrate)) if on]
+    if pending:  # what the model file lacks until the end: alr info and alr restore say so
+        critic.meta["pending"] = pending
     train_critic(critic, pairs.sample, cfg, out=out, log_csv=log_csv, resume=resume, progress=progress,
                  validator=validator)
     if rank != 0 or critic.meta["training"].get("paused"):
         return critic
-    if o.fit_scale:
-        from .finetune import fit_scale
 
-        lam = critic.meta["training"].get("selected", {}).get("val_lambda") or validator(critic)[1]
-        fit_scale(critic, pairs.clean, val_sigma, lam, device=o.device, progress=progress)
+    def finished(step: str) -> None:
+        pending.remove(step)
+        if not pending:
+            critic.meta.pop("pending")
+
+    if o.fit_scale:
+        try:
+            _fit_scale_checked(critic, pairs.clean, validator, val_sigma, o.device, progress)
+        except Interrupted:
+            raise Interrupted(f"stopped during the scale fit: {out} holds the trained critic without it; the same "
+                              "command with --resume fits and calibrates it") from None
+        finished("scale fit")
         save_model(critic, out)
     if calibrate:
+        finished("calibration")
         calibrate_trained(critic, o.clean, deg, out, device=o.device, progress=progress, max_images=o.max_images)
     return critic
+
+
+def _fit_scale_checked(critic: PatchCritic, images, validator, sigma: float, device, progress: bool) -> None:
+    """Fit the critic's input scale and weight (:func:`alr.finetune.fit_scale`) at the validated
+    lambda, and keep the fit only if the validation crops restore at least as well with it (each
+    judged at its best lambda near the selected one); ``meta["scale_fit"]`` records both scores."""
+    from .finetune import fit_scale
+
+    sel = critic.meta["training"].get("selected")
+    before, lam = (sel["val_psnr"], sel["val_lambda"]) if sel else _validate(critic, validator)
+    unfitted = (critic.log_weight, critic.log_scale)
+    fit_scale(critic, images, sigma, lam, device=device, progress=progress)
+    validator.lam, validator.searched = lam, True
+    after, lam_after = _validate(critic, validator)
+    kept = after >= before
+    if not kept:
+        critic.log_weight, critic.log_scale = unfitted
+    critic.meta["scale_fit"].update(val_psnr_before=round(before, 4), val_psnr_after=round(after, 4),
+                                    val_lambda_after=lam_after, kept=kept)
 
 
 def _training_critic(o: TrainOptions, arch_defaults: dict, resume: bool) -> PatchCritic:
