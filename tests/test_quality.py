@@ -152,11 +152,14 @@ class Scripted:
         self.was_searched.append(self.searched)
         return next(self.scores), self.lam
 
+    def describe(self) -> dict:  # as Validator.describe: "lambda" names the rule, not a value
+        return {"images": "scripted", "lambda": "scripted"}
+
 
 @pytest.mark.parametrize("rule, resumed_scores, selected", [
     ("same", [2.8], {"step": 8, "val_psnr": 3.0}),  # same rule: the stored best stands
-    ("finer", [2.5, 2.8], {"step": 12, "val_psnr": 2.8}),  # changed: the best re-judged (2.5), then beaten
-    ("finer", [3.5, 2.8], {"step": 8, "val_psnr": 3.5}),
+    ("finer", [2.5, 0.7, 2.8], {"step": 12, "val_psnr": 2.8}),  # changed: the kept checks (steps 8, 4) re-judged
+    ("finer", [3.5, 0.7, 2.8], {"step": 8, "val_psnr": 3.5}),
 ])
 def test_a_resumed_run_whose_validation_changed_judges_its_best_again(sample_dir, tmp_path, rule, resumed_scores,
                                                                        selected):
@@ -178,6 +181,27 @@ def test_a_resumed_run_whose_validation_changed_judges_its_best_again(sample_dir
         assert all(torch.equal(v, first.seen[1][k]) for k, v in again.seen[0].items())
     chosen = load_model(out).meta["training"]["selected"]
     assert {k: chosen[k] for k in selected} == selected
+
+
+def test_the_best_checks_are_judged_again_on_larger_crops_when_the_run_ends(sample_dir, tmp_path):
+    """The TOP_CHECKS best checks (kept with their weights, across a resume) compete once more
+    before a finer judge when the run ends; its choice is returned and recorded."""
+    from alr.train import TOP_CHECKS
+    pairs = make_patch_pairs(sample_dir, 7, 1, degradation=Degradation(0.1, 0.1), paired=True)
+    cfg = TrainConfig(steps=16, batch_size=8, lr0=1e-3, val_every=4, ckpt_every=4, device="cpu",
+                      penalty="one-sided", mu=0.1, log_every=2)
+    out, checks = tmp_path / "a.safetensors", Scripted([1.0, 3.0])
+    with pytest.raises(KeyboardInterrupt):
+        train_critic(PatchCritic(depth=3, width=8), interrupted(pairs.sample, 8), cfg, out=out, progress=False,
+                     validator=checks)
+    more, final = Scripted([2.0, 0.5]), Scripted([5.0, 6.0, 4.0])  # final: checks of steps 8, 12, 4 in turn
+    critic = train_critic(PatchCritic(depth=3, width=8), pairs.sample, cfg, out=out, resume=True, progress=False,
+                          validator=more, final_validator=final)
+    assert TOP_CHECKS == 3 and len(final.seen) == 3  # step 16 (0.5) was not among the best three
+    assert all(torch.equal(v, final.seen[1][k]) and torch.equal(v, more.seen[0][k]) for k, v in critic.state_dict().items())
+    chosen = load_model(out).meta["training"]["selected"]
+    assert (chosen["step"], chosen["val_psnr"], chosen["final"]["psnr"], chosen["final"]["lambda"]) == (12, 2.0, 6.0, 0.01)
+    assert [c["step"] for c in chosen["final"]["candidates"]] == [8, 12, 4]
 
 
 def test_a_run_resumed_before_its_first_check_starts_the_lambda_search_afresh(sample_dir, tmp_path):
@@ -217,11 +241,15 @@ def test_the_scale_fit_is_kept_only_if_validation_restores_better(finetune_data,
     critic = PatchCritic(depth=2, width=4, activation="silu")
     critic.meta = {"training": {"selected": {"step": 8, "val_psnr": 30.0, "val_lambda": 0.05}}}
     judge = Scripted([after])
-    _fit_scale_checked(critic, ImageStack.from_folder(finetune_data, 1), judge, 0.1, "cpu", False)
+    _fit_scale_checked(critic, ImageStack.from_folder(finetune_data, 1), judge, None, 0.1, "cpu", False)
     assert judge.was_searched == [True] and judge.lam == 0.05  # judged near the selected lambda
     assert (critic.log_scale != 0.0) == kept and (critic.log_weight != 0.0) == kept
     assert critic.meta["scale_fit"]["kept"] == kept
     assert (critic.meta["scale_fit"]["val_psnr_before"], critic.meta["scale_fit"]["val_psnr_after"]) == (30.0, after)
+    critic.meta["training"]["selected"]["final"] = {"psnr": 31.0, "lambda": 0.04}  # chosen by the finer judge:
+    finer = Scripted([after])                                                    # it judges the fit too
+    _fit_scale_checked(critic, ImageStack.from_folder(finetune_data, 1), Scripted([]), finer, 0.1, "cpu", False)
+    assert finer.lam == 0.04 and critic.meta["scale_fit"]["val_psnr_before"] == 31.0
 
 
 def test_the_scale_fit_solves_with_the_models_boundary(monkeypatch):

@@ -188,6 +188,9 @@ def calibrate_tables(model, x: torch.Tensor, tasks: list[str] | None = None, sig
 
 #: Crops used to calibrate a freshly trained critic (``alr train`` without ``--no-calibrate``).
 TRAIN_CAL_IMAGES, TRAIN_CAL_CROP = 4, 96
+#: Side of the validation crops that judge a run's best checks once more at its end (4x the pixels
+#: of a check's: selection among checks a tenth of a dB apart needs the finer judge).
+FINAL_VAL_CROP = 192
 
 
 def training_levels(degradation) -> list[float]:

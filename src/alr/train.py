@@ -34,6 +34,10 @@ With a ``validator`` (:class:`alr.calibration.Validator`) and ``val_every > 0``,
 every ``val_every`` steps (and at the end) by the PSNR it restores on held-out training-side crops;
 the best one is kept and returned (checkpoint selection), its step and score recorded in the model
 file (``meta["training"]["selected"]``) and each check in the log (``val_psnr``, ``val_lambda``).
+The :data:`TOP_CHECKS` best checks are kept with their weights; given a ``final_validator`` (larger
+crops), they are judged again when the run ends and its choice wins. A pause checks the critic
+too (the paused model file holds the best so far), so a paused run may keep a check that an
+uninterrupted run would not make; the weights trained are the same.
 
 The learning rate decays exponentially, ``lr_k = lr0 (lr1 / lr0)^(k / steps)`` (with a time
 budget ``max_seconds``, by the fraction of it spent when that is further along).
@@ -337,18 +341,24 @@ def accumulate_gradients(critic: nn.Module, p: torch.Tensor, q: torch.Tensor, t:
     return sum(w * v for w, v, _ in parts), total
 
 
+#: How many of the best checks a run keeps (weights included) for the final choice.
+TOP_CHECKS = 3
+
+
 def train_critic(critic: nn.Module, sampler: Sampler, config: TrainConfig,
                  out: str | os.PathLike | None = None, log_csv: str | os.PathLike | None = None,
                  checkpoint: str | os.PathLike | None = None, resume: bool = False,
-                 progress: bool = True, validator: Callable[[nn.Module], tuple[float, float]] | None = None
-                 ) -> nn.Module:
+                 progress: bool = True, validator: Callable[[nn.Module], tuple[float, float]] | None = None,
+                 final_validator: Callable[[nn.Module], tuple[float, float]] | None = None) -> nn.Module:
     """Train ``critic`` in place with WGAN-GP on batches from ``sampler(n, generator)``.
 
     ``out`` receives the final model file (safetensors), ``log_csv`` one row
     per ``log_every`` steps, ``checkpoint`` the resumable state (default
     ``out + '.ckpt'``). ``validator(critic) -> (psnr, lambda)`` judges the critic every
-    ``config.val_every`` steps and the best one is kept (module docstring). Returns the trained
-    critic on the CPU, in eval mode.
+    ``config.val_every`` steps and the best one is kept (module docstring); with a
+    ``final_validator`` (larger crops: a finer judge, too slow for every check) the
+    :data:`TOP_CHECKS` best checks are judged again when the run ends and its best is kept.
+    Returns the trained critic on the CPU, in eval mode.
     """
     rank, world = _dist_info()
     if config.batch_size % world:
@@ -368,14 +378,14 @@ def train_critic(critic: nn.Module, sampler: Sampler, config: TrainConfig,
     if checkpoint is None and out is not None:
         checkpoint = str(out) + ".ckpt"
     start, clock = 0, 0.0  # clock: seconds the run has trained before this process (a resumed run)
-    best: dict | None = None  # the best check so far: step, val_psnr, val_lambda, state
+    top: list[dict] = []  # the best checks so far, best first: step, val_psnr, val_lambda, state
     validate = validator is not None and config.val_every > 0
     if resume:
         state = load_checkpoint(checkpoint, critic, opt, gen, _recipe(config, critic), config.steps)
         start, clock = int(state["step"]), float(state.get("seconds", 0.0))
-        best = state.get("best")
-        if validate and best is not None and state.get("val_rule") != getattr(validator, "rule", None):
-            best = _rescore(best, critic, validator, rank, world, device, progress)
+        top = state.get("top") or ([state["best"]] if state.get("best") else [])
+        if validate and top and state.get("val_rule") != getattr(validator, "rule", None):
+            top = _ranked([_rescore(c, critic, validator, rank, world, device, progress) for c in top])
         if validate and state.get("val_lam") is not None and state.get("val_searched", True):
             validator.lam, validator.searched = state["val_lam"], True  # the search goes on from where it was
     if world > 1:
@@ -429,13 +439,13 @@ def train_critic(critic: nn.Module, sampler: Sampler, config: TrainConfig,
             if validate and (done % config.val_every == 0 or done == config.steps or timeout or paused):
                 score, lam = _validate(critic, validator, rank, world, device)
                 row.update(val_psnr=f"{score:.4f}", val_lambda=f"{lam:.4g}")
-                if best is None or score > best["val_psnr"]:
-                    best = {"step": done, "val_psnr": score, "val_lambda": lam, "state": snapshot(critic)}
-                bar.set_postfix(val=f"{score:.2f}", best=f"{best['val_psnr']:.2f}@{best['step']}", refresh=False)
+                if len(top) < TOP_CHECKS or score > top[-1]["val_psnr"]:
+                    top = _ranked(top + [{"step": done, "val_psnr": score, "val_lambda": lam, "state": snapshot(critic)}])
+                bar.set_postfix(val=f"{score:.2f}", best=f"{top[0]['val_psnr']:.2f}@{top[0]['step']}", refresh=False)
             log.write(done, row)
             if checkpoint is not None and rank == 0 and (done % config.ckpt_every == 0 or done == config.steps
                                                           or timeout or paused or interrupted):
-                save_checkpoint(checkpoint, critic, opt, gen, done, best=best, val_lam=getattr(validator, "lam", None),
+                save_checkpoint(checkpoint, critic, opt, gen, done, top=top, val_lam=getattr(validator, "lam", None),
                                 val_searched=getattr(validator, "searched", None),
                                 val_rule=getattr(validator, "rule", None),
                                 recipe=_recipe(config, critic), seconds=log.seconds())
@@ -446,6 +456,9 @@ def train_critic(critic: nn.Module, sampler: Sampler, config: TrainConfig,
     if interrupted:
         raise interrupted_at(done, config.steps, checkpoint)
     critic.cpu().eval()
+    best = top[0] if top else None
+    if final_validator is not None and len(top) > 1 and not paused:
+        best = _final_choice(top, critic, final_validator, rank, world, device, progress)
     if best is not None:
         critic.load_state_dict(best["state"])
     if hasattr(critic, "meta"):
@@ -461,6 +474,12 @@ def train_critic(critic: nn.Module, sampler: Sampler, config: TrainConfig,
             critic.meta["training"]["selected"] = {
                 "step": best["step"], "val_psnr": round(best["val_psnr"], 4), "val_lambda": best["val_lambda"],
                 **(validator.describe() if hasattr(validator, "describe") else {})}
+            if "final_psnr" in best:
+                critic.meta["training"]["selected"]["final"] = {
+                    **(final_validator.describe() if hasattr(final_validator, "describe") else {}),
+                    "psnr": round(best["final_psnr"], 4), "lambda": best["final_lambda"],
+                    "candidates": [{k: round(c[k], 4) if "psnr" in k else c[k] for k in ("step", "val_psnr", "final_psnr")}
+                                   for c in top]}
     if out is not None and rank == 0:
         save_model(critic, out)
     return critic
@@ -592,6 +611,23 @@ def _validate(critic: nn.Module, validator, rank: int = 0, world: int = 1,
     return (score if math.isfinite(score) else -math.inf), lam
 
 
+def _ranked(checks: list[dict]) -> list[dict]:
+    """The :data:`TOP_CHECKS` best ``checks`` by ``val_psnr``, best first (the earlier of equals)."""
+    return sorted(checks, key=lambda c: -c["val_psnr"])[:TOP_CHECKS]
+
+
+def _final_choice(top: list[dict], critic: nn.Module, final, rank: int, world: int, device,
+                  progress: bool) -> dict:
+    """Each of the ``top`` checks judged by the ``final`` validator (its lambda search starting at the
+    check's); the best of them, with ``final_psnr`` and ``final_lambda`` recorded in each."""
+    for c in tqdm(top, desc="judge the best checks", disable=not progress or rank != 0, leave=False):
+        judged = copy.deepcopy(critic)
+        judged.load_state_dict(c["state"])
+        final.lam, final.searched = c["val_lambda"], True
+        c["final_psnr"], c["final_lambda"] = _validate(judged, final, rank, world, device)
+    return max(top, key=lambda c: c["final_psnr"])
+
+
 def _rescore(best: dict, critic: nn.Module, validator, rank: int, world: int, device: torch.device,
              progress: bool) -> dict:
     """The stored best checkpoint judged again by the validator of a resumed run whose rule changed
@@ -602,7 +638,7 @@ def _rescore(best: dict, critic: nn.Module, validator, rank: int, world: int, de
     validator.lam, validator.searched = best["val_lambda"], True
     score, lam = _validate(judged, validator, rank, world, device)
     if progress and rank == 0:
-        tqdm.write(f"validation rule changed: the best checkpoint (step {best['step']}) scores {score:.4f} "
+        tqdm.write(f"validation rule changed: the kept check of step {best['step']} scores {score:.4f} "
                    f"at lambda {lam:.4g} (was {best['val_psnr']:.4f} at {best['val_lambda']:.4g})")
     return {**best, "val_psnr": score, "val_lambda": lam}
 
@@ -705,7 +741,8 @@ def train_folder(options: TrainOptions, out: str | os.PathLike, log_csv: str | o
     pairs = make_patch_pairs(o.clean, critic.receptive_field, critic.in_channels, o.degraded, deg, seed=o.seed,
                              max_images=o.max_images, augment=o.augment, paired=o.paired or o.slope > 0,
                              holdout=holdout)
-    validator, val_sigma = _validator(o, deg, split_holdout(o.clean, o.max_images, holdout)[1], critic.in_channels)
+    validator, final, val_sigma = _validator(o, deg, split_holdout(o.clean, o.max_images, holdout)[1],
+                                             critic.in_channels)
     critic.meta.update({"recipe": o.recipe,
                         "data": {"clean": portable_path(o.clean), "degraded": portable_path(o.degraded),
                                  **pairs.describe()},
@@ -722,7 +759,7 @@ def train_folder(options: TrainOptions, out: str | os.PathLike, log_csv: str | o
     if pending:  # what the model file lacks until the end: alr info and alr restore say so
         critic.meta["pending"] = pending
     train_critic(critic, pairs.sample, cfg, out=out, log_csv=log_csv, resume=resume, progress=progress,
-                 validator=validator)
+                 validator=validator, final_validator=final)
     if rank != 0 or critic.meta["training"].get("paused"):
         return critic
 
@@ -733,7 +770,7 @@ def train_folder(options: TrainOptions, out: str | os.PathLike, log_csv: str | o
 
     if o.fit_scale:
         try:
-            _fit_scale_checked(critic, pairs.clean, validator, val_sigma, o.device, progress)
+            _fit_scale_checked(critic, pairs.clean, validator, final, val_sigma, o.device, progress)
         except Interrupted:
             raise Interrupted(f"stopped during the scale fit: {out} holds the trained critic without it; the same "
                               "command with --resume fits and calibrates it") from None
@@ -745,14 +782,20 @@ def train_folder(options: TrainOptions, out: str | os.PathLike, log_csv: str | o
     return critic
 
 
-def _fit_scale_checked(critic: PatchCritic, images, validator, sigma: float, device, progress: bool) -> None:
+def _fit_scale_checked(critic: PatchCritic, images, validator, final, sigma: float, device, progress: bool) -> None:
     """Fit the critic's input scale and weight (:func:`alr.finetune.fit_scale`) at the validated
     lambda, and keep the fit only if the validation crops restore at least as well with it (each
-    judged at its best lambda near the selected one); ``meta["scale_fit"]`` records both scores."""
+    judged at its best lambda near the selected one, by the ``final`` validator when it chose the
+    checkpoint); ``meta["scale_fit"]`` records both scores."""
     from .finetune import fit_scale
 
     sel = critic.meta["training"].get("selected")
-    before, lam = (sel["val_psnr"], sel["val_lambda"]) if sel else _validate(critic, validator)
+    if sel and "final" in sel:
+        validator, before, lam = final, sel["final"]["psnr"], sel["final"]["lambda"]
+    elif sel:
+        before, lam = sel["val_psnr"], sel["val_lambda"]
+    else:
+        before, lam = _validate(critic, validator)
     unfitted = (critic.log_weight, critic.log_scale)
     fit_scale(critic, images, sigma, lam, device=device, progress=progress)
     validator.lam, validator.searched = lam, True
@@ -802,17 +845,21 @@ def _training_critic(o: TrainOptions, arch_defaults: dict, resume: bool) -> Patc
 
 def _validator(o: TrainOptions, deg, held: list, channels: int):
     """The checkpoint selection's :class:`alr.calibration.Validator` (None without ``val_every`` or
-    ``fit_scale``), and its noise level."""
-    from .calibration import TRAIN_CAL_CROP, Validator, center_crops
+    ``fit_scale``), the final one on larger crops of the same images (:data:`FINAL_VAL_CROP`; None
+    without ``val_every``), and their noise level."""
+    from .calibration import FINAL_VAL_CROP, TRAIN_CAL_CROP, Validator, center_crops
     from .images import list_images
     from .modelfile import portable_path
 
     sigma = o.val_sigma or (deg.sigma_max if deg is not None and deg.sigma_min == deg.sigma_max else 0.1)
     if not (o.val_every or o.fit_scale):
-        return None, sigma
+        return None, None, sigma
     files = list_images(o.val) if o.val else held
     if not files:
         raise ValueError("checkpoint selection (--val-every) and --fit-scale need validation images: "
                          "--val-images N (held out of --clean) or --val DIR")
     source = portable_path(o.val) if o.val else f"the last {len(held)} images of {portable_path(o.clean)}"
-    return Validator(center_crops(files, channels, TRAIN_CAL_CROP), sigma, device=o.device, source=source), sigma
+    validator = Validator(center_crops(files, channels, TRAIN_CAL_CROP), sigma, device=o.device, source=source)
+    final = Validator(center_crops(files, channels, FINAL_VAL_CROP), sigma, device=o.device,
+                      source=source) if o.val_every else None
+    return validator, final, sigma
