@@ -506,10 +506,16 @@ class RunLog:
                 raise ValueError(f"{path} is not the log of the run resumed (no step column): give --log "
                                  "another file") from None
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.file = open(path, "w", newline="")
+
+        def kept(tmp: str) -> None:  # replaced whole: a kill while it is written leaves the old log
+            with open(tmp, "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=fields)
+                w.writeheader()
+                w.writerows(rows)
+
+        atomic_write(path, kept)
+        self.file = open(path, "a", newline="")
         self.writer = csv.DictWriter(self.file, fieldnames=fields)
-        self.writer.writeheader()
-        self.writer.writerows(rows)
 
     def seconds(self) -> float:
         """Seconds of the whole run: those before the resume and those since the log was opened."""
