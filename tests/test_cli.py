@@ -43,6 +43,20 @@ def test_restore_estimates_sigma(tmp_path, clean_png, capsys):
         in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("task, sigmas, lams, sigma, expected", [
+    ("denoise", [0.1, 0.2], [0.01, 0.04], 0.05, 0.0025),  # denoising: the power law (p = 2) below the table
+    ("denoise", [0.1, 0.2], [0.01, 0.04], 0.0, 0.0),  # ... down to 0 without noise
+    ("deblur", [0.1, 0.2], [0.01, 0.04], 0.0, 0.01),  # other operators keep their prior: the lowest level's
+    ("denoise", [0.1, 0.2], [0.04, 0.01], 0.01, 0.04),  # a table that does not grow is held, never raised
+    ("denoise", [0.1], [0.02], 0.01, 0.02),  # one level: held
+    ("denoise", [0.1, 0.2], [0.01, 0.04], np.float32(0.4), 0.04),  # numpy numbers are numbers; above: the highest
+])
+def test_lambda_outside_the_table(task, sigmas, lams, sigma, expected):
+    critic = alr.PatchCritic(width=8)
+    critic.meta = {"lambda": {task: {"sigma": sigmas, "lam": lams}}}
+    assert alr.lam_for(critic, task, sigma) == pytest.approx(expected)
+
+
 def test_a_clean_photo_is_not_made_worse(tmp_path, capsys):
     """A clean JPEG of fine texture (skimage's grass) estimates sigma ~0.04, below the table's lowest level: it is
     returned unchanged with a note (denoising it at the lowest level's lambda cost 24 dB, 51.9 -> 27.9 dB), and

@@ -109,6 +109,16 @@ def model_file(name: str, config=None, meta=None, header: dict | None = None, st
     return setup
 
 
+def _save_with_meta(d: Path, meta: dict) -> None:
+    """save_model of a small critic carrying ``meta``: refused before a file is written."""
+    critic = alr.PatchCritic(depth=2, width=8)
+    critic.meta = meta
+    try:
+        alr.modelfile.save_model(critic, d / "new.safetensors")
+    finally:
+        assert not (d / "new.safetensors").exists()
+
+
 def raw_safetensors(name: str, header: dict, data: bytes = b"", size: int | None = None) -> Callable:
     """A safetensors file written by hand: ``header`` as JSON (its length field ``size`` if given)."""
     def setup(d: Path, mp) -> None:
@@ -361,6 +371,18 @@ CASES = [
          model_file("bad.safetensors", meta={"data": [1, 2]})),
     Case("model-solver-options", with_model("a.png"), "options",
          model_file("bad.safetensors", meta={"solver": {"method": "gd", "options": {"evil": 1}}})),
+    Case("model-solver-boundary", with_model("a.png"), "'boundary' is not valid",
+         model_file("bad.safetensors", meta={"solver": {"method": "lbfgs", "options": {"boundary": "evil"}}})),
+    Case("model-solver-no-iters", with_model("a.png"), "'iters' must map tasks",
+         model_file("bad.safetensors", meta={"solver": {"method": "lbfgs", "iters": {}}})),
+    Case("model-nan-score-ref", ["info", "{d}/bad.safetensors"], "finite number 'score_ref'",
+         model_file("bad.safetensors", meta={"lambda": {"denoise": {"sigma": [0.1], "lam": [0.1], "concavity": [0.5],
+                                                                   "score_ref": float("nan")}}})),
+    Case("model-activation-a-list", ["info", "{d}/bad.safetensors"], "'activation' must be a name",
+         model_file("bad.safetensors", config={"kind": "patch", "in_channels": 1, "depth": 2, "width": 8,
+                                               "activation": ["relu"]})),
+    Case("model-lambda-null", restore("a.png", "--model", "{d}/bad.safetensors"), "no calibrated lambda",
+         model_file("bad.safetensors", meta={"lambda": None})),
     Case("model-header-not-strings", with_model("a.png"), "config",
          raw_safetensors("bad.safetensors", {"__metadata__": {"config": {"kind": "patch"}}})),
     Case("model-header-size-2^60", with_model("a.png"), "bad.safetensors is not a valid alr model file",
@@ -398,6 +420,12 @@ CASES = [
     # -- options without meaning
     Case("iters-0-api", lambda d: alr.solver.minimize(GRAY, None, alr.PatchCritic(width=8), 0.01, iters=0), "iters"),
     Case("lam-for-nan", lambda d: alr.lam_for(alr.load("gray"), "denoise", float("nan")), "sigma"),
+    Case("lam-for-without-table", lambda d: alr.lam_for(alr.PatchCritic(width=8), "denoise", 0.1),
+         "no calibrated lambda for task 'denoise'"),
+    Case("save-model-nan-table", lambda d: _save_with_meta(d, {"lambda": {"denoise": {"sigma": [0.1],
+                                                                                     "lam": [float("nan")]}}}),
+         "'lam' must hold finite numbers"),
+    Case("save-model-nan-meta", lambda d: _save_with_meta(d, {"training": {"loss": float("nan")}}), "cannot be written"),
     Case("restore-sigma-nan", lambda d: alr.restore(GRAY, sigma=float("nan")), "sigma"),
     Case("sr-factor-100", restore("a.png", "--task", "sr", "--factor", "100"), "--factor"),
     Case("solve-beyond-memory", restore("a.png", "--task", "sr", "--factor", "8"), "GiB", little_memory),

@@ -227,3 +227,31 @@ def test_every_method_has_a_memory_estimate():
     """The solve-size check (alr.solver.check_solve_memory) knows the vectors of every method."""
     from alr.solver import METHODS, SOLVER_VECTORS
     assert set(SOLVER_VECTORS) == set(METHODS)
+
+
+@pytest.mark.parametrize("skipped", [(False, True), (True, True), (False, False)])
+def test_a_solve_returns_float32_whatever_it_skips(skipped):
+    """Images returned unchanged (no noise to remove) come back in the solver's float32 too, so a
+    batch's dtype does not depend on which of its images were skipped."""
+    from dataclasses import replace
+
+    from alr.settings import Settings
+    from alr.solver import solve
+    y = torch.rand(2, 1, 16, 16, dtype=torch.float64)
+    s = Settings(task="denoise", sigma=0.1, lam=0.01, method="lbfgs", iters=2)
+    x, _ = solve(y, None, alr.PatchCritic(depth=2, width=4), [replace(s, skip=k) for k in skipped])
+    assert x.dtype == torch.float32 and x.shape == y.shape
+    for i, k in enumerate(skipped):
+        assert torch.equal(x[i], y[i].float()) == k
+
+
+def test_a_models_recommended_step_sizes_reach_the_solver():
+    """A model recommending a first-order solver with its step sizes is restored with them (as it
+    was calibrated); another method given by the caller drops them."""
+    from alr.settings import resolve
+    critic = alr.PatchCritic(depth=2, width=4)
+    critic.meta = {"lambda": {"denoise": {"sigma": [0.1], "lam": [0.01]}},
+                   "solver": {"method": "gd", "options": {"step": 0.5, "boundary": "reflect"}, "iters": {"denoise": 3}}}
+    y = torch.rand(1, 1, 16, 16)
+    assert resolve(critic, y, sigma=0.1).solver_kwargs()["step"] == 0.5
+    assert "step" not in resolve(critic, y, sigma=0.1, method="lbfgs").solver_kwargs()

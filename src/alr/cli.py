@@ -444,18 +444,21 @@ def cmd_train(args) -> None:
               f"(log {log})")
         if "selected" in done:
             sel = done["selected"]
-            print(f"kept the critic of step {sel['step']}: {sel['val_psnr']:.2f} dB on the validation crops at sigma "
-                  f"{sel['sigma']:g} (lambda {sel['val_lambda']:.3g})")
+            final = sel.get("final")
+            print(f"kept the critic of step {sel['step']}: {_db(sel['val_psnr'])} on the validation crops at sigma "
+                  f"{sel['sigma']:g} (lambda {sel['val_lambda']:.3g})"
+                  + (f"; the best of {len(final['candidates'])} checks judged again on {final['images']}: "
+                     f"{_db(final['psnr'])}" if final else ""))
         if done.get("paused"):
             print(_paused(out))
         fit = critic.meta.get("scale_fit", {}) if options.fit_scale and not done.get("paused") else {}
         if fit.get("kept"):
             print(f"fitted the input scale e^s = {math.exp(critic.log_scale):.4g} and weight e^a = "
-                  f"{math.exp(critic.log_weight):.4g} at sigma {fit['sigma']:g}: {fit['val_psnr_before']:.2f} -> "
-                  f"{fit['val_psnr_after']:.2f} dB on the validation crops")
+                  f"{math.exp(critic.log_weight):.4g} at sigma {fit['sigma']:g}: {_db(fit['val_psnr_before'])} -> "
+                  f"{_db(fit['val_psnr_after'])} on the validation crops")
         elif fit:
-            print(f"the input scale and weight fit was not kept: {fit['val_psnr_after']:.2f} dB on the validation "
-                  f"crops with it, {fit['val_psnr_before']:.2f} without")
+            print(f"the input scale and weight fit was not kept: {_db(fit['val_psnr_after'])} on the validation "
+                  f"crops with it, {_db(fit['val_psnr_before'])} without")
         if "denoise" in critic.meta.get("lambda", {}):
             sigmas = critic.meta["lambda"]["denoise"]["sigma"]
             print(f"calibrated lambda for denoising at sigma {', '.join(f'{s:g}' for s in sigmas)} on crops of "
@@ -488,9 +491,14 @@ def cmd_finetune(args) -> None:
     done = critic.meta["finetune"]
     sel = done.get("selected")
     print(f"fine-tuned {done['steps']} steps in {time.perf_counter() - t0:.0f} s at lambda {done['lam']:.3g}: {out} "
-          f"(log {log})" + (f"; kept step {sel['step']}, {sel['val_psnr']:.2f} dB on the validation crops" if sel else ""))
+          f"(log {log})" + (f"; kept step {sel['step']}, {_db(sel['val_psnr'])} on the validation crops" if sel else ""))
     if done.get("paused"):
         print(_paused(out))
+
+
+def _db(psnr: float | None) -> str:
+    """A recorded validation PSNR (None: every solve diverged)."""
+    return "n/a (the solve diverged)" if psnr is None else f"{psnr:.2f} dB"
 
 
 def _paused(out: Path) -> str:

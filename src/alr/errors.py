@@ -29,6 +29,14 @@ def one_line(e: BaseException) -> str:
     return " ".join(msg.split())
 
 
+class MissingTable(AlrError, KeyError):
+    """A model without the lambda table asked for (a :class:`KeyError` too, for the callers that
+    fall back to another table)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 class Interrupted(KeyboardInterrupt):
     """A run stopped by the user (Ctrl-C) or the system (SIGTERM) after saving what it needs to go
     on; the message says where and how."""

@@ -47,7 +47,7 @@ from .device import resolve_device
 from .metrics import psnr
 from .modelfile import save_model
 from .solver import minimize
-from .train import (RunLog, StopSignals, _validate, decayed_lr, interrupted_at, load_checkpoint, save_checkpoint,
+from .train import (RunLog, StopSignals, _recorded, _validate, decayed_lr, interrupted_at, load_checkpoint, save_checkpoint,
                     snapshot, stopping)
 
 LOG_FIELDS = ["step", "loss", "psnr", "log_weight", "log_scale", "lr", "seconds", "val_psnr"]
@@ -226,7 +226,7 @@ def finetune(critic: PatchCritic, images: ImageStack, config: FinetuneConfig, la
     critic.log_weight, critic.log_scale = float(final[0]), float(final[1])
     critic.requires_grad_(True)
     record = {k: v for k, v in asdict(config).items() if k not in ("device", "max_seconds", "stop_after")}
-    record.update(steps=done, lam=lam, **({"paused": True} if paused else {}), **({"selected": {"step": best["step"], "val_psnr": round(best["val_psnr"], 4),
+    record.update(steps=done, lam=lam, **({"paused": True} if paused else {}), **({"selected": {"step": best["step"], "val_psnr": _recorded(best["val_psnr"]),
                                                          **validator.describe()}} if best else {}))
     critic.meta["finetune" if config.weights else "scale_fit"] = record
     if out is not None:
@@ -276,7 +276,7 @@ def finetune_folder(init: str, clean_dir: str | os.PathLike, config: FinetuneCon
     from .train import continue_from
 
     critic = load(init)
-    table = lam_for(critic, "denoise", config.sigma) if (critic.meta or {}).get("lambda", {}).get("denoise") else None
+    table = lam_for(critic, "denoise", config.sigma) if ((critic.meta or {}).get("lambda") or {}).get("denoise") else None
     continue_from(critic, init)  # its lambda tables no longer hold once the weights change
     critic.meta["solver"] = config.recommendation()  # the lambda search below already uses it
     train_files, held = split_holdout(clean_dir, max_images, 0 if val_dir else holdout)

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from . import __version__
-from .critic import ACTIVATIONS, CRITERIA, PatchCritic
+from .critic import ACTIVATIONS, BOUNDARIES, CRITERIA, PatchCritic
 from .errors import AlrError
 from .files import atomic_write
 
@@ -58,17 +58,25 @@ def save_model(model: nn.Module, path: str | os.PathLike) -> None:
     ``model.meta`` go to the header.
 
     The header's JSON is written with sorted keys (safetensors orders it at random), so the same
-    model gives the same bytes: a file's digest identifies its model.
+    model gives the same bytes: a file's digest identifies its model. What :func:`load_model` would
+    refuse (a bad config or lambda table, a NaN) is refused before anything is written.
     """
     from safetensors.torch import save
 
-    for key, value in _strings(getattr(model, "meta", {}) or {}):
+    meta = getattr(model, "meta", {}) or {}
+    for key, value in _strings(meta):
         if is_machine_path(value):
             raise ValueError(f"{path}: meta {key} records the machine path {value!r}; a model file records "
                              "names only (alr.modelfile.portable_path)")
+    if isinstance(model, PatchCritic):
+        validate_config(model.config(), str(path))
+        validate_meta(meta, str(path))
+    try:
+        header = {"alr_version": __version__, "config": json.dumps(model.config(), allow_nan=False),
+                  "meta": json.dumps(meta, allow_nan=False)}
+    except (TypeError, ValueError) as e:  # NaN or infinity, or an object JSON cannot hold
+        raise ModelFileError(f"{path}: the model's metadata cannot be written ({e})") from None
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    header = {"alr_version": __version__, "config": json.dumps(model.config()),
-              "meta": json.dumps(getattr(model, "meta", {}) or {})}
     if hasattr(model, "receptive_field"):
         header["receptive_field"] = str(model.receptive_field)
     blob = save(state, metadata=header)
@@ -125,6 +133,9 @@ def validate_config(cfg: Any, where: str = "model file") -> dict:
     out = {"in_channels": _int_in(cfg, "in_channels", 1, 3, where),
            "depth": _int_in(cfg, "depth", 1, MAX_DEPTH, where),
            "activation": cfg.get("activation", "relu"), "criterion": cfg.get("criterion", "w1")}
+    for key in ("activation", "criterion"):
+        if not isinstance(out[key], str):
+            raise ModelFileError(f"{where}: config {key!r} must be a name, got {out[key]!r}")
     if ("width" in cfg) == ("widths" in cfg):
         raise ModelFileError(f"{where}: config needs one of 'width' or 'widths'")
     if "width" in cfg:
@@ -187,8 +198,10 @@ def validate_meta(meta: Any, where: str = "model file") -> dict:
                 vals = _numbers(t.get(key), key, w, positive=key != "concavity", integer=key == "iters")
                 if len(vals) != len(sig):
                     raise ModelFileError(f"{w}: {len(vals)} values of {key!r} for {len(sig)} noise levels")
-        if "concavity" in t and not isinstance(t.get("score_ref"), (int, float)):
-            raise ModelFileError(f"{w}: a table with 'concavity' needs a number 'score_ref'")
+        ref = t.get("score_ref")
+        if ("concavity" in t or ref is not None) and (isinstance(ref, bool) or not isinstance(ref, (int, float))
+                                                     or not math.isfinite(ref)):
+            raise ModelFileError(f"{w}: a table with 'concavity' needs a finite number 'score_ref', got {ref!r}")
     _validate_solver(meta.get("solver"), where)
     return meta
 
@@ -201,12 +214,20 @@ def _validate_solver(solver: dict | None, where: str) -> None:
     if solver.get("method") not in METHODS:
         raise ModelFileError(f"{where}: meta 'solver' needs a 'method' among {', '.join(METHODS)}, "
                              f"got {solver.get('method')!r}")
-    options, iters = solver.get("options", {}), solver.get("iters", {})
+    options, iters = solver.get("options", {}), solver.get("iters", {"denoise": 1})
+
+    def count(n: Any) -> bool:
+        return isinstance(n, int) and not isinstance(n, bool) and n >= 1
+
     if not isinstance(options, dict) or set(options) - set(SOLVER_OPTIONS):
         raise ModelFileError(f"{where}: meta 'solver' 'options' must be an object with keys among "
                              f"{', '.join(SOLVER_OPTIONS)}")
-    if not isinstance(iters, dict) or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1
-                                              for n in iters.values()):
+    for key, v in options.items():
+        ok = (v in BOUNDARIES if key == "boundary" else count(v) if key == "iters" else
+              not isinstance(v, bool) and isinstance(v, (int, float)) and 0 <= v < math.inf)
+        if not ok:
+            raise ModelFileError(f"{where}: meta 'solver' option {key!r} is not valid: {v!r}")
+    if not isinstance(iters, dict) or not iters or not all(count(n) for n in iters.values()):
         raise ModelFileError(f"{where}: meta 'solver' 'iters' must map tasks to integers >= 1")
 
 

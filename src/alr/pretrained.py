@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 
 from .critic import PatchCritic
-from .errors import AlrError
+from .errors import AlrError, MissingTable
 from .modelfile import ModelNotFoundError, load_model
 
 MODEL_DIR = Path(__file__).parent / "models"
@@ -68,14 +68,14 @@ def split_table_name(name: str) -> tuple[str, bool]:
 
 
 def _table(model, task: str, clipped: bool = False) -> dict | None:
-    tables = (getattr(model, "meta", None) or {}).get("lambda", {})
+    tables = (getattr(model, "meta", None) or {}).get("lambda") or {}
     return (clipped and tables.get(table_name(task, True))) or tables.get(task)
 
 
 def calibrated_range(model, task: str, clipped: bool = False) -> tuple[float, float] | None:
     """(lowest, highest) noise level of the model's lambda table for ``task``, or None without one;
-    outside it :func:`solver_options` uses the nearest level's values, and :func:`lam_for` the highest
-    level's above it and the table's power law below it."""
+    outside it :func:`solver_options` uses the nearest level's values, and :func:`lam_for` the nearest
+    level's too, but for denoising below the table (:func:`extrapolates_low`)."""
     table = _table(model, task, clipped)
     return (table["sigma"][0], table["sigma"][-1]) if table else None
 
@@ -84,7 +84,8 @@ def _interp_loglog(xs: list[float], ys: list[float], s: float, log_y: bool = Tru
                    ) -> float:
     """Piecewise log-log interpolation of the points (xs, ys) at s, clamped at the ends
     (``log_y=False``: linear in y, for values that may be 0). ``extrapolate_low``: below the first
-    level, continue the first segment's power law ``y ~ s^p`` instead (0 at s = 0).
+    level, continue the first segment's power law ``y ~ s^p`` instead (0 at s = 0; ``p >= 0``, so
+    a table that does not grow with s is held at its first value).
 
     >>> _interp_loglog([0.1, 0.2], [1.0, 4.0], 0.05), _interp_loglog([0.1, 0.2], [1.0, 4.0], 0.05, extrapolate_low=True)
     (1.0, 0.25)
@@ -92,7 +93,7 @@ def _interp_loglog(xs: list[float], ys: list[float], s: float, log_y: bool = Tru
     if extrapolate_low and log_y and len(xs) > 1 and s < xs[0]:
         if s <= 0:
             return 0.0
-        p = math.log(ys[1] / ys[0]) / math.log(xs[1] / xs[0])
+        p = max(math.log(ys[1] / ys[0]) / math.log(xs[1] / xs[0]), 0.0)
         return float(ys[0] * (s / xs[0]) ** p)
     if len(xs) == 1:
         return float(ys[0])
@@ -116,26 +117,33 @@ def check_number(value, name: str = "sigma") -> float:
 def lam_for(model: PatchCritic, task: str, sigma: float, clipped: bool = False) -> float:
     """Calibrated lam for ``task`` at noise level ``sigma`` from the model's table
     (``clipped``: the table for clipped measurements and the censored data term, if any):
-    log-log interpolated between its levels, the highest level's above them, and below the lowest
-    level the power law of its first two levels (lam ~ sigma^p, about p = 1.5 for denoising), which
-    restores low noise better than the lowest level's lambda (camera + noise 0.02: +2.6 dB).
+    log-log interpolated between its levels, the nearest level's outside them, except below the
+    lowest level of a denoising table with two levels or more (:func:`extrapolates_low`): there the
+    power law of its first two levels (lam ~ sigma^p, about p = 1.5), which restores low noise better
+    than the lowest level's lambda (camera + noise 0.02: +2.6 dB) and goes to 0 with the noise. The
+    other operators need their prior without noise too: their lambda is held at the lowest level's.
 
-    Raises KeyError when the model has no table for the task: pass lam explicitly; AlrError
-    for a noise level that is not a finite number >= 0.
+    Raises :class:`alr.errors.MissingTable` (an AlrError and a KeyError) when the model has no
+    table for the task: pass lam explicitly; AlrError for a noise level that is not a finite number >= 0.
 
     >>> lam_for(load("gray"), "denoise", float("nan"))
     Traceback (most recent call last):
     ...
     alr.errors.AlrError: sigma must be a finite number >= 0, got nan
     """
-    check_number(sigma)
+    sigma = float(check_number(sigma))
     table = _table(model, task, clipped)
     if not table:
-        raise KeyError(f"model has no calibrated lambda for task {task!r}; pass --lam, or write one into "
-                       f"a copy of the model with: alr bench calibrate --model FILE --tasks {task} -o DIR")
-    if not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma >= 0):
-        raise ValueError(f"sigma must be a finite number >= 0, got {sigma!r}")
-    return _interp_loglog(table["sigma"], table["lam"], sigma, extrapolate_low=True)
+        raise MissingTable(f"model has no calibrated lambda for task {task!r}; pass lam (--lam), or write one "
+                           f"into a copy of the model with: alr bench calibrate --model FILE --tasks {task} -o DIR")
+    return _interp_loglog(table["sigma"], table["lam"], sigma, extrapolate_low=extrapolates_low(model, task, clipped))
+
+
+def extrapolates_low(model, task: str, clipped: bool = False) -> bool:
+    """Whether :func:`lam_for` follows the table's power law below its lowest level (a denoising
+    table of two levels or more) rather than holding the lowest level's lambda."""
+    table = _table(model, task, clipped)
+    return task == "denoise" and bool(table) and len(table["sigma"]) > 1
 
 
 def solver_options(model, task: str = "denoise", sigma: float | None = None, clipped: bool = False) -> dict:
@@ -153,7 +161,7 @@ def solver_options(model, task: str = "denoise", sigma: float | None = None, cli
     rec = (getattr(model, "meta", None) or {}).get("solver") or DEFAULT_SOLVER
     opts = {"method": rec["method"], **rec.get("options", {})}
     if "iters" not in opts and (opts["method"] == "lbfgs" or "iters" in rec):
-        iters = rec.get("iters", TASK_ITERS)
+        iters = rec.get("iters") or TASK_ITERS
         opts["iters"] = iters.get(task, max(iters.values()))
     table = _table(model, task, clipped)
     if sigma is not None and table and "iters" in table:

@@ -36,7 +36,7 @@ from .critic import PatchCritic
 from .device import memory_budget
 from .errors import AlrError
 from .images import check_image
-from .pretrained import calibrated_range, check_number, lam_for, solver_options
+from .pretrained import calibrated_range, check_number, extrapolates_low, lam_for, solver_options
 
 TASKS = ("denoise", "deblur", "inpaint", "sr")
 #: Without a lambda table, estimated noise levels below this (2.5 / 255) count as a clean image.
@@ -58,7 +58,8 @@ class Settings:
     """Everything :func:`alr.solver.minimize` needs besides the image and the operator.
 
     ``notes`` are one-line messages for the user (the estimated sigma, a range warning);
-    ``skip`` is True when the image is to be returned unchanged (no noise to remove).
+    ``skip`` is True when the image is to be returned unchanged (no noise to remove); ``steps``:
+    the step sizes (``lr0``, ``lr1``, ``step``) the model recommends for its first-order solver.
     """
 
     task: str
@@ -77,6 +78,7 @@ class Settings:
     tol: float = 0.0
     skip: bool = False
     notes: list[str] = field(default_factory=list)
+    steps: dict = field(default_factory=dict)
 
     def solver_kwargs(self) -> dict:
         """Keyword arguments of :func:`alr.solver.minimize` (``lam``, ``concavity`` per image excluded)."""
@@ -86,13 +88,13 @@ class Settings:
             kw["iters"] = self.iters
         if self.tol:
             kw["tol"] = self.tol
-        return kw
+        return {**kw, **self.steps}
 
     def batch_key(self) -> tuple:
         """Images whose settings share this key can be solved as one batch (lam, concavity and
         sigma may differ per image)."""
         return (self.task, self.method, self.iters, self.tol, self.boundary, self.score_ref, self.symmetric,
-                self.per_channel, self.color_space, self.clipped)
+                self.per_channel, self.color_space, self.clipped, tuple(sorted(self.steps.items())))
 
     def describe(self) -> str:
         """One line: the settings that decide the result."""
@@ -237,10 +239,13 @@ def resolve(model: PatchCritic, y: torch.Tensor, task: str = "denoise", sigma: f
         if span and not skip and sigma > span[1]:
             notes.append(f"{name}: sigma {sigma:.4g} is above the model's calibrated range {span[0]:g}-{span[1]:g}; "
                          f"the lambda and solver of sigma {span[1]:g} are used")
-        elif span and not skip and sigma < span[0]:
+        elif span and not skip and sigma < span[0] and extrapolates_low(model, task, clipped):
             notes.append(f"{name}: sigma {sigma:.4g} is below the model's calibrated range {span[0]:g}-{span[1]:g}; "
                          f"lambda follows the table's power law down to it ({lam:.3g}), the solver is that of "
                          f"sigma {span[0]:g}")
+        elif span and not skip and sigma < span[0]:
+            notes.append(f"{name}: sigma {sigma:.4g} is below the model's calibrated range {span[0]:g}-{span[1]:g}; "
+                         f"the lambda and solver of sigma {span[0]:g} are used")
     sat = _saturated(y)
     if sat > SATURATION_NOTE and not clipped:
         notes.append(f"{name}: {sat:.0%} of the pixels are exactly 0 or 1; if the noise was clipped "
@@ -261,4 +266,5 @@ def resolve(model: PatchCritic, y: torch.Tensor, task: str = "denoise", sigma: f
                     concavity=float(opts.get("concavity", 0.0)), score_ref=float(opts.get("score_ref", 0.0)),
                     symmetric=symmetric, per_channel=per_channel, color_space=color_space, clipped=clipped,
                     max_memory=max_memory if max_memory is not None else memory_budget(device),
-                    tol=float(opts.get("tol", 0.0)), skip=skip, notes=notes)
+                    tol=float(opts.get("tol", 0.0)), skip=skip, notes=notes,
+                    steps={k: opts[k] for k in ("lr0", "lr1", "step") if k in opts})

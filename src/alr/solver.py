@@ -651,8 +651,8 @@ def solve(y: torch.Tensor, physics, model: PatchCritic, settings: list, device: 
         raise ValueError("the images of one solve need the same solver settings")
     keep = [i for i, s in enumerate(settings) if not s.skip]
     dev = resolve_device(device) if device else y.device
-    if not keep:
-        return y.to(dev).clone(), History()
+    if not keep:  # float32, as every solve returns
+        return y.to(dev, torch.float32).clone(), History()
     ys = y if len(keep) == len(settings) else y[keep]
     op = as_operator(physics)
     op = op if len(keep) == len(settings) else op.select(keep, len(settings))
@@ -663,7 +663,7 @@ def solve(y: torch.Tensor, physics, model: PatchCritic, settings: list, device: 
                        device=device, progress=progress, callback=callback, **s0.solver_kwargs())
     if len(keep) == len(settings):
         return x, hist
-    out = y.to(x.device).clone()  # only denoising skips images, so x and y have one shape
+    out = y.to(x.device, x.dtype).clone()  # only denoising skips images, so x and y have one shape
     out[keep] = x
     return out, hist
 
@@ -809,4 +809,4 @@ def restore_opponent(y: torch.Tensor, model: "str | PatchCritic" = "gray", sigma
     for c, s in enumerate(opponent_noise(sigma)):
         lam_c = lam if lam is not None else lam_for(critic, "denoise", s)
         out.append(restore(z[:, c:c + 1], critic, s, lam=lam_c * (chroma_lambda if c else 1.0), **options))
-    return from_opponent(torch.cat(out, 1).to(y.dtype)).clamp(0, 1)
+    return from_opponent(torch.cat(out, 1)).clamp(0, 1)

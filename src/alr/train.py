@@ -472,13 +472,13 @@ def train_critic(critic: nn.Module, sampler: Sampler, config: TrainConfig,
         critic.meta["training"]["world_size"] = world
         if best is not None:
             critic.meta["training"]["selected"] = {
-                "step": best["step"], "val_psnr": round(best["val_psnr"], 4), "val_lambda": best["val_lambda"],
+                "step": best["step"], "val_psnr": _recorded(best["val_psnr"]), "val_lambda": best["val_lambda"],
                 **(validator.describe() if hasattr(validator, "describe") else {})}
             if "final_psnr" in best:
                 critic.meta["training"]["selected"]["final"] = {
                     **(final_validator.describe() if hasattr(final_validator, "describe") else {}),
-                    "psnr": round(best["final_psnr"], 4), "lambda": best["final_lambda"],
-                    "candidates": [{k: round(c[k], 4) if "psnr" in k else c[k] for k in ("step", "val_psnr", "final_psnr")}
+                    "psnr": _recorded(best["final_psnr"]), "lambda": best["final_lambda"],
+                    "candidates": [{k: _recorded(c[k]) if "psnr" in k else c[k] for k in ("step", "val_psnr", "final_psnr")}
                                    for c in top]}
     if out is not None and rank == 0:
         save_model(critic, out)
@@ -615,6 +615,11 @@ def _validate(critic: nn.Module, validator, rank: int = 0, world: int = 1,
         torch.distributed.broadcast(sent, 0)
         score, lam = float(sent[0]), float(sent[1])
     return (score if math.isfinite(score) else -math.inf), lam
+
+
+def _recorded(score: float) -> float | None:
+    """A validation PSNR as a model file records it: 4 decimals, None for a diverged solve (-inf)."""
+    return round(score, 4) if math.isfinite(score) else None
 
 
 def _ranked(checks: list[dict]) -> list[dict]:
@@ -802,6 +807,7 @@ def _fit_scale_checked(critic: PatchCritic, images, validator, final, sigma: flo
         before, lam = sel["val_psnr"], sel["val_lambda"]
     else:
         before, lam = _validate(critic, validator)
+    before = -math.inf if before is None else before  # every check diverged
     unfitted = (critic.log_weight, critic.log_scale)
     fit_scale(critic, images, sigma, lam, device=device, progress=progress)
     validator.lam, validator.searched = lam, True
@@ -809,7 +815,7 @@ def _fit_scale_checked(critic: PatchCritic, images, validator, final, sigma: flo
     kept = after >= before
     if not kept:
         critic.log_weight, critic.log_scale = unfitted
-    critic.meta["scale_fit"].update(val_psnr_before=round(before, 4), val_psnr_after=round(after, 4),
+    critic.meta["scale_fit"].update(val_psnr_before=_recorded(before), val_psnr_after=_recorded(after),
                                     val_lambda_after=lam_after, kept=kept)
 
 

@@ -110,6 +110,28 @@ def test_prior_value_and_gradients(camera, gray):
     assert paper.lam is None and torch.allclose(paper(x), gray.regularizer(x))
 
 
+def test_prior_shapes_around_the_tables_reference_and_takes_any_float(camera, gray):
+    """A concavity given without sigma shapes around the table's score_ref (with 0 instead, R would
+    be weighed by exp(k c), 13x at gray's 0.7); a model without one is refused; float64 / half in,
+    the same dtype out."""
+    x = crop(camera, 32)
+    ref = alr.pretrained.solver_options(gray, "denoise", 0.2)["score_ref"]
+    shaped = ad.CriticPrior(gray, concavity=0.7)
+    assert torch.allclose(shaped(x), gray.regularizer(x, concavity=0.7, score_ref=ref), rtol=1e-5)
+    with pytest.raises(alr.AlrError, match="score reference"):
+        ad.CriticPrior(alr.PatchCritic(width=8), concavity=0.5)
+    for dtype in (torch.float64, torch.float16):
+        with torch.no_grad():
+            assert ad.CriticPrior(gray).grad(x.to(dtype)).dtype == dtype
+        assert ad.CriticPrior(gray)(x.to(dtype)).dtype == dtype
+
+
+def test_upsampling_has_no_table():
+    """DeepInverse's Upsampling is a Downsampling subclass whose A upsamples: not the sr table."""
+    up = dinv.physics.Upsampling(filter="bicubic", img_size=(1, 16, 16), factor=2)
+    assert ad.task_of(up) is None and ad.task_of(dinv.physics.Downsampling(img_size=(1, 16, 16), factor=2)) == "sr"
+
+
 # ----------------------------------------------------------------------------- physics both ways
 @pytest.mark.parametrize("op", [Denoising(), Blur(motion_kernel(7, 30)), Inpainting(random_mask((32, 32), 0.4)),
                                 Downsampling(2)], ids=["denoise", "blur", "inpaint", "sr"])

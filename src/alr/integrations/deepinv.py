@@ -37,6 +37,7 @@ import deepinv
 import torch
 
 from ..critic import PatchCritic, Regularizer
+from ..errors import AlrError
 from ..physics import LinearOperator, as_operator
 from ..pretrained import lam_for, load, solver_options
 from ..solver import restore as _alr_restore
@@ -65,13 +66,16 @@ class CriticPrior(deepinv.optim.Prior):
     Parameters
     ----------
     model : a shipped model name (``"gray"``, ``"color"``), a model file or a :class:`alr.PatchCritic`.
-    sigma : noise level whose table entry sets the shaping (``concavity``, ``score_ref``), the
-        boundary and :attr:`lam`; None: the paper's R (no shaping, reflect boundary), ``lam`` None.
+    sigma : noise level whose table entry sets the shaping (``concavity``, ``score_ref``) and
+        :attr:`lam`; None: R without shaping, ``lam`` None. The boundary is the model's.
     task : which of the model's tables (``"denoise"``, ``"deblur"``, ``"inpaint"``, ``"sr"``).
     lam : ``alr``'s per-pixel weight (default: the table's at ``sigma``); give DeepInverse
         ``deepinv_lambda(prior.lam, x[0].numel())``.
     boundary, concavity, symmetric, per_channel, max_memory : as in :class:`alr.Regularizer`
-        (None: the table's or the default).
+        (None: the table's or the default). A ``concavity`` > 0 shapes around the table's
+        ``score_ref``, whatever ``sigma``; a model without one is refused (:class:`alr.AlrError`).
+
+    ``fn`` and ``grad`` take any floating dtype (solved in the critic's, returned in the input's).
     """
 
     def __init__(self, model: "str | PatchCritic" = "gray", sigma: float | None = None, task: str = "denoise",
@@ -80,22 +84,28 @@ class CriticPrior(deepinv.optim.Prior):
         super().__init__()
         self.explicit_prior = True
         self.critic = model if isinstance(model, PatchCritic) else load(model)  # a submodule: .to() moves it
-        opts = solver_options(self.critic, task, sigma) if sigma is not None else {}
+        opts = solver_options(self.critic, task, sigma)
         self.lam = lam if lam is not None or sigma is None else lam_for(self.critic, task, sigma)
+        tables = (self.critic.meta or {}).get("lambda") or {}
+        score_ref = opts.get("score_ref", (tables.get(task) or {}).get("score_ref"))
+        if concavity is not None and concavity > 0 and score_ref is None:
+            raise AlrError(f"this model's {task} table has no score reference for concavity {concavity:g}; "
+                           "calibrate one with alr bench calibrate --concavity ... (or pass concavity=0)")
         self.reg = Regularizer(self.critic, per_channel=per_channel, max_memory=max_memory,
                                boundary=boundary or opts.get("boundary", "reflect"),
                                concavity=opts.get("concavity", 0.0) if concavity is None else concavity,
-                               score_ref=opts.get("score_ref", 0.0), symmetric=symmetric)
+                               score_ref=float(score_ref or 0.0), symmetric=symmetric)
+        self._dtype = next(self.critic.parameters()).dtype
 
     def fn(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         """R(x), shape (B,)."""
-        return self.reg(x)
+        return self.reg(x.to(self._dtype)).to(x.dtype)
 
     def grad(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         """grad_x R(x), shape of ``x``."""
         if torch.is_grad_enabled():
             return super().grad(x)
-        return self.reg.value_and_grad(x)[1]
+        return self.reg.value_and_grad(x.to(self._dtype))[1].to(x.dtype)
 
 
 class AlrPhysics(deepinv.physics.LinearPhysics):
@@ -145,9 +155,11 @@ TASKS = ((deepinv.physics.Denoising, "denoise"), (deepinv.physics.Blur, "deblur"
 
 def task_of(physics) -> str | None:
     """The ``alr`` lambda table that fits a DeepInverse physics (or an ``alr`` operator); None for
-    an operator ``alr`` has no table for (tomography, MRI...: give ``lam``)."""
+    an operator ``alr`` has no table for (tomography, MRI, upsampling...: give ``lam``)."""
     if isinstance(physics, AlrPhysics):
         return _alr_task_of(physics.op)
+    if isinstance(physics, getattr(deepinv.physics, "Upsampling", ())):  # a Downsampling subclass: A upsamples
+        return None
     return next((task for cls, task in TASKS if isinstance(physics, cls)), _alr_task_of(physics))
 
 
