@@ -129,7 +129,7 @@ def test_prior_shapes_around_the_tables_reference_and_takes_any_float(camera, gr
 def test_upsampling_has_no_table():
     """DeepInverse's Upsampling is a Downsampling subclass whose A upsamples: not the sr table."""
     up = dinv.physics.Upsampling(filter="bicubic", img_size=(1, 16, 16), factor=2)
-    assert ad.task_of(up) is None and ad.task_of(dinv.physics.Downsampling(img_size=(1, 16, 16), factor=2)) == "sr"
+    assert ad.task_of(up) is None and ad.task_of(dinv.physics.Downsampling(img_size=(1, 16, 16), factor=2, filter="bicubic")) == "sr"
 
 
 # ----------------------------------------------------------------------------- physics both ways
