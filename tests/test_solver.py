@@ -255,3 +255,16 @@ def test_a_models_recommended_step_sizes_reach_the_solver():
     y = torch.rand(1, 1, 16, 16)
     assert resolve(critic, y, sigma=0.1).solver_kwargs()["step"] == 0.5
     assert "step" not in resolve(critic, y, sigma=0.1, method="lbfgs").solver_kwargs()
+
+
+@pytest.mark.parametrize("task", ["denoise", "deblur"])
+def test_restore_takes_one_noise_level_per_image(camera, task):
+    """sigma may hold one value per image: each image is restored as alone, at its own level."""
+    x = torch.cat([camera[..., 96:144, 96:144], camera[..., 160:208, 160:208]])
+    op = Denoising() if task == "denoise" else Blur(gaussian_kernel(1.0))
+    y = torch.cat([add_noise(op.A(x[:1]), 0.05, seed=0), add_noise(op.A(x[1:]), 0.1, seed=1)])
+    both = alr.restore(y, "gray", sigma=torch.tensor([0.05, 0.1]), physics=op, iters=3)
+    alone = torch.cat([alr.restore(y[i:i + 1], "gray", sigma=s, physics=op, iters=3) for i, s in enumerate((0.05, 0.1))])
+    assert torch.allclose(both, alone, atol=1e-6)
+    with pytest.raises(alr.AlrError, match="3 noise levels for 2 images"):
+        alr.restore(y, "gray", sigma=[0.1, 0.1, 0.1], physics=op)

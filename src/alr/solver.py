@@ -63,9 +63,10 @@ exactly the full-image gradient.
 from __future__ import annotations
 
 import itertools
+import numbers
 import threading
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -668,7 +669,8 @@ def solve(y: torch.Tensor, physics, model: PatchCritic, settings: list, device: 
     return out, hist
 
 
-def restore(y: torch.Tensor, model: "str | PatchCritic | None" = None, sigma: float | None = None,
+def restore(y: torch.Tensor, model: "str | PatchCritic | None" = None,
+            sigma: "float | Sequence[float] | torch.Tensor | None" = None,
             task: str | None = None, physics=None, lam: float | None = None, *, clipped: bool = False,
             method: str | None = None, iters: int | None = None, concavity: float | None = None,
             boundary: str | None = None, symmetric: bool = False, per_channel: bool = False,
@@ -685,7 +687,8 @@ def restore(y: torch.Tensor, model: "str | PatchCritic | None" = None, sigma: fl
     y : measurements (B, C, H, W), float, in [0, 1] up to the noise.
     model : a shipped model name (``"gray"``, ``"color"``), a model file, or a critic;
         default ``"gray"`` for 1 channel, ``"color"`` for 3.
-    sigma : noise level (std in [0, 1] units); None: estimated from each image for denoising.
+    sigma : noise level (std in [0, 1] units), or one per image (a sequence or tensor of B values);
+        None: estimated from each image for denoising.
     task : which calibrated table to use: ``"denoise"``, ``"deblur"``, ``"inpaint"``, ``"sr"``;
         default: the one of ``physics`` (:func:`task_of`).
     physics : the forward operator A (None: denoising): an :mod:`alr.physics` operator or any
@@ -718,6 +721,13 @@ def restore(y: torch.Tensor, model: "str | PatchCritic | None" = None, sigma: fl
     from .settings import check_color_space, match_channels, pick_color_space, resolve
 
     check_measurement(y, physics)
+    sigma = _one_sigma(sigma, y.shape[0])
+    if isinstance(sigma, list):  # noise levels that differ: image by image, each with its own settings
+        return torch.cat([restore(y[i:i + 1], model, s, task, _rows(physics, i, len(sigma)), lam, clipped=clipped,
+                                  method=method, iters=iters, concavity=concavity, boundary=boundary,
+                                  symmetric=symmetric, per_channel=per_channel, color_space=color_space,
+                                  max_memory=max_memory, device=device, progress=progress)
+                          for i, s in enumerate(sigma)])
     if color_space == "auto":
         spaces = [pick_color_space("auto", model is not None, y[i:i + 1], task or task_of(physics), sigma, clipped,
                                    per_channel) for i in range(y.shape[0])]
@@ -762,6 +772,21 @@ def restore(y: torch.Tensor, model: "str | PatchCritic | None" = None, sigma: fl
 #: Chroma lambda of :func:`restore_opponent`: the gray table's lambda at the chroma channel's noise
 #: level times this (chosen on cbsd432 crops, research/scripts/probe_opponent.py).
 CHROMA_LAMBDA = 8.0
+
+
+def _one_sigma(sigma, batch: int) -> "float | list[float] | None":
+    """``sigma`` as one number when every image shares it (or None), else the list of the B values."""
+    if sigma is None or isinstance(sigma, numbers.Real):
+        return sigma
+    values = torch.as_tensor(sigma, dtype=torch.float64).flatten().tolist()
+    if len(values) != batch:
+        raise AlrError(f"sigma holds {len(values)} noise levels for {batch} images: give one, or one per image")
+    return values[0] if len(set(values)) == 1 else values
+
+
+def _rows(physics, i: int, batch: int):
+    """The operator of image ``i`` of a batch of ``batch`` (None stays None: denoising)."""
+    return None if physics is None else as_operator(physics).select([i], batch)
 
 
 def restore_opponent(y: torch.Tensor, model: "str | PatchCritic" = "gray", sigma: float | None = None,

@@ -306,3 +306,14 @@ def test_readme_example():
     print(f"README example: input {before:.2f} dB, alr {float(psnr(x1, x)):.2f}, DeepInverse GD "
           f"{float(psnr(x2.clamp(0, 1), x)):.2f}")
     assert float(psnr(x1, x)) > before + 2 and float(psnr(x2.clamp(0, 1), x)) > before + 2
+
+
+def test_restore_reads_one_noise_level_per_image(camera, gray):
+    """A GaussianNoise holding one sigma per image: each image is restored at its own level."""
+    x = torch.cat([crop(camera, 32), crop(camera, 32).flip(-1)])
+    physics = dinv.physics.Denoising(dinv.physics.GaussianNoise(sigma=torch.tensor([0.05, 0.1])))
+    assert ad.noise_sigma(physics) == pytest.approx([0.05, 0.1])
+    y = x + torch.tensor([0.05, 0.1]).view(2, 1, 1, 1) * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+    both = ad.restore(y, physics, gray, iters=3)
+    alone = torch.cat([alr.restore(y[i:i + 1], gray, sigma=s, iters=3) for i, s in enumerate((0.05, 0.1))])
+    assert torch.allclose(both, alone, atol=1e-6)

@@ -163,13 +163,14 @@ def task_of(physics) -> str | None:
     return next((task for cls, task in TASKS if isinstance(physics, cls)), _alr_task_of(physics))
 
 
-def noise_sigma(physics) -> float | None:
-    """The standard deviation of a physics' ``GaussianNoise`` (one value for the batch), else None."""
+def noise_sigma(physics) -> float | list[float] | None:
+    """The standard deviation of a physics' ``GaussianNoise``: one value, or one per image when
+    they differ (a batched ``sigma``); None for another noise model."""
     noise = getattr(physics, "noise_model", None)
     if not isinstance(noise, deepinv.physics.GaussianNoise):
         return None
-    s = torch.as_tensor(noise.sigma).flatten()
-    return float(s[0]) if bool((s == s[0]).all()) else None
+    s = torch.as_tensor(noise.sigma).flatten().tolist()
+    return s[0] if len(set(s)) == 1 else s
 
 
 def restore(y: torch.Tensor, physics, model: "str | PatchCritic | None" = None, sigma: float | None = None,
