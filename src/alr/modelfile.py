@@ -307,6 +307,8 @@ def portable_path(path: str | os.PathLike | None) -> str | None:
 
     >>> portable_path("/home/me/data/bsd400/")
     'bsd400'
+    >>> portable_path(".") == Path.cwd().name  # the folder's own name, not an empty one
+    True
     """
-    return None if path is None else Path(path).name
+    return None if path is None else Path(os.path.abspath(path)).name  # "." and ".." by their names
 

@@ -215,7 +215,8 @@ class PhysicsDegradation:
     def __call__(self, patches: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Degrade patches of side ``s + 2 * margin``; returns the centre ``s x s`` of each."""
         seed = int(torch.randint(2 ** 62, (1,), generator=generator))
-        with torch.random.fork_rng(devices=[]), torch.no_grad():
+        gpus = range(torch.cuda.device_count()) if torch.cuda.is_initialized() else []  # seeded below too
+        with torch.random.fork_rng(devices=gpus), torch.no_grad():
             torch.manual_seed(seed)
             y = self.physics(patches)
             q = y if self.to_image is None else self.to_image(y)
