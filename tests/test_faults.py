@@ -211,11 +211,11 @@ def _rotated_jpeg(path: Path) -> None:
 
 
 def _paeth_png16(path: Path, arr: np.ndarray) -> None:
-    """An (H, W, 3) uint16 array as a 16-bit RGB PNG whose rows are Paeth-filtered (what encoders
-    choose for photographs), written here without Pillow, which cannot write one."""
-    h, w, _ = arr.shape
+    """An (H, W, 3 or 4) uint16 array as a 16-bit RGB(A) PNG whose rows are Paeth-filtered (what
+    encoders choose for photographs), written here without Pillow, which cannot write one."""
+    h, w, c = arr.shape
     raw = arr.astype(">u2").reshape(h, -1).view(np.uint8).astype(np.int32)
-    left = np.pad(raw, ((0, 0), (6, 0)))[:, :-6]  # the same byte of the pixel to the left (6 bytes a pixel)
+    left = np.pad(raw, ((0, 0), (2 * c, 0)))[:, :-2 * c]  # the same byte of the pixel to the left
     up = np.pad(raw, ((1, 0), (0, 0)))[:-1]
     up_left = np.pad(left, ((1, 0), (0, 0)))[:-1]
     p = left + up - up_left
@@ -225,7 +225,7 @@ def _paeth_png16(path: Path, arr: np.ndarray) -> None:
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, {3: 2, 4: 6}[c], 0, 0, 0))
                      + chunk(b"IDAT", zlib.compress(rows.tobytes())) + chunk(b"IEND", b""))
 
 
@@ -234,10 +234,12 @@ def _rgb16(seed: int = 0) -> np.ndarray:
     return np.stack([_noisy(seed + k).astype(np.uint16) * 256 + _noisy(seed + 3 + k) for k in range(3)], -1)
 
 
-def test_a_16_bit_colour_png_is_read_and_written_at_16_bits(tmp_path):
-    """Pillow alone reads 8 of the 16 bits of a colour PNG: alr reads them all, and writes them."""
+@pytest.mark.parametrize("alpha", [False, True], ids=["rgb", "rgba"])
+def test_a_16_bit_colour_png_is_read_and_written_at_16_bits(tmp_path, alpha):
+    """Pillow alone reads 8 of the 16 bits of a colour PNG: alr reads them all (an alpha channel
+    dropped), and writes them."""
     arr = _rgb16()
-    _paeth_png16(tmp_path / "c16.png", arr)
+    _paeth_png16(tmp_path / "c16.png", np.dstack([arr, _rgb16(9)[..., :1]]) if alpha else arr)
     x = read_image(tmp_path / "c16.png")
     assert bit_depth(tmp_path / "c16.png") == 16
     assert torch.equal(x[0].permute(1, 2, 0), torch.from_numpy(arr.astype(np.float32) / 65535))
