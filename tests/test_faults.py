@@ -422,6 +422,9 @@ CASES = [
     # -- options without meaning
     Case("iters-0-api", lambda d: alr.solver.minimize(GRAY, None, alr.PatchCritic(width=8), 0.01, iters=0), "iters"),
     Case("lam-for-nan", lambda d: alr.lam_for(alr.load("gray"), "denoise", float("nan")), "sigma"),
+    Case("regularizer-concavity-per-image-mismatch", lambda d: alr.Regularizer(
+        alr.PatchCritic(depth=2, width=8), concavity=torch.tensor([0.5, 2.0]), score_ref=1.0)(torch.rand(4, 1, 16, 16)),
+        "concavity holds 2 values for a batch of 4 images"),
     Case("lam-for-without-table", lambda d: alr.lam_for(alr.PatchCritic(width=8), "denoise", 0.1),
          "no calibrated lambda for task 'denoise'"),
     Case("save-model-nan-table", lambda d: _save_with_meta(d, {"lambda": {"denoise": {"sigma": [0.1],

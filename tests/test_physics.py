@@ -48,6 +48,9 @@ def test_errors():
         Blur(gaussian_kernel(5)).A(torch.rand(1, 1, 10, 10))
     with pytest.raises(ValueError, match="does not match"):
         Inpainting(torch.ones(5, 5)).A(torch.rand(1, 1, 6, 6))
+    with pytest.raises(ValueError, match=r"mask \(2, 1, 6, 6\) does not match the images \(1, 1, 6, 6\)"):
+        Inpainting(torch.ones(2, 1, 6, 6)).A(torch.rand(1, 1, 6, 6))  # two masks for one image
+    assert Inpainting(torch.ones(2, 1, 6, 6)).A(torch.rand(2, 3, 6, 6)).shape == (2, 3, 6, 6)  # one per image
     with pytest.raises(ValueError, match="multiples"):
         Downsampling(2).A(torch.rand(1, 1, 7, 8))
     with pytest.raises(ValueError, match="NaN"):

@@ -104,6 +104,8 @@ def test_paired_interpolates_lie_between_a_patch_and_its_noisy_version(sample_di
     assert 0.08 < float(noise.std()) < 0.12  # q is p plus its own noise: the segment p -> q is the noise direction
     train, held = split_holdout(sample_dir, None, 4)
     assert held == list_images(sample_dir)[-4:] and not set(train) & set(held)
+    given = make_patch_pairs(sample_dir, 9, 1, degraded_dir=sample_dir, holdout=4)  # degraded versions, same names
+    assert len(given.clean) == len(given.source) == len(list_images(sample_dir)) - 4  # held out of both
     with pytest.raises(ValueError, match="at least 2 must train"):
         split_holdout(sample_dir, 3, 2)
 

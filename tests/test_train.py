@@ -55,6 +55,13 @@ def test_stack_handles_mixed_sizes():
     assert p.shape == (100, 1, 14, 14)
 
 
+def test_stack_of_8_bit_and_float_images_samples_in_0_1():
+    """A folder mixing 8-bit files with 16-bit or colour-to-gray ones (float): every patch in [0, 1]."""
+    st = ImageStack([torch.full((1, 16, 16), 200, dtype=torch.uint8), torch.full((1, 16, 16), 0.5)])
+    p = st.sample(64, 8, torch.Generator().manual_seed(0))
+    assert set(p.amax((1, 2, 3)).tolist()) == {torch.tensor(200 / 255).item(), 0.5}  # both images, in [0, 1]
+
+
 def test_critic_learns_clean_below_noisy(sample_dir, tmp_path):
     """A short WGAN-GP training on natural images: held-out clean patches score lower than noisy ones."""
     torch.manual_seed(0)

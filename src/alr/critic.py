@@ -55,6 +55,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .errors import AlrError
+
 
 ACTIVATIONS = {
     "relu": nn.ReLU,
@@ -350,6 +352,9 @@ class Regularizer:
         c = self.model.in_channels
         if x.dim() != 4:
             raise ValueError(f"expected a (B, C, H, W) tensor, got shape {tuple(x.shape)}")
+        if self.kappa is not None and self.kappa.numel() not in (1, x.shape[0]):
+            raise AlrError(f"concavity holds {self.kappa.numel()} values for a batch of {x.shape[0]} images: "
+                           "give one, or one per image")
         if x.shape[1] == c:
             return x
         if self.per_channel and c == 1:

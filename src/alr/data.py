@@ -53,6 +53,8 @@ class ImageStack:
         dtype = images[0].dtype if all(im.dtype == images[0].dtype for im in images) else torch.float32
         self.data = torch.zeros(len(images), c, hmax, wmax, dtype=dtype)
         for i, im in enumerate(images):
+            if im.dtype == torch.uint8 and dtype != torch.uint8:  # among float images: to [0, 1] as they are
+                im = im.float() / 255
             self.data[i, :, : im.shape[1], : im.shape[2]] = im.to(dtype)
         self.sizes = torch.tensor([[im.shape[1], im.shape[2]] for im in images])
 
@@ -265,14 +267,17 @@ def make_patch_pairs(clean_dir: str | os.PathLike, size: int, channels: int,
     ``paired`` there is no split: every patch of ``clean_dir`` gives a clean patch
     and its own degraded version (:class:`PatchPairs`).
     ``augment``: random flips / quarter turns of the patches (:class:`PatchPairs`).
-    ``holdout``: the last images of ``clean_dir`` are not trained on (:func:`split_holdout`).
+    ``holdout``: the last images of ``clean_dir`` are not trained on (:func:`split_holdout`), nor
+    the images of ``degraded_dir`` of the same names (their degraded versions).
     """
     if (degraded_dir is None) == (degradation is None):
         raise ValueError("give exactly one of a degraded folder or a synthetic degradation")
-    files, _ = split_holdout(clean_dir, max_images, holdout)
+    files, held = split_holdout(clean_dir, max_images, holdout)
     if degraded_dir is not None:
+        held_out = {f.stem for f in held}
+        degraded = [f for f in list_images(degraded_dir)[:max_images] if f.stem not in held_out]
         return PatchPairs(ImageStack.from_folder(clean_dir, channels, files),
-                          ImageStack.from_folder(degraded_dir, channels, max_images=max_images), size,
+                          ImageStack.from_folder(degraded_dir, channels, degraded), size,
                           augment=augment, paired=paired)
     stack = ImageStack.from_folder(clean_dir, channels, files)
     if paired:

@@ -291,9 +291,10 @@ class Inpainting(LinearOperator):
         self.register_buffer("mask", m)
 
     def _m(self, x: torch.Tensor) -> torch.Tensor:
-        if self.mask.shape[-2:] != x.shape[-2:]:
-            raise ValueError(f"mask {tuple(self.mask.shape[-2:])} does not match the image "
-                             f"{tuple(x.shape[-2:])}")
+        b, c = self.mask.shape[:2]
+        if self.mask.shape[-2:] != x.shape[-2:] or b not in (1, x.shape[0]) or c not in (1, x.shape[1]):
+            raise ValueError(f"mask {tuple(self.mask.shape)} does not match the images {tuple(x.shape)} "
+                             "(one mask, or one per image / channel, of the image's size)")
         return self.mask.to(x)
 
     def A(self, x: torch.Tensor) -> torch.Tensor:
