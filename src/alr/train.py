@@ -507,13 +507,16 @@ class RunLog:
                                  "another file") from None
         path.parent.mkdir(parents=True, exist_ok=True)
 
-        def kept(tmp: str) -> None:  # replaced whole: a kill while it is written leaves the old log
+        def kept(tmp: str) -> None:
             with open(tmp, "w", newline="") as f:
                 w = csv.DictWriter(f, fieldnames=fields)
                 w.writeheader()
                 w.writerows(rows)
 
-        atomic_write(path, kept)
+        if rows:  # a resumed log is replaced whole: a kill while it is rewritten leaves the old one
+            atomic_write(path, kept)
+        else:
+            kept(str(path))
         self.file = open(path, "a", newline="")
         self.writer = csv.DictWriter(self.file, fieldnames=fields)
 
