@@ -272,11 +272,15 @@ def finetune_folder(init: str, clean_dir: str | os.PathLike, config: FinetuneCon
     from .data import Degradation, split_holdout
     from .images import list_images
     from .modelfile import portable_path
+    from .errors import MissingTable
     from .pretrained import lam_for, load
     from .train import continue_from
 
     critic = load(init)
-    table = lam_for(critic, "denoise", config.sigma) if ((critic.meta or {}).get("lambda") or {}).get("denoise") else None
+    try:
+        table = lam_for(critic, "denoise", config.sigma)
+    except MissingTable:
+        table = None
     continue_from(critic, init)  # its lambda tables no longer hold once the weights change
     critic.meta["solver"] = config.recommendation()  # the lambda search below already uses it
     train_files, held = split_holdout(clean_dir, max_images, 0 if val_dir else holdout)

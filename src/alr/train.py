@@ -635,11 +635,17 @@ def _final_choice(top: list[dict], critic: nn.Module, final, rank: int, world: i
     """Each of the ``top`` checks judged by the ``final`` validator (its lambda search starting at the
     check's); the best of them, with ``final_psnr`` and ``final_lambda`` recorded in each."""
     for c in tqdm(top, desc="judge the best checks", disable=not progress or rank != 0, leave=False):
-        judged = copy.deepcopy(critic)
-        judged.load_state_dict(c["state"])
-        final.lam, final.searched = c["val_lambda"], True
-        c["final_psnr"], c["final_lambda"] = _validate(judged, final, rank, world, device)
+        c["final_psnr"], c["final_lambda"] = _judge(c, critic, final, rank, world, device)
     return max(top, key=lambda c: c["final_psnr"])
+
+
+def _judge(check: dict, critic: nn.Module, validator, rank: int, world: int, device) -> tuple[float, float]:
+    """``validator``'s (psnr, lambda) for the weights of a kept ``check``, its lambda search starting
+    at the check's own."""
+    judged = copy.deepcopy(critic)
+    judged.load_state_dict(check["state"])
+    validator.lam, validator.searched = check["val_lambda"], True
+    return _validate(judged, validator, rank, world, device)
 
 
 def _rescore(best: dict, critic: nn.Module, validator, rank: int, world: int, device: torch.device,
@@ -647,10 +653,7 @@ def _rescore(best: dict, critic: nn.Module, validator, rank: int, world: int, de
     """The stored best checkpoint judged again by the validator of a resumed run whose rule changed
     (:attr:`alr.calibration.Validator.rule`), its search starting at the best's lambda, so that it
     and the checks to come are compared alike."""
-    judged = copy.deepcopy(critic)
-    judged.load_state_dict(best["state"])
-    validator.lam, validator.searched = best["val_lambda"], True
-    score, lam = _validate(judged, validator, rank, world, device)
+    score, lam = _judge(best, critic, validator, rank, world, device)
     if progress and rank == 0:
         tqdm.write(f"validation rule changed: the kept check of step {best['step']} scores {score:.4f} "
                    f"at lambda {lam:.4g} (was {best['val_psnr']:.4f} at {best['val_lambda']:.4g})")
