@@ -269,3 +269,17 @@ def test_real_noise_split_holds_out_every_third_image(sample_dir):
     files = list_images(sample_dir)
     assert held == files[2::3] and len(train) + len(held) == len(files)
     assert not set(train) & set(held)
+
+
+def test_the_noisy_input_is_measured_as_it_is(tmp_path):
+    """Under the standard protocol the noise is not clipped and the noisy column measures the input
+    as it is (PSNR -20 log10 sigma, as the literature reports it: 7.96 dB at 0.4); under the paper
+    protocol the input was clipped, which raises it."""
+    import csv
+    out = tmp_path / "in"
+    assert main(["bench", "table2", "--quick", "--protocol", "both", "--methods", "", "--sigmas", "0.4",
+                 "--data", str(data_dir()), "-o", str(out)]) == 0
+    rows = {(r["protocol"], r["image"]): float(r["psnr"]) for r in csv.DictReader(open(out / "per_image.csv"))}
+    standard = [v for (p, _), v in rows.items() if p == "standard"]
+    assert sum(standard) / len(standard) == pytest.approx(7.96, abs=0.1)
+    assert all(rows["paper", i] > rows["standard", i] + 1 for p, i in rows if p == "standard")

@@ -460,6 +460,15 @@ CASES = [
     *[Case(f"{cmd}-blur-sigma-{v}", ([*restore("a.png", "--task", "deblur")] if cmd == "restore" else
                                      ["degrade", "{d}/a.png", "-o", "{d}/y.npy", "--task", "deblur"])
            + ["--blur-sigma", v], "--blur-sigma") for cmd in ("restore", "degrade") for v in ("0", "1e9", "1e300")],
+    Case("device-meta", restore("a.png", "--device", "meta"), "--device"),
+    # -- a folder's options given for one file are refused, not ignored
+    *[Case(f"file-with-{opt.strip('-')}", restore("a.png", opt, *value), f"{opt}: for restoring a folder")
+      for opt, value in (("--shard", ["0/2"]), ("--batch-size", ["2"]), ("--overwrite", []))],
+    # -- a shipped model's name is the bare name: never a path ending in it, never a local file of that name
+    Case("model-path-ending-in-a-shipped-name", ["info", "{d}/gray"], "not found"),
+    Case("local-file-named-like-a-shipped-model", restore("a.png"), "",
+         both(raw_bytes("gray", b"junk"), lambda d, mp: mp.chdir(d)), code=0,
+         check=lambda d, err: (d / "out.png").is_file() or pytest.fail(err)),
     # -- an option of another task is refused, not ignored
     *[Case(f"{cmd}-{opt.strip('-')}-without-its-task", (restore("a.png") if cmd == "restore" else
                                                          ["degrade", "{d}/a.png", "-o", "{d}/y.npy"]) + [opt, value],

@@ -57,6 +57,37 @@ def test_errors():
         Blur(torch.tensor([[float("nan")]]))
     with pytest.raises(ValueError, match="NaN"):
         Denoising().check_measurement(torch.full((1, 1, 4, 4), float("nan")))
+    with pytest.raises(ValueError, match="blur sigma must be positive, got 0"):
+        Downsampling(2, filter_sigma=0)  # not silently the default
+    with pytest.raises(ValueError, match="super-resolution by 8 of a 2x2 measurement: its 25x25 anti-aliasing"):
+        Downsampling(8).check_measurement(torch.rand(1, 1, 2, 2))
+
+
+@pytest.mark.parametrize("factor", [2, 3, 4])
+def test_downsampling_lipschitz_bound_is_exact(factor):
+    """The step bound ||A^T A|| of super-resolution is the exact norm (power iteration agrees), not
+    the loose 1 that made first-order solvers take steps factor^2 too short."""
+    from alr.physics import Operator
+    op = Downsampling(factor)
+    estimate = Operator(op).estimate_lipschitz(torch.rand(1, 1, 48, 48), iters=60) / 1.01
+    assert op.lipschitz() == pytest.approx(estimate, rel=1e-4)
+    assert op.lipschitz() == pytest.approx(1 / factor ** 2, rel=0.01)
+
+
+def test_a_wrapped_operator_estimates_its_bound_again_for_another_shape():
+    """A reused wrapped operator does not keep the bound of the first image size it saw."""
+    from alr.physics import Operator
+
+    class Widening:  # ||A|| grows with the image width
+        def A(self, x):
+            return x * x.shape[-1] / 16
+
+        A_adjoint = A
+
+    op = Operator(Widening())
+    assert op.estimate_lipschitz(torch.rand(1, 1, 16, 16)) == pytest.approx(1.01)
+    assert op.estimate_lipschitz(torch.rand(1, 1, 32, 32)) == pytest.approx(4.04)
+    assert op.lipschitz() == pytest.approx(4.04)
 
 
 def test_inits():

@@ -265,6 +265,17 @@ def test_the_scale_fit_solves_with_the_models_boundary(monkeypatch):
     assert seen["cfg"].boundary == "replicate" and seen["cfg"].iters == 9
 
 
+def test_a_validation_solve_that_diverges_scores_minus_inf():
+    """The solver raises on a diverged solve (NaN); a validation (and a calibration, which shares
+    its scoring, alr.calibration.solved_psnr) scores that lambda -inf and goes on, instead of ending
+    the training run."""
+    critic = PatchCritic(depth=2, width=4)
+    critic.meta = {"solver": {"method": "lbfgs", "options": {}, "iters": {"denoise": 3}}}  # short solves
+    with torch.no_grad():
+        next(critic.parameters()).fill_(math.nan)
+    assert Validator(torch.rand(2, 1, 16, 16), 0.1, lam=0.01)(critic) == (-math.inf, 0.01)
+
+
 def test_validator_scores_restoration_without_touching_the_critic(sample_dir):
     x = center_crops(list_images(sample_dir)[:2], 1, 32)
     critic = alr.load("gray").train()  # a critic in training: train mode, gradients on

@@ -231,18 +231,18 @@ def test_every_method_has_a_memory_estimate():
 
 @pytest.mark.parametrize("skipped", [(False, True), (True, True), (False, False)])
 def test_a_solve_returns_float32_whatever_it_skips(skipped):
-    """Images returned unchanged (no noise to remove) come back in the solver's float32 too, so a
-    batch's dtype does not depend on which of its images were skipped."""
+    """Images returned unchanged (no noise to remove) come back in the solver's float32 and in
+    [0, 1] too, so a batch's dtype and range do not depend on which of its images were skipped."""
     from dataclasses import replace
 
     from alr.settings import Settings
     from alr.solver import solve
-    y = torch.rand(2, 1, 16, 16, dtype=torch.float64)
+    y = torch.rand(2, 1, 16, 16, dtype=torch.float64) * 1.2 - 0.1  # noise takes a tensor out of [0, 1]
     s = Settings(task="denoise", sigma=0.1, lam=0.01, method="lbfgs", iters=2)
     x, _ = solve(y, None, alr.PatchCritic(depth=2, width=4), [replace(s, skip=k) for k in skipped])
-    assert x.dtype == torch.float32 and x.shape == y.shape
+    assert x.dtype == torch.float32 and x.shape == y.shape and 0 <= x.min() and x.max() <= 1
     for i, k in enumerate(skipped):
-        assert not k or torch.equal(x[i], y[i].float())  # a skipped image comes back as it was
+        assert not k or torch.equal(x[i], y[i].float().clamp(0, 1))  # a skipped image comes back as it was, in [0, 1]
 
 
 def test_a_models_recommended_step_sizes_reach_the_solver():
@@ -268,3 +268,67 @@ def test_restore_takes_one_noise_level_per_image(camera, task):
     assert torch.allclose(both, alone, atol=1e-6)
     with pytest.raises(alr.AlrError, match="3 noise levels for 2 images"):
         alr.restore(y, "gray", sigma=[0.1, 0.1, 0.1], physics=op)
+
+
+@pytest.mark.parametrize("fails", [False, True], ids=["solved", "failed"])
+def test_a_solve_gives_the_critic_and_operator_back_as_they_came(fails):
+    """minimize freezes the critic (eval mode, no parameter gradients, channels_last) only while it
+    solves: a critic being trained, restored between steps, keeps training (also when the solve fails)."""
+    critic = alr.PatchCritic(depth=2, width=4).train()
+    params = list(critic.parameters())
+    params[0].requires_grad_(False)  # flags that differ between parameters come back as they were
+    flags = [p.requires_grad for p in params]
+    mask = Inpainting(random_mask((16, 16), 0.3, 0))
+
+    def stop(k, x):
+        if fails:
+            raise RuntimeError("stop here")
+
+    try:
+        alr.solver.minimize(torch.rand(1, 1, 16, 16), mask, critic, 0.01, method="gd", iters=2, callback=stop)
+    except RuntimeError:
+        assert fails
+    assert critic.training and all(m.training for m in critic.modules())
+    assert [p.requires_grad for p in critic.parameters()] == flags and list(critic.parameters()) == params
+    assert all(p.is_contiguous() for p in critic.parameters())
+
+
+@pytest.mark.parametrize("option,value,message", [
+    ("lr0", 0.0, "lr0 must be a finite number > 0, got 0.0"),
+    ("lr1", -1e-4, "lr1 must be a finite number > 0"),
+    ("step", float("nan"), "step must be a finite number > 0, got nan"),
+    ("step", [0.1, 0.0], r"step must be a finite number > 0, got \[0.1, 0.0\]"),
+])
+def test_solver_steps_must_be_positive(option, value, message):
+    """A learning rate or step of zero, below zero or NaN is refused in one line naming it (it would
+    divide by zero, or silently return the start as converged)."""
+    with pytest.raises(alr.AlrError, match=message):
+        alr.solver.minimize(torch.rand(1, 1, 16, 16), None, alr.PatchCritic(depth=2, width=4), 0.01,
+                            method="gd", iters=2, **{option: value})
+
+
+@pytest.mark.parametrize("method", ["gd", "agd", "nmapg"])
+def test_an_operator_that_measures_nothing_is_refused(method):
+    with pytest.raises(alr.AlrError, match="Inpainting has .* = 0: it measures nothing"):
+        alr.solver.minimize(torch.rand(1, 1, 16, 16), Inpainting(torch.zeros(16, 16)),
+                            alr.PatchCritic(depth=2, width=4), 0.01, method=method, iters=2)
+
+
+@pytest.mark.parametrize("method", ["gd", "agd", "nmapg"])
+def test_a_line_search_that_finds_no_descent_stays_put(method):
+    """Where backtracking finds no step that lowers the energy (here a data term whose gradient points
+    uphill), the line-search methods keep the image where it is instead of taking the last trial."""
+    from alr.fidelity import Gaussian
+    from alr.solver import Problem
+
+    class Uphill(Gaussian):
+        def __call__(self, u, y):
+            data, g = super().__call__(u, y)
+            return data, -g
+
+    y = torch.rand(2, 1, 16, 16)
+    x0 = torch.rand(2, 1, 16, 16)
+    critic = alr.PatchCritic(depth=2, width=4)
+    x, _ = alr.solver.minimize(y, None, critic, 0.0, method=method, iters=3, x0=x0, fidelity=Uphill(), clip=False)
+    energy = Problem(y, Denoising(), alr.critic.Regularizer(critic), torch.zeros(2), Uphill()).energy
+    assert (energy(x, need_grad=False).value <= energy(x0, need_grad=False).value + 1e-7).all()

@@ -92,7 +92,8 @@ def shard(text: str) -> tuple[int, int]:
     """``i/n``: the i-th of n parts."""
     try:
         i, n = (int(v) for v in text.split("/"))
-        assert 0 <= i < n
-    except Exception:
-        raise argparse.ArgumentTypeError(f"--shard must be i/n with 0 <= i < n, got {text!r}") from None
+    except ValueError:
+        i, n = -1, 0
+    if not 0 <= i < n:
+        raise argparse.ArgumentTypeError(f"--shard must be i/n with 0 <= i < n, got {text!r}")
     return i, n

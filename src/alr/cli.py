@@ -13,6 +13,7 @@ import math
 import os
 import sys
 import time
+from dataclasses import fields
 from pathlib import Path
 
 import torch
@@ -20,9 +21,12 @@ import torch
 from . import argtypes
 from .critic import ACTIVATIONS, BOUNDARIES, CRITERIA
 from .settings import COLOR_SPACES, MAX_SR_FACTOR, MISSING, RGB_BAND, SR_FACTOR
+from .finetune import FinetuneConfig
 from .train import PENALTIES, RECIPES
 
 TASKS = ("denoise", "deblur", "inpaint", "sr")
+#: Images of equal size and settings that `alr restore` solves together in a folder (--batch-size).
+FOLDER_BATCH = 4
 
 
 # ---------------------------------------------------------------------------- parser
@@ -117,33 +121,36 @@ def build_parser() -> argparse.ArgumentParser:
 
     f = sub.add_parser("finetune", help="bilevel fine-tuning of a critic on clean images (Jacobian-free "
                                         "backpropagation through its energy's minimiser)")
+    ft = {k.name: k.default for k in fields(FinetuneConfig)}  # the library's defaults
     f.add_argument("--clean", required=True, help="folder of clean training images")
     f.add_argument("--sigma", type=argtypes.positive_float, required=True, help="noise level to fine-tune for")
     f.add_argument("--init", required=True, metavar="MODEL", help="model to start from (file or shipped name)")
     f.add_argument("-o", "--output", required=True, help="model file to write (.safetensors)")
     f.add_argument("--lam", type=argtypes.positive_float, default=None,
                    help="regularisation weight held fixed (default: the model's table at --sigma)")
-    f.add_argument("--fit-scale", action=argparse.BooleanOptionalAction, default=True,
+    f.add_argument("--fit-scale", action=argparse.BooleanOptionalAction, default=ft["fit_scale"],
                    help="learn the input scale and weight of R with the critic (the learned weight: default on)")
-    f.add_argument("--steps", type=argtypes.positive_int, default=200)
-    f.add_argument("--batch-size", type=argtypes.positive_int, default=8, help="crops a step")
-    f.add_argument("--crop", type=argtypes.positive_int, default=64, help="side of the training crops")
-    f.add_argument("--lr0", type=argtypes.positive_float, default=2e-4)
-    f.add_argument("--lr1", type=argtypes.positive_float, default=2e-5)
-    f.add_argument("--method", choices=("lbfgs", "nmapg"), default="nmapg", help="solver of the inner problem")
-    f.add_argument("--iters", type=argtypes.positive_int, default=200, help="its maximum iterations")
-    f.add_argument("--tol", type=argtypes.positive_float, default=1e-4, help="its tolerance (relative change)")
-    f.add_argument("--boundary", choices=BOUNDARIES, default="reflect",
+    f.add_argument("--steps", type=argtypes.positive_int, default=ft["steps"])
+    f.add_argument("--batch-size", type=argtypes.positive_int, default=ft["batch_size"], help="crops a step")
+    f.add_argument("--crop", type=argtypes.positive_int, default=ft["crop"], help="side of the training crops")
+    f.add_argument("--lr0", type=argtypes.positive_float, default=ft["lr0"])
+    f.add_argument("--lr1", type=argtypes.positive_float, default=ft["lr1"])
+    f.add_argument("--method", choices=("lbfgs", "nmapg"), default=ft["method"], help="solver of the inner problem")
+    f.add_argument("--iters", type=argtypes.positive_int, default=ft["iters"], help="its maximum iterations")
+    f.add_argument("--tol", type=argtypes.positive_float, default=ft["tol"], help="its tolerance (relative change)")
+    f.add_argument("--boundary", choices=BOUNDARIES, default=ft["boundary"],
                    help="boundary of R in the inner problem, recorded in the model (default reflect)")
     f.add_argument("--val-images", type=argtypes.count, default=4, metavar="N",
                    help="hold the last N images of --clean out to validate on (default 4)")
     f.add_argument("--val", default=None, metavar="DIR", help="validate on the images of DIR instead")
     f.add_argument("--val-every", type=argtypes.count, default=25, metavar="N",
-                   help="keep the critic that restores the validation crops best, checked every N steps (0: the last)")
+                   help="keep the critic that restores the validation crops best, checked every N steps (0: the last; "
+                        "default 25, where the library, given no validation, keeps the last)")
     f.add_argument("--max-images", type=argtypes.positive_int, default=None, help="use only the first N images")
     _time_options(f)
-    f.add_argument("--seed", type=argtypes.seed, default=0)
-    f.add_argument("--ckpt-every", type=argtypes.positive_int, default=50, help="checkpoint (MODEL.ckpt) every N steps")
+    f.add_argument("--seed", type=argtypes.seed, default=ft["seed"])
+    f.add_argument("--ckpt-every", type=argtypes.positive_int, default=ft["ckpt_every"],
+                   help="checkpoint (MODEL.ckpt) every N steps")
     f.add_argument("--resume", action="store_true", help="continue from MODEL.ckpt")
     f.add_argument("--device", type=argtypes.device, default=None, help=argtypes.DEVICE_HELP)
     f.add_argument("--log", default=None, help="CSV log (default: MODEL with .csv)")
@@ -179,7 +186,6 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--boundary", default=None, choices=BOUNDARIES,
                    help="R on the image padded by mirrored (default) or repeated edge pixels, or on inner "
                         "patches only (the paper's)")
-    r.add_argument("--compile", action="store_true", help="compile the critic with torch.compile")
     r.add_argument("--per-channel", action="store_true", help="apply a grayscale model to each colour channel")
     r.add_argument("--color-space", choices=COLOR_SPACES, default="auto",
                    help="opponent: denoise a colour image with a gray model (default gray) on its luminance and "
@@ -189,8 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--max-memory", type=argtypes.memory, default=None, help="activation memory budget, e.g. 4G (default: a quarter of the memory available, "
                         "at most 128M on the CPU and 1G on a GPU; larger images are solved in exact tiles)")
     r.add_argument("--device", type=argtypes.device, default=None, help=argtypes.DEVICE_HELP)
-    r.add_argument("--batch-size", type=argtypes.positive_int, default=4,
-                   help="images of equal size solved together in a folder (default 4)")
+    r.add_argument("--batch-size", type=argtypes.positive_int, default=None,
+                   help=f"images of equal size solved together in a folder (default {FOLDER_BATCH})")
     r.add_argument("--shard", type=argtypes.shard, default=None, help="process the i-th of n parts of a folder")
     r.add_argument("--overwrite", action="store_true",
                    help="redo outputs that already exist (folders; without it a rerun restores only what is "
@@ -209,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--missing", type=argtypes.fraction, default=None,
                    help=f"fraction of missing pixels, for --task inpaint (default {MISSING})")
     d.add_argument("--mask-out", default=None, help="where to write the inpainting mask (PNG)")
-    d.add_argument("--factor", type=argtypes.positive_int, default=None,
+    d.add_argument("--factor", type=argtypes.int_at_least(1, MAX_SR_FACTOR), default=None,
                    help=f"super-resolution factor, for --task sr (default {SR_FACTOR})")
     d.add_argument("--clip", action="store_true", help="clip the result to [0, 1]")
 
@@ -369,8 +375,8 @@ def _solve(jobs: list[_Job], args, say) -> None:
         say(f"{j.path.name} -> {j.out} ({what})")
 
 
-def _restore_folder(files: list[Path], dst: Path, args, physics, models: dict, say) -> None:
-    """Stream a folder: images of equal shape and settings are batched up to --batch-size.
+def _restore_folder(files: list[Path], dst: Path, args, physics, models: dict, say, batch: int) -> None:
+    """Stream a folder: images of equal shape and settings are solved together, ``batch`` at most.
 
     An image that cannot be restored (unreadable, wrong size or channels, no noise level) is
     reported on one line and skipped; the others are restored, and the run then fails with the
@@ -392,10 +398,10 @@ def _restore_folder(files: list[Path], dst: Path, args, physics, models: dict, s
             continue
         group = pending.setdefault(job.group(), [])
         group.append(job)
-        if len(group) >= args.batch_size:
+        if len(group) >= batch:
             _solve(pending.pop(job.group()), args, say)
             bar.update(len(group))
-        while sum(map(len, pending.values())) >= 4 * args.batch_size:  # bound the images held in memory
+        while sum(map(len, pending.values())) >= 4 * batch:  # bound the images held in memory
             key = max(pending, key=lambda k: len(pending[k]))
             bar.update(len(pending[key]))
             _solve(pending.pop(key), args, say)
@@ -427,7 +433,6 @@ def _training_outputs(args, folders: list) -> tuple[Path, Path]:
 
 def cmd_train(args) -> None:
     """``alr train``: train a critic, save it, and calibrate its denoising lambda (unless --no-calibrate)."""
-    from dataclasses import fields
 
     from .train import TrainOptions, train_folder
 
@@ -529,6 +534,10 @@ def cmd_restore(args) -> None:
         for f in files:
             image_output(dst / f.name, others)
     elif src.is_file():
+        given = [o for o, v in (("--shard", args.shard), ("--batch-size", args.batch_size),
+                                ("--overwrite", args.overwrite)) if v]
+        if given:
+            raise ValueError(f"{', '.join(given)}: for restoring a folder, and {src} is a file")
         image_output(dst, [src, *others])
     else:
         raise FileNotFoundError(f"no such file or folder: {src}")
@@ -544,7 +553,7 @@ def cmd_restore(args) -> None:
     with new_folder(dst):
         todo = [f for f in files if args.overwrite or not (dst / f.name).exists()]
         say(f"{len(files) - len(todo)} of {len(files)} outputs exist already; restoring {len(todo)}")
-        _restore_folder(todo, dst, args, physics, models, say)
+        _restore_folder(todo, dst, args, physics, models, say, args.batch_size or FOLDER_BATCH)
 
 
 def cmd_degrade(args) -> None:
@@ -586,7 +595,11 @@ def cmd_degrade(args) -> None:
               file=sys.stderr)
     write_image(out, y)
     if args.task == "inpaint":
-        write_image(args.mask_out, physics.mask[0])
+        try:
+            write_image(args.mask_out, physics.mask[0])
+        except BaseException:  # an inpainting input without its mask is of no use: leave neither
+            out.unlink(missing_ok=True)
+            raise
     print(f"wrote {out} ({args.task}, sigma {args.sigma}, seed {args.seed})")
 
 
@@ -612,11 +625,9 @@ def _threads() -> None:
     """Apply ``ALR_THREADS`` (the CPU threads torch may use), if set."""
     text = os.environ.get("ALR_THREADS")
     if text:
-        try:
-            n = int(text)
-            assert 1 <= n <= 2 ** 16
-        except (ValueError, AssertionError):
-            raise ValueError(f"ALR_THREADS must be a whole number in [1, 65536], got {text!r}") from None
+        n = int(text) if text.strip().isdigit() else 0
+        if not 1 <= n <= 2 ** 16:
+            raise ValueError(f"ALR_THREADS must be a whole number in [1, 65536], got {text!r}")
         torch.set_num_threads(n)
 
 

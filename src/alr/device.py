@@ -18,7 +18,9 @@ def resolve_device(name: str | torch.device | None = None) -> torch.device:
     try:
         dev = torch.device(name)
     except RuntimeError:
-        raise ValueError(f"unknown device {name!r}; use cpu, cuda or cuda:N") from None
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):  # meta, mps, xpu...: alr solves on CPUs and CUDA GPUs
+        raise ValueError(f"unknown device {name!r}; use cpu, cuda or cuda:N")
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(f"device {name!r}: this torch ({torch.__version__}) sees no CUDA GPU; use cpu")

@@ -187,7 +187,6 @@ def finetune(critic: PatchCritic, images: ImageStack, config: FinetuneConfig, la
             y = x + config.sigma * torch.randn(x.shape, generator=gen)
             x, y = x.to(device), y.to(device)
             x_star, _ = minimize(y, None, critic, lam, clip=False, device=device, **config.solver())
-            critic.requires_grad_(config.weights)  # the solver froze the weights
             loss = (jfb_output(critic, x_star, y, lam, config.tau, config.boundary) - x).pow(2).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -13,21 +13,22 @@ import numpy as np
 import torch
 
 
-def psnr(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-    """PSNR in dB of each image of ``x`` against ``ref`` (peak 1), shape (B,)."""
+def psnr(x: torch.Tensor, ref: torch.Tensor, clamp: bool = True) -> torch.Tensor:
+    """PSNR in dB of each image of ``x`` against ``ref`` (peak 1), shape (B,); ``x`` clipped to
+    [0, 1] first (``clamp=False``: as it is, e.g. a noisy input whose noise was not clipped)."""
     if x.shape != ref.shape:
         raise ValueError(f"shape mismatch {tuple(x.shape)} vs {tuple(ref.shape)}")
-    mse = (x.clamp(0, 1).double() - ref.double()).pow(2).flatten(1).mean(1)
+    mse = ((x.clamp(0, 1) if clamp else x).double() - ref.double()).pow(2).flatten(1).mean(1)
     return (10 * torch.log10(1.0 / mse.clamp_min(1e-20))).float()
 
 
-def ssim(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-    """SSIM of each image (Gaussian window, data range 1), shape (B,)."""
+def ssim(x: torch.Tensor, ref: torch.Tensor, clamp: bool = True) -> torch.Tensor:
+    """SSIM of each image (Gaussian window, data range 1), shape (B,); ``clamp`` as for :func:`psnr`."""
     from skimage.metrics import structural_similarity
 
     if x.shape != ref.shape:
         raise ValueError(f"shape mismatch {tuple(x.shape)} vs {tuple(ref.shape)}")
-    xs = x.detach().clamp(0, 1).cpu().double().numpy()
+    xs = (x.detach().clamp(0, 1) if clamp else x.detach()).cpu().double().numpy()
     rs = ref.detach().cpu().double().numpy()
     vals = [structural_similarity(a, b, data_range=1.0, channel_axis=0, gaussian_weights=True,
                                   sigma=1.5, use_sample_covariance=False)

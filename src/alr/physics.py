@@ -130,8 +130,8 @@ class LinearOperator(nn.Module):
 class Operator(LinearOperator):
     """Any object with ``A(x)`` and ``A_adjoint(y)`` (a DeepInverse physics, a user's class) as an
     :class:`LinearOperator`, with what ``alr`` adds: the start ``A^T y`` (or the object's own
-    ``init``), a Lipschitz bound ``||A^T A||`` estimated by power iteration on the first
-    measurement it sees, and the measurement checks.
+    ``init``), a Lipschitz bound ``||A^T A||`` estimated by power iteration on the batch it starts
+    from (again for a batch of another shape), and the measurement checks.
 
     >>> import torch
     >>> class Double:
@@ -145,7 +145,7 @@ class Operator(LinearOperator):
     def __init__(self, obj) -> None:
         super().__init__()
         self.obj = obj  # an nn.Module (a DeepInverse physics) becomes a submodule: .to() moves it
-        self._lip: float | None = None
+        self._lip: tuple[tuple[int, ...], float] | None = None  # (batch shape, bound)
 
     def A(self, x: torch.Tensor) -> torch.Tensor:
         return self.obj.A(x)
@@ -161,8 +161,9 @@ class Operator(LinearOperator):
         return x
 
     def estimate_lipschitz(self, x: torch.Tensor, iters: int = 30) -> float:
-        """||A^T A|| by power iteration from a random image shaped like ``x`` (cached), times 1.01 (a safe bound)."""
-        if self._lip is None:
+        """||A^T A|| by power iteration from a random image shaped like ``x`` (cached per shape), times 1.01
+        (a safe bound)."""
+        if self._lip is None or self._lip[0] != tuple(x.shape):
             g = torch.Generator().manual_seed(0)
             v = torch.rand(x.shape, generator=g).to(x)
             norm = 1.0
@@ -170,14 +171,14 @@ class Operator(LinearOperator):
                 w = self.A_adjoint(self.A(v))
                 norm = float(w.flatten().norm()) / max(float(v.flatten().norm()), 1e-30)
                 v = w / max(float(w.flatten().norm()), 1e-30)
-            self._lip = 1.01 * norm
-        return self._lip
+            self._lip = (tuple(x.shape), 1.01 * norm)
+        return self._lip[1]
 
     def lipschitz(self) -> float:
         """The bound estimated by :meth:`estimate_lipschitz` (at ``init``)."""
         if self._lip is None:
             raise ValueError("the operator's Lipschitz bound is estimated at init(y): call init first")
-        return self._lip
+        return self._lip[1]
 
     def select(self, idx: list[int], batch: int | None = None) -> "Rows":
         """The images ``idx`` of a batch of ``batch`` (the wrapped object may hold one setting per image)."""
@@ -346,7 +347,8 @@ class Downsampling(LinearOperator):
             raise ValueError("downsampling factor must be a positive integer")
         super().__init__()
         self.factor = int(factor)
-        self.blur = Blur(gaussian_kernel(filter_sigma or 0.5 * self.factor)) if self.factor > 1 else None
+        sigma = 0.5 * self.factor if filter_sigma is None else filter_sigma
+        self.blur = Blur(gaussian_kernel(sigma)) if self.factor > 1 else None
 
     def A(self, x: torch.Tensor) -> torch.Tensor:
         k = self.factor
@@ -370,6 +372,22 @@ class Downsampling(LinearOperator):
             return y
         return F.interpolate(y, scale_factor=self.factor, mode="bicubic", align_corners=False)
 
+    def check_measurement(self, y: torch.Tensor) -> None:
+        """The base checks, and an image (``factor`` times ``y``) no smaller than the filter."""
+        super().check_measurement(y)
+        if self.blur is not None and max(self.blur.kernel.shape) > self.factor * min(y.shape[-2:]):
+            k = self.blur.kernel.shape
+            raise ValueError(f"super-resolution by {self.factor} of a {y.shape[-2]}x{y.shape[-1]} measurement: its "
+                             f"{k[0]}x{k[1]} anti-aliasing filter is larger than the image it restores")
+
     def lipschitz(self) -> float:
-        """1: a normalised filter followed by decimation does not amplify."""
-        return 1.0
+        """``||A^T A|| = ||A A^T||``, exactly: ``A A^T`` filters the coarse grid with the filter's
+        autocorrelation taken every ``factor`` pixels, a nonnegative kernel, whose norm is its sum
+        (about ``1 / factor^2`` for the default filter)."""
+        if self.blur is None:
+            return 1.0
+        k = self.blur.kernel.double()
+        kh, kw = k.shape
+        auto = F.conv2d(k[None, None], k[None, None], padding=(kh - 1, kw - 1))[0, 0]  # centre (kh-1, kw-1)
+        f = self.factor
+        return float(auto[(kh - 1) % f::f, (kw - 1) % f::f].sum())

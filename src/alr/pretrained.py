@@ -32,10 +32,12 @@ def shipped_models() -> list[str]:
 
 
 def resolve(name_or_path: str | os.PathLike) -> Path:
-    """Path of a shipped model name or of a model file."""
+    """Path of a shipped model name or of a model file. A shipped name is the bare name
+    (``"gray"``): it wins over a file of that name in the current folder (give ``./gray`` for
+    that), and a path ending in it (``runs/gray``) is a path, never the shipped model."""
+    if isinstance(name_or_path, str) and name_or_path in shipped_models():
+        return MODEL_DIR / f"{name_or_path}.safetensors"
     p = Path(name_or_path)
-    if p.suffix == "" and (MODEL_DIR / f"{p.name}.safetensors").is_file() and not p.is_file():
-        return MODEL_DIR / f"{p.name}.safetensors"
     if not p.is_file():
         names = ", ".join(shipped_models()) or "none"
         raise ModelNotFoundError(f"model {name_or_path!s} not found (shipped models: {names})")

@@ -62,7 +62,9 @@ exactly the full-image gradient.
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
+import math
 import numbers
 import threading
 from dataclasses import dataclass, field
@@ -132,6 +134,12 @@ class Energy:
     def select(self, j: int) -> "Energy":
         """The energy of image ``j`` of the batch, as a batch of one."""
         return Energy(*(t[j:j + 1] for t in (self.value, self.data, self.reg, self.grad)))
+
+    def where(self, ok: torch.Tensor, other: "Energy") -> "Energy":
+        """This energy for the images where ``ok`` (B,) holds, ``other``'s for the rest."""
+        return Energy(*(torch.where(ok.view(-1, *[1] * (a.dim() - 1)), a, b)
+                        for a, b in zip((self.value, self.data, self.reg, self.grad),
+                                        (other.value, other.data, other.reg, other.grad))))
 
 
 class Problem:
@@ -236,39 +244,73 @@ def minimize(y: torch.Tensor, physics: LinearOperator | None, model: PatchCritic
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     if iters is not None and not (float(iters).is_integer() and iters >= 1):
         raise AlrError(f"iters must be an integer >= 1, got {iters!r}")
+    _check_steps(lr0, lr1, step)
     check_measurement(y, physics)
     physics = as_operator(physics)
     physics.check_measurement(y)
     dev = resolve_device(device) if device else next(model.parameters()).device
-    model = model.to(dev, memory_format=torch.channels_last).eval().requires_grad_(False)
-    physics = physics.to(dev) if isinstance(physics, torch.nn.Module) else physics
-    y = y.to(dev, torch.float32).contiguous()
-    b = y.shape[0]
-    x = (physics.init(y) if x0 is None else x0.to(dev, torch.float32)).clone().contiguous()
-    if x0 is not None and hasattr(physics, "estimate_lipschitz"):  # a wrapped operator estimates it at init
-        physics.estimate_lipschitz(x)
-    if not torch.isfinite(x).all():
-        raise ValueError("starting point contains NaN or infinite values")
-    check_solve_memory(x, method, max_memory)
-    prob = Problem(y, physics, Regularizer(model, per_channel, max_memory, precision, boundary, compile,
-                                         _per_image_weight(concavity, b, x, "concavity"), score_ref, symmetric),
-                   _per_image_weight(lam, b, x), fidelity)
-    iters = int(iters) if iters is not None else (300 if method == "adam" else 100)
-    if isinstance(step, (list, tuple)) and (method != "gd" or len(step) != iters):
-        raise ValueError(f"a step schedule needs method 'gd' and one step per iteration ({iters}), "
-                         f"got {len(step)} steps for {method!r}")
-    check_image_size(x, model.receptive_field)  # before the progress bar: fail at once
-    hist = History(callback=callback)
-    lbfgs = method == "lbfgs"  # one bar step per iteration of each image; energy evaluations in the postfix
-    bar = tqdm(total=b * iters if lbfgs else iters, disable=not progress, desc=f"restore ({method})",
-               unit="it", dynamic_ncols=True, leave=False)
-    solver = {"adam": _adam, "gd": _gd, "agd": _agd, "lbfgs": _lbfgs, "nmapg": _nmapg}[method]
-    with torch.no_grad():
-        x = solver(prob, x, iters, hist, bar, tol=tol, lr0=lr0, lr1=lr1, step=step)
-    bar.close()
-    if not torch.isfinite(x).all():
-        raise FloatingPointError("restoration diverged (NaN); try a smaller step or lam")
-    return (x.clamp(0, 1) if clip else x), hist
+    with _held(model, physics, dev):
+        y = y.to(dev, torch.float32).contiguous()
+        b = y.shape[0]
+        x = (physics.init(y) if x0 is None else x0.to(dev, torch.float32)).clone().contiguous()
+        if x0 is not None and hasattr(physics, "estimate_lipschitz"):  # a wrapped operator estimates it at init
+            physics.estimate_lipschitz(x)
+        if not torch.isfinite(x).all():
+            raise ValueError("starting point contains NaN or infinite values")
+        check_solve_memory(x, method, max_memory)
+        prob = Problem(y, physics, Regularizer(model, per_channel, max_memory, precision, boundary, compile,
+                                             _per_image_weight(concavity, b, x, "concavity"), score_ref, symmetric),
+                       _per_image_weight(lam, b, x), fidelity)
+        iters = int(iters) if iters is not None else (300 if method == "adam" else 100)
+        if isinstance(step, (list, tuple)) and (method != "gd" or len(step) != iters):
+            raise ValueError(f"a step schedule needs method 'gd' and one step per iteration ({iters}), "
+                             f"got {len(step)} steps for {method!r}")
+        check_image_size(x, model.receptive_field)  # before the progress bar: fail at once
+        hist = History(callback=callback)
+        lbfgs = method == "lbfgs"  # one bar step per iteration of each image; energy evaluations in the postfix
+        bar = tqdm(total=b * iters if lbfgs else iters, disable=not progress, desc=f"restore ({method})",
+                   unit="it", dynamic_ncols=True, leave=False)
+        solver = {"adam": _adam, "gd": _gd, "agd": _agd, "lbfgs": _lbfgs, "nmapg": _nmapg}[method]
+        with torch.no_grad():
+            x = solver(prob, x, iters, hist, bar, tol=tol, lr0=lr0, lr1=lr1, step=step)
+        bar.close()
+        if not torch.isfinite(x).all():
+            raise FloatingPointError("restoration diverged (NaN); try a smaller step or lam")
+        return (x.clamp(0, 1) if clip else x), hist
+
+
+def _check_steps(lr0: float, lr1: float, step: float | list[float] | None) -> None:
+    """Refuse (:class:`AlrError`, naming the option) a learning rate or step that is not finite and > 0."""
+    steps = [] if step is None else list(step) if isinstance(step, (list, tuple)) else [step]
+    for name, values in (("lr0", [lr0]), ("lr1", [lr1]), ("step", steps)):
+        if not all(isinstance(v, numbers.Real) and math.isfinite(v) and v > 0 for v in values):
+            raise AlrError(f"{name} must be a finite number > 0, got {values[0] if len(values) == 1 else values!r}")
+
+
+@contextlib.contextmanager
+def _held(model: torch.nn.Module, physics, dev: torch.device):
+    """``model`` and ``physics`` as a solve needs them (on ``dev``; the critic in eval mode, channels_last,
+    its parameters without gradients), given back as they came (device, modes, gradient flags, layout)
+    when the solve ends: a critic being trained, or a user's operator, is not changed by a restore."""
+    params = list(model.parameters())
+    modes = [m.training for m in model.modules()]
+    grads = [p.requires_grad for p in params]
+    home = params[0].device
+    contiguous = all(p.is_contiguous() for p in params if p.dim() == 4)
+    op_home = next((t.device for t in physics.buffers()), None) if isinstance(physics, torch.nn.Module) else None
+    model.to(dev, memory_format=torch.channels_last).eval().requires_grad_(False)
+    if op_home is not None:
+        physics.to(dev)
+    try:
+        yield
+    finally:
+        for m, mode in zip(model.modules(), modes):
+            m.training = mode
+        for p, g in zip(params, grads):
+            p.requires_grad_(g)
+        model.to(home, memory_format=torch.contiguous_format if contiguous else torch.preserve_format)
+        if op_home is not None:
+            physics.to(op_home)
 
 
 def _relative_change(x_new: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -317,7 +359,7 @@ def _per_image(t: torch.Tensor) -> torch.Tensor:
 def _gd(prob: Problem, x, iters, hist, bar, tol, step, **_) -> torch.Tensor:
     n = x[0].numel()
     steps = step if isinstance(step, (list, tuple)) else [step] * iters  # one per iteration
-    tau = x.new_full((x.shape[0],), 1.0 / prob.physics.lipschitz())  # backtracking's first trial
+    tau = x.new_full((x.shape[0],), _largest_step(prob.physics))  # backtracking's first trial
     e = prob.energy(x)
     for k in range(iters):
         _tick(hist, e, bar, x)
@@ -335,24 +377,34 @@ def _gd(prob: Problem, x, iters, hist, bar, tol, step, **_) -> torch.Tensor:
     return x
 
 
-def _backtrack(prob: Problem, x, e: Energy, tau, n, y_point=None):
-    """Armijo: shrink tau until E(x - tau g) <= E(x) - tau/(2n) ||g||^2, per image."""
-    base = x if y_point is None else y_point
+def _largest_step(physics) -> float:
+    """``1 / ||A^T A||``, the data term's largest safe gradient step; an operator that measures
+    nothing (zero bound: an empty mask, a zero kernel) is refused in one line."""
+    bound = float(physics.lipschitz())
+    if not (math.isfinite(bound) and bound > 0):
+        raise AlrError(f"the forward operator {type(physics).__name__} has ||A^T A|| = {bound:g}: it measures "
+                       "nothing to restore from (an empty mask, a zero kernel?)")
+    return 1.0 / bound
+
+
+def _backtrack(prob: Problem, x, e: Energy, tau, n):
+    """Armijo: shrink tau until E(x - tau g) <= E(x) - tau/(2n) ||g||^2, per image; an image whose
+    step is not accepted after 30 halvings stays at ``x`` (never uphill)."""
     g2 = e.grad.flatten(1).pow(2).sum(1) / n
     for _ in range(30):
-        x_new = base - _per_image(tau) * e.grad
+        x_new = x - _per_image(tau) * e.grad
         e_new = prob.energy(x_new)
         ok = e_new.value <= e.value - 0.5 * tau * g2 + 1e-12 * e.value.abs()
         if ok.all():
-            break
+            return x_new, e_new, tau
         tau = torch.where(ok, tau, tau * 0.5)
-    return x_new, e_new, tau
+    return torch.where(_per_image(ok), x_new, x), e_new.where(ok, e), tau
 
 
 def _agd(prob: Problem, x, iters, hist, bar, tol, step, **_) -> torch.Tensor:
     """Nesterov acceleration with backtracking and gradient-based adaptive restart."""
     n = x[0].numel()
-    tau = x.new_full((x.shape[0],), step if step is not None else 1.0 / prob.physics.lipschitz())
+    tau = x.new_full((x.shape[0],), step if step is not None else _largest_step(prob.physics))
     z = x.clone()
     t = x.new_ones(x.shape[0])
     e_z = prob.energy(z)
@@ -392,7 +444,7 @@ def _nmapg(prob: Problem, x, iters, hist, bar, tol, step, **_) -> torch.Tensor:
     """
     delta, eta, shrink = 0.1, 0.8, 0.5
     b = x.shape[0]
-    a_max = x.new_full((b,), step if step is not None else 1.0 / prob.physics.lipschitz())
+    a_max = x.new_full((b,), step if step is not None else _largest_step(prob.physics))
     a_min = 1e-8 * a_max
 
     def bb(s_: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
@@ -400,7 +452,8 @@ def _nmapg(prob: Problem, x, iters, hist, bar, tol, step, **_) -> torch.Tensor:
         return torch.minimum(_dot(s_, r).abs() / _dot(r, r).clamp_min(1e-30), a_max).clamp_min(a_min)
 
     def descend(base: torch.Tensor, grad: torch.Tensor, a: torch.Tensor, bound: torch.Tensor, todo: torch.Tensor):
-        """Backtrack ``base - a grad`` until ``F <= bound - delta ||step||^2`` (images in ``todo``)."""
+        """Backtrack ``base - a grad`` until ``F <= bound - delta ||step||^2`` (images in ``todo``);
+        the last point tried, F there, and where it was accepted."""
         for _ in range(40):
             new = base - _per_image(a) * grad
             f = prob.energy(new, need_grad=False).value * n
@@ -408,7 +461,7 @@ def _nmapg(prob: Problem, x, iters, hist, bar, tol, step, **_) -> torch.Tensor:
             if ok.all():
                 break
             a = torch.where(ok, a, a * shrink)
-        return new, f, a
+        return new, f, ok
 
     n = x[0].numel()
     x_old, z = x.clone(), x.clone()
@@ -427,9 +480,11 @@ def _nmapg(prob: Problem, x, iters, hist, bar, tol, step, **_) -> torch.Tensor:
         if fallback.any():  # the safeguard: a monotone step from the last iterate
             e_x = prob.energy(x)
             a = a_max.clone() if y_old is None else bb(x - y_old, e_x.grad - g_old)
-            v, f_v, _ = descend(x, e_x.grad, a, c, fallback)
+            v, f_v, ok_v = descend(x, e_x.grad, a, c, fallback)
             take_v = fallback & (f_v < f_z)
             x_new, f_x = torch.where(_per_image(take_v), v, z_new), torch.where(take_v, f_v, f_z)
+            stay = fallback & ~ok_v & (f_x > e_x.value * n)  # neither step descends: never uphill
+            x_new, f_x = torch.where(_per_image(stay), x, x_new), torch.where(stay, e_x.value * n, f_x)
         x_new = torch.where(_per_image(active), x_new, x)
         z = torch.where(_per_image(active), z_new, z)
         if tol > 0:
@@ -652,8 +707,8 @@ def solve(y: torch.Tensor, physics, model: PatchCritic, settings: list, device: 
         raise ValueError("the images of one solve need the same solver settings")
     keep = [i for i, s in enumerate(settings) if not s.skip]
     dev = resolve_device(device) if device else y.device
-    if not keep:  # float32, as every solve returns
-        return y.to(dev, torch.float32).clone(), History()
+    if not keep:  # float32 in [0, 1], as every solve returns
+        return y.to(dev, torch.float32).clamp(0, 1), History()
     ys = y if len(keep) == len(settings) else y[keep]
     op = as_operator(physics)
     op = op if len(keep) == len(settings) else op.select(keep, len(settings))
@@ -664,7 +719,7 @@ def solve(y: torch.Tensor, physics, model: PatchCritic, settings: list, device: 
                        device=device, progress=progress, callback=callback, **s0.solver_kwargs())
     if len(keep) == len(settings):
         return x, hist
-    out = y.to(x.device, x.dtype).clone()  # only denoising skips images, so x and y have one shape
+    out = y.to(x.device, x.dtype).clamp(0, 1)  # only denoising skips images, so x and y have one shape
     out[keep] = x
     return out, hist
 
@@ -722,20 +777,20 @@ def restore(y: torch.Tensor, model: "str | PatchCritic | None" = None,
 
     check_measurement(y, physics)
     sigma = _one_sigma(sigma, y.shape[0])
+
+    def one(i: int, s, space: str) -> torch.Tensor:  # image i alone, at noise level s in colour space `space`
+        return restore(y[i:i + 1], model, s, task, _rows(physics, i, y.shape[0]), lam, clipped=clipped, method=method,
+                       iters=iters, concavity=concavity, boundary=boundary, symmetric=symmetric,
+                       per_channel=per_channel, color_space=space, max_memory=max_memory, device=device,
+                       progress=progress)
+
     if isinstance(sigma, list):  # noise levels that differ: image by image, each with its own settings
-        return torch.cat([restore(y[i:i + 1], model, s, task, _rows(physics, i, len(sigma)), lam, clipped=clipped,
-                                  method=method, iters=iters, concavity=concavity, boundary=boundary,
-                                  symmetric=symmetric, per_channel=per_channel, color_space=color_space,
-                                  max_memory=max_memory, device=device, progress=progress)
-                          for i, s in enumerate(sigma)])
+        return torch.cat([one(i, s, color_space) for i, s in enumerate(sigma)])
     if color_space == "auto":
         spaces = [pick_color_space("auto", model is not None, y[i:i + 1], task or task_of(physics), sigma, clipped,
                                    per_channel) for i in range(y.shape[0])]
         if len(set(spaces)) > 1:  # a batch of noise levels on both sides of the threshold: image by image
-            return torch.cat([restore(y[i:i + 1], model, sigma, task, physics, lam, clipped=clipped, method=method,
-                                      iters=iters, concavity=concavity, boundary=boundary, symmetric=symmetric,
-                                      per_channel=per_channel, color_space=c, max_memory=max_memory,
-                                      device=device, progress=progress) for i, c in enumerate(spaces)])
+            return torch.cat([one(i, sigma, c) for i, c in enumerate(spaces)])
         color_space = spaces[0]
     if isinstance(model, PatchCritic):
         critic = model

@@ -372,7 +372,7 @@ def train_critic(critic: nn.Module, sampler: Sampler, config: TrainConfig,
         torch.backends.cudnn.benchmark = True
     torch.manual_seed(config.seed)
     critic.to(device).train()
-    critic.requires_grad_(True)  # a critic used by alr.restore has its parameters frozen
+    critic.requires_grad_(True)  # every parameter trains, whatever flags the critic came with
     opt = torch.optim.Adam(critic.parameters(), lr=config.lr0, betas=config.betas)
     gen = torch.Generator().manual_seed(config.seed)
     if checkpoint is None and out is not None:

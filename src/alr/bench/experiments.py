@@ -341,8 +341,12 @@ def run_restoration_table(args, out: Path, task: str, folder: Path, sigmas: list
                 for m in active:
                     xh, dt = results[m][i]
                     timings.setdefault(m, []).append(dt)
+                    # a noisy input is measured as it is (noise beyond [0, 1] kept unless the protocol
+                    # clipped it), as denoising papers report it; restorations and starting points in [0, 1]
+                    raw = m == "input" and task == "denoise"
+                    xm = ys[i] if raw else xh
                     row = {"protocol": proto, "sigma": s, "image": n, "method": m,
-                           "psnr": float(psnr(xh, x)), "ssim": float(ssim(xh, x)),
+                           "psnr": float(psnr(xm, x, clamp=not raw)), "ssim": float(ssim(xm, x, clamp=not raw)),
                            "lpips": float(lp(xh, x)) if lp.available else float("nan"), "seconds": dt}
                     rows.append(row)
                     panels.append((f"{m} {row['psnr']:.2f} dB", xh))
