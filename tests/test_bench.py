@@ -283,3 +283,16 @@ def test_the_noisy_input_is_measured_as_it_is(tmp_path):
     standard = [v for (p, _), v in rows.items() if p == "standard"]
     assert sum(standard) / len(standard) == pytest.approx(7.96, abs=0.1)
     assert all(rows["paper", i] > rows["standard", i] + 1 for p, i in rows if p == "standard")
+
+
+@pytest.mark.parametrize("name,extra,message", [
+    ("deblur", ["--methods", "alr,alr-opponent"], "--methods: unknown method 'alr-opponent' for deblur"),
+    ("inpaint", ["--methods", "bm3d"], "--methods: unknown method 'bm3d' for inpaint"),
+    ("sr", ["--protocol", "paper"], "--protocol paper: sr runs the standard protocol only"),
+    ("table2", ["--methods", "nlm"], "unknown method 'nlm' for table2"),
+])
+def test_a_table_refuses_what_it_cannot_run(tmp_path, capsys, name, extra, message):
+    """A method or protocol a table cannot run is refused before any work, not silently dropped."""
+    assert main(["bench", name, "--quick", "--data", str(data_dir()), "-o", str(tmp_path / "t"), *extra]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "t").exists()

@@ -630,6 +630,27 @@ def test_folder_with_a_bad_file_restores_the_others(tmp_path, capsys):
     assert (dst / "im05.png").is_file()
 
 
+def test_folder_whose_solve_fails_restores_the_other_batches(tmp_path, capsys, monkeypatch):
+    """A solve that fails (here: diverged) costs its own batch, named on one line, not the folder."""
+    import alr.cli
+    src = _folder(tmp_path, n=3)
+    solve = alr.cli._solve
+
+    def diverging(jobs, args, say):
+        if any(j.path.name == "im1.png" for j in jobs):
+            raise FloatingPointError("restoration diverged (NaN); try a smaller step or lam")
+        return solve(jobs, args, say)
+
+    monkeypatch.setattr(alr.cli, "_solve", diverging)
+    dst = tmp_path / "out"
+    assert main(["restore", str(src), "-o", str(dst), "--sigma", "0.1", "--iters", "2", "--batch-size", "1",
+                 "-q"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and err[0].startswith("alr: error: im1.png: restoration diverged") and "skipped" in err[0]
+    assert "1 of 3 images could not be restored (im1.png)" in err[1]
+    assert sorted(p.name for p in dst.iterdir()) == ["im0.png", "im2.png"]
+
+
 def test_folder_with_an_image_too_small_restores_the_others(tmp_path, capsys):
     """An image smaller than a patch is one bad file, not the end of the run; a run in which
     every image fails leaves no output folder behind (nor the parents it made)."""

@@ -388,6 +388,16 @@ def _restore_folder(files: list[Path], dst: Path, args, physics, models: dict, s
     pending: dict[tuple, list[_Job]] = {}
     failed: list[str] = []
     bar = tqdm(total=len(files), desc="images", unit="img", disable=args.quiet)
+
+    def flush(jobs: list[_Job]) -> None:  # a solve that fails (diverged, out of memory) costs its batch only
+        try:
+            _solve(jobs, args, say)
+        except (AlrError, FloatingPointError, torch.OutOfMemoryError) as e:
+            names = [j.path.name for j in jobs]
+            print(f"alr: error: {', '.join(names)}: {one_line(e)} (skipped)", file=sys.stderr)
+            failed.extend(names)
+        bar.update(len(jobs))
+
     for f in files:
         try:
             job = _Job(f, dst / f.name, args, physics, models, say)
@@ -399,15 +409,11 @@ def _restore_folder(files: list[Path], dst: Path, args, physics, models: dict, s
         group = pending.setdefault(job.group(), [])
         group.append(job)
         if len(group) >= batch:
-            _solve(pending.pop(job.group()), args, say)
-            bar.update(len(group))
+            flush(pending.pop(job.group()))
         while sum(map(len, pending.values())) >= 4 * batch:  # bound the images held in memory
-            key = max(pending, key=lambda k: len(pending[k]))
-            bar.update(len(pending[key]))
-            _solve(pending.pop(key), args, say)
+            flush(pending.pop(max(pending, key=lambda k: len(pending[k]))))
     for key in list(pending):
-        bar.update(len(pending[key]))
-        _solve(pending.pop(key), args, say)
+        flush(pending.pop(key))
     bar.close()
     if failed:
         raise AlrError(f"{len(failed)} of {len(files)} images could not be restored ({', '.join(failed[:3])}"

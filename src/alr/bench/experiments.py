@@ -54,6 +54,10 @@ from ..solver import minimize
 
 EPLL_DIR = Path(__file__).parent / "models"  # the EPLL baseline's Gaussian mixtures
 TABLE2_METHODS = ("alr", "alr-clipped", "alr-opponent", "bm3d", "bm3d-channels", "epll", "tv")
+#: The methods each restoration table can run (another is refused, not dropped), and the default.
+TASK_METHODS = {"table2": TABLE2_METHODS, "deblur": ("alr", "bm3d", "epll", "tv"), "inpaint": ("alr", "tv"),
+                "sr": ("alr", "tv")}
+DEFAULT_METHODS = ("alr", "bm3d", "epll", "tv")
 
 EXPERIMENTS = ("calibrate", "table1", "table2", "histogram", "deblur", "inpaint", "sr", "toy", "real")
 
@@ -70,9 +74,13 @@ def bench_parser() -> argparse.ArgumentParser:
                                                   "trained on rni15, default: train one)")
     b.add_argument("--models", default=None, help="table1: folder of trained critics to reuse")
     b.add_argument("--color", action="store_true")
-    b.add_argument("--protocol", choices=("paper", "standard", "both"), default="both")
-    b.add_argument("--methods", default="alr,bm3d,epll,tv",
-                   help=f"comma-separated, from {','.join(TABLE2_METHODS)} (alr-clipped: paper protocol only; "
+    b.add_argument("--protocol", choices=("paper", "standard", "both"), default=None,
+                   help="table2: clipped noisy inputs (paper), unclipped (standard) or both (default); the other "
+                        "tables run the standard protocol only")
+    b.add_argument("--methods", default=None,
+                   help=f"comma-separated (default {','.join(DEFAULT_METHODS)}, those the table can run), from "
+                        f"{','.join(TABLE2_METHODS)}; deblur: alr,bm3d,epll,tv; inpaint and sr: alr,tv "
+                        "(alr-clipped: paper protocol only; "
                         "bm3d-channels: grayscale BM3D on each colour channel alone; alr-opponent, --color: the "
                         "gray model in the opponent colour space)")
     b.add_argument("--sigmas", default=None,
@@ -136,12 +144,25 @@ def _images(folder: Path, channels: int, quick: bool, max_images: int | None = N
 
 
 def _methods(args) -> list[str]:
-    """Methods of ``--methods`` (comma-separated), each one of :data:`TABLE2_METHODS`."""
+    """Methods of ``--methods`` (comma-separated; default :data:`DEFAULT_METHODS`), each one the
+    table can run (:data:`TASK_METHODS`)."""
+    allowed = TASK_METHODS.get(args.name, TABLE2_METHODS)
+    if args.methods is None:
+        return [m for m in DEFAULT_METHODS if m in allowed]
     methods = [m for m in args.methods.split(",") if m]
-    unknown = [m for m in methods if m not in TABLE2_METHODS]
+    unknown = [m for m in methods if m not in allowed]
     if unknown:
-        raise ValueError(f"unknown method {unknown[0]!r}; choose from {', '.join(TABLE2_METHODS)}")
+        raise ValueError(f"--methods: unknown method {unknown[0]!r} for {args.name}; choose from {', '.join(allowed)}")
     return methods
+
+
+def _protocols(args) -> list[str]:
+    """The protocols of ``--protocol``: table2 both by default; the other tables the standard one only."""
+    if args.name == "table2":
+        return ["paper", "standard"] if args.protocol in (None, "both") else [args.protocol]
+    if args.protocol not in (None, "standard"):
+        raise ValueError(f"--protocol {args.protocol}: {args.name} runs the standard protocol only (noise not clipped)")
+    return ["standard"]
 
 
 def _seed(name: str, sigma: float, base: int) -> int:
@@ -384,7 +405,7 @@ def cmd_table2(args, out: Path) -> str:
     root = data_root(args.data)
     folder = root / ("cbsd68" if args.color else "bsd68")
     sigmas = _sigmas(args, [0.1, 0.2, 0.4])
-    protocols = ["paper", "standard"] if args.protocol == "both" else [args.protocol]
+    protocols = _protocols(args)
     methods = _methods(args)
     if "alr-opponent" in methods and not args.color:
         raise ValueError("--methods alr-opponent denoises colour images: add --color")
@@ -395,12 +416,12 @@ def cmd_table2(args, out: Path) -> str:
 def cmd_deblur(args, out: Path) -> str:
     root = data_root(args.data)
     blur = Blur(gaussian_kernel(BLUR_STD))
-    methods = [m for m in _methods(args) if m in ("alr", "tv", "epll", "bm3d")]
+    methods = _methods(args)
     text = ""
     for folder in args.sets.split(","):
         text += run_restoration_table(args, out / folder, "deblur", root / folder, _sigmas(args, [0.01, 0.03]),
                                       lambda x: blur,
-                                      methods, ["standard"], f"Deblurring (Gaussian std {BLUR_STD}) on {folder}")
+                                      methods, _protocols(args), f"Deblurring (Gaussian std {BLUR_STD}) on {folder}")
     (out / "results.md").write_text(text)
     return text
 
@@ -409,14 +430,14 @@ def cmd_inpaint(args, out: Path) -> str:
     root = data_root(args.data)
     return run_restoration_table(
         args, out, "inpaint", root / "set12", [0.01], lambda x: Inpainting(random_mask(tuple(x.shape[-2:]), 0.5, 0)),
-        [m for m in _methods(args) if m in ("alr", "tv")], ["standard"],
+        _methods(args), _protocols(args),
         "Inpainting, 50% random pixels missing, noise 0.01, set12")
 
 
 def cmd_sr(args, out: Path) -> str:
     root = data_root(args.data)
     return run_restoration_table(args, out, "sr", root / "set12", [0.01], lambda x: Downsampling(2),
-                                 [m for m in _methods(args) if m in ("alr", "tv")], ["standard"],
+                                 _methods(args), _protocols(args),
                                  "x2 super-resolution, noise 0.01, set12")
 
 
@@ -622,8 +643,9 @@ def _real_figure(path: Path, rows: list[list[tuple[str, torch.Tensor]]], crop: i
 
 def cmd_bench(args) -> None:
     out = Path(args.output)
-    _sigmas(args, [])  # a bad --sigmas or --methods fails before anything is written
+    _sigmas(args, [])  # a bad --sigmas, --methods or --protocol fails before anything is written
     _methods(args)
+    _protocols(args)
     # one device for every method and phase (solver, calibration, baselines): the GPU when there is one
     args.device = str(resolve_device(args.device))
     out.mkdir(parents=True, exist_ok=True)
