@@ -296,3 +296,13 @@ def test_a_table_refuses_what_it_cannot_run(tmp_path, capsys, name, extra, messa
     assert main(["bench", name, "--quick", "--data", str(data_dir()), "-o", str(tmp_path / "t"), *extra]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "t").exists()
+
+
+def test_real_noise_refuses_a_model_trained_on_its_held_out_photographs(tmp_path, capsys):
+    import alr
+    critic = alr.PatchCritic(in_channels=3, depth=2, width=4)
+    critic.meta = {"data": {"clean": "cbsd432", "degraded": "rni15"}}  # the whole folder, held-out images too
+    alr.save(critic, tmp_path / "all.safetensors")
+    assert main(["bench", "real", "--quick", "--data", str(data_dir()), "--model", str(tmp_path / "all.safetensors"),
+                 "-o", str(tmp_path / "r")]) == 2
+    assert "was trained on rni15's held-out photographs" in capsys.readouterr().err

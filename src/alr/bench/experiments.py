@@ -43,6 +43,7 @@ from ..calibration import (BLUR_STD, alr_options, calibrate_lambda, calibrate_ta
                            denoise_start, score_reference)
 from ..data import add_noise
 from ..device import resolve_device
+from ..errors import AlrError
 from ..fidelity import ClippedGaussian
 from ..files import check_output
 from ..images import data_root, figure_panels, list_images, pyplot, read_image, write_image
@@ -585,6 +586,11 @@ def cmd_real(args, out: Path) -> str:
     timings = {}
     if args.model:
         real = load(args.model)
+        degraded = real.meta.get("data", {}).get("degraded")
+        seen = set(degraded if isinstance(degraded, list) else [degraded])
+        if "rni15" in seen or seen & {f.name for f in held}:  # trained on the photographs it would be judged on
+            raise AlrError(f"--model {args.model} was trained on rni15's held-out photographs (data: {degraded}); "
+                           "train it on the training split only (docs/results.md)")
     else:  # the shipped color critic, trained further against the real noisy patches
         t0 = time.perf_counter()
         real = continue_from(load("color"), "color").requires_grad_(True)
