@@ -177,3 +177,43 @@ def test_w2_critic_scores_half_the_square_of_its_potential(tmp_path):
     assert torch.equal(w1(x), w1.potential(x))  # the paper's critic: r = u
     with pytest.raises(ValueError, match="unknown criterion"):
         PatchCritic(criterion="w3")
+
+
+def test_shaping_far_below_its_reference_stays_finite():
+    """Far below score_ref (kappa (c - r) > 80) psi goes on along its tangent: finite and
+    increasing in float32, where exp would overflow to -inf values and NaN gradients."""
+    r = torch.tensor([-100.0, -20.0, -10.0, -1.0, 0.0], requires_grad=True)
+    psi = shape_scores(r, 10.0, 3.6)
+    (d,) = torch.autograd.grad(psi.sum(), r)
+    assert torch.isfinite(psi).all() and torch.isfinite(d).all() and (psi[1:] > psi[:-1]).all()
+    assert torch.equal(psi[3:], 3.6 - torch.expm1(-10.0 * (r[3:] - 3.6)) / 10.0)  # unchanged where exp is finite
+
+
+def test_regularizer_takes_float64_images():
+    """R of a float64 image (a DeepInverse prior may be called with one) is the float32 critic's,
+    returned in float64, not a dtype error."""
+    torch.manual_seed(0)
+    reg = Regularizer(PatchCritic(depth=2, width=4))
+    x = torch.rand(1, 1, 20, 20)
+    r32, g32 = reg.value_and_grad(x)
+    r64, g64 = reg.value_and_grad(x.double())
+    assert r64.dtype == g64.dtype == torch.float64
+    assert torch.allclose(r64.float(), r32, atol=1e-6) and torch.allclose(g64.float(), g32, atol=1e-6)
+    assert reg(x.double()).dtype == torch.float64
+
+
+def test_noise_estimate_of_one_image():
+    """A constant image has no noise (exactly 0); a batch is refused (it would read only the first image);
+    restoring an image smaller than a patch is refused, not returned unchanged as noiseless."""
+    from alr.data import estimate_sigma
+    assert estimate_sigma(torch.full((1, 1, 16, 16), 0.3)) == 0.0
+    with pytest.raises(ValueError, match="one image"):
+        estimate_sigma(torch.rand(2, 1, 16, 16))
+    with pytest.raises(ValueError, match="smaller"):
+        alr.restore(torch.full((1, 1, 1, 50), 0.5))
+
+
+def test_a_negative_holdout_is_refused(tmp_path):
+    from alr.data import split_holdout
+    with pytest.raises(ValueError, match="holdout must be >= 0"):
+        split_holdout(tmp_path, holdout=-1)

@@ -259,10 +259,16 @@ def check_concavity(k: torch.Tensor) -> torch.Tensor:
     return k
 
 
+#: Largest exponent of the shaping; below it psi goes on linearly (its slope e^80 stays finite in float32).
+SHAPE_EXP_MAX = 80.0
+
+
 def shape_scores_unchecked(r: torch.Tensor, k: torch.Tensor, score_ref: float) -> torch.Tensor:
     """:func:`shape_scores` without the checks (hot path: ``k`` validated once by the caller)."""
     safe = torch.where(k > 0, k, torch.ones_like(k))  # no 0/0, even in the unused branch of where
-    return torch.where(k > 0, score_ref - torch.expm1(-safe * (r - score_ref)) / safe, r)
+    z = -safe * (r - score_ref)
+    zc = z.clamp(max=SHAPE_EXP_MAX)  # far below score_ref: the tangent line there, not an overflow
+    return torch.where(k > 0, score_ref - torch.expm1(zc) / safe - torch.exp(zc) * (z - zc) / safe, r)
 
 
 def boundary_padding(s: int, boundary: str) -> int:
@@ -347,6 +353,7 @@ class Regularizer:
         self.score_ref, self.symmetric = score_ref, symmetric
         self.net = torch.compile(model) if compile else model
         self.s = model.receptive_field
+        self.dtype = next(model.parameters()).dtype
 
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
         c = self.model.in_channels
@@ -394,7 +401,7 @@ class Regularizer:
     def _mean_scores(self, sub: torch.Tensor, kappa: torch.Tensor | None, count: int) -> torch.Tensor:
         """Sum of the (shaped) scores of the patches of ``sub``, divided by ``count``, per input."""
         with torch.autocast(sub.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-            r = self.net(sub).to(sub.dtype)
+            r = self.net(sub.to(self.dtype)).to(sub.dtype)  # a float64 image: the critic in its own dtype
         if kappa is not None:
             r = shape_scores_unchecked(r, kappa, self.score_ref)
         return r.sum(dim=(1, 2, 3)) / count

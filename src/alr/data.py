@@ -247,6 +247,8 @@ def split_holdout(clean_dir: str | os.PathLike, max_images: int | None = None,
                   holdout: int = 0) -> tuple[list[Path], list[Path]]:
     """The images of ``clean_dir`` (its first ``max_images``) that train, and its last ``holdout``,
     held out to validate the training (:class:`alr.calibration.Validator`)."""
+    if holdout < 0:
+        raise ValueError(f"holdout must be >= 0, got {holdout}")
     files = list_images(clean_dir)[: max_images or None]
     if holdout and holdout > len(files) - 2:
         raise ValueError(f"cannot hold {holdout} of the {len(files)} images of {clean_dir} out of training "
@@ -268,14 +270,15 @@ def make_patch_pairs(clean_dir: str | os.PathLike, size: int, channels: int,
     and its own degraded version (:class:`PatchPairs`).
     ``augment``: random flips / quarter turns of the patches (:class:`PatchPairs`).
     ``holdout``: the last images of ``clean_dir`` are not trained on (:func:`split_holdout`), nor
-    the images of ``degraded_dir`` of the same names (their degraded versions).
+    the images of ``degraded_dir`` of the same names (their degraded versions: a degraded folder
+    holding versions of the clean scenes must name them as the clean images, or they are trained on).
     """
     if (degraded_dir is None) == (degradation is None):
         raise ValueError("give exactly one of a degraded folder or a synthetic degradation")
     files, held = split_holdout(clean_dir, max_images, holdout)
     if degraded_dir is not None:
         held_out = {f.stem for f in held}
-        degraded = [f for f in list_images(degraded_dir)[:max_images] if f.stem not in held_out]
+        degraded = [f for f in list_images(degraded_dir)[: max_images or None] if f.stem not in held_out]
         return PatchPairs(ImageStack.from_folder(clean_dir, channels, files),
                           ImageStack.from_folder(degraded_dir, channels, degraded), size,
                           augment=augment, paired=paired)
@@ -299,5 +302,9 @@ def estimate_sigma(y: torch.Tensor) -> float:
     averaged over channels (``skimage.restoration.estimate_sigma``)."""
     from skimage.restoration import estimate_sigma as _est
 
+    if y.dim() != 4 or y.shape[0] != 1:
+        raise ValueError(f"estimate_sigma takes one image (1, C, H, W), got shape {tuple(y.shape)}")
+    if bool((y == y.flatten()[0]).all()):  # a constant image: no noise at all
+        return 0.0
     arr = y[0].detach().cpu().double().numpy()
     return float(np.mean([_est(arr[c]) for c in range(arr.shape[0])]))

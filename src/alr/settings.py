@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .critic import PatchCritic
+from .critic import PatchCritic, check_image_size
 from .device import memory_budget
 from .errors import AlrError
 from .images import check_image
@@ -153,7 +153,7 @@ def pick_color_space(color_space: str, model_given: bool, y: torch.Tensor, task:
     if model_given or task != "denoise" or clipped or per_channel or y.shape[1] != 3:
         return "rgb"
     from .data import estimate_sigma
-    level = sigma if sigma is not None else estimate_sigma(y)
+    level = sigma if sigma is not None else estimate_sigma(y[:1])
     return "opponent" if opponent_by_default(level) else "rgb"
 
 
@@ -214,7 +214,8 @@ def resolve(model: PatchCritic, y: torch.Tensor, task: str = "denoise", sigma: f
         if task != "denoise" and (lam is None or clipped):
             raise AlrError(f"task {task} needs --sigma (the noise level)" + ("" if clipped else " or --lam"))
         if task == "denoise":
-            sigma = estimate_sigma(y)
+            check_image_size(y, model.receptive_field)  # a smaller image has no noise level to estimate
+            sigma = estimate_sigma(y[:1])
             estimated = True
             if not math.isfinite(sigma):
                 raise AlrError(f"{name}: the noise level cannot be estimated from this image; give --sigma")
