@@ -312,17 +312,12 @@ class _Job:
     def _prepare(self, path: Path, out: Path, args, physics, models: dict, say) -> None:
         from .critic import check_image_size
         from .images import bit_depth, read_image
-        from .pretrained import load
-        from .settings import match_channels, pick_color_space, resolve
+        from .settings import match_channels, pick_model, resolve
 
         y = read_image(path)
-        space = pick_color_space(args.color_space, args.model is not None, y, args.task, args.sigma, args.clipped,
-                                 args.per_channel)
+        self.model, space = pick_model(y, args.model, args.task, args.sigma, args.clipped, args.per_channel,
+                                       args.color_space, models)
         opponent = space == "opponent"
-        name = args.model or ("gray" if y.shape[1] == 1 or opponent else "color")
-        if name not in models:
-            models[name] = load(name)
-        self.model = models[name]
         self.y = match_channels(self.model, y, args.per_channel or opponent, path.name)
         self.physics = physics
         self.physics.check_measurement(self.y)

@@ -157,6 +157,25 @@ def pick_color_space(color_space: str, model_given: bool, y: torch.Tensor, task:
     return "opponent" if opponent_by_default(level) else "rgb"
 
 
+def pick_model(y: torch.Tensor, model: "str | PatchCritic | None", task: str | None, sigma: float | None,
+               clipped: bool, per_channel: bool, color_space: str,
+               loaded: dict | None = None) -> tuple[PatchCritic, str]:
+    """The critic and the concrete colour space that restore the image ``y`` (1, C, H, W): the colour
+    space of :func:`pick_color_space`; ``model`` a critic, a name or file, or None for the default
+    (``gray`` for a gray image or the opponent space, ``color`` otherwise); ``loaded`` caches the
+    models loaded by name. The one choice :func:`alr.restore` and ``alr restore`` make."""
+    from .pretrained import load
+
+    space = pick_color_space(color_space, model is not None, y, task, sigma, clipped, per_channel)
+    if isinstance(model, PatchCritic):
+        return model, space
+    name = model or ("gray" if y.shape[1] == 1 or space == "opponent" else "color")
+    loaded = {} if loaded is None else loaded
+    if name not in loaded:
+        loaded[name] = load(name)
+    return loaded[name], space
+
+
 def check_color_space(color_space: str, model: PatchCritic, y: torch.Tensor, task: str | None, clipped: bool,
                       name: str = "the image") -> None:
     """Raise AlrError unless ``color_space`` applies: ``"rgb"`` always; ``"opponent"``

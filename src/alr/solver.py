@@ -772,8 +772,7 @@ def restore(y: torch.Tensor, model: "str | PatchCritic | None" = None,
     >>> bool(alr.metrics.psnr(restored, clean) > alr.metrics.psnr(noisy, clean) + 5)
     True
     """
-    from .pretrained import load
-    from .settings import check_color_space, match_channels, pick_color_space, resolve
+    from .settings import check_color_space, match_channels, pick_model, resolve
 
     check_measurement(y, physics)
     sigma = _one_sigma(sigma, y.shape[0])
@@ -786,16 +785,12 @@ def restore(y: torch.Tensor, model: "str | PatchCritic | None" = None,
 
     if isinstance(sigma, list):  # noise levels that differ: image by image, each with its own settings
         return torch.cat([one(i, s, color_space) for i, s in enumerate(sigma)])
-    if color_space == "auto":
-        spaces = [pick_color_space("auto", model is not None, y[i:i + 1], task or task_of(physics), sigma, clipped,
-                                   per_channel) for i in range(y.shape[0])]
-        if len(set(spaces)) > 1:  # a batch of noise levels on both sides of the threshold: image by image
-            return torch.cat([one(i, sigma, c) for i, c in enumerate(spaces)])
-        color_space = spaces[0]
-    if isinstance(model, PatchCritic):
-        critic = model
-    else:
-        critic = load(model or ("gray" if y.shape[1] == 1 or color_space == "opponent" else "color"))
+    loaded: dict = {}
+    picks = [pick_model(y[i:i + 1], model, task or task_of(physics), sigma, clipped, per_channel, color_space, loaded)
+             for i in range(y.shape[0])]
+    if len({(id(c), s) for c, s in picks}) > 1:  # images on both sides of the colour band: image by image
+        return torch.cat([one(i, sigma, s) for i, (_, s) in enumerate(picks)])
+    critic, color_space = picks[0]
     check_color_space(color_space, critic, y, task or task_of(physics), clipped)
     if color_space == "opponent":
         return restore_opponent(y, critic, sigma, lam, method=method, iters=iters, concavity=concavity,
