@@ -511,3 +511,19 @@ def test_only_the_long_commands_tune_the_allocator(command, tuned, tmp_path, mon
             "restore": [str(tmp_path / "none.png")]}[command]
     assert main([command, *args, "-o", str(tmp_path / "out")]) == 2  # the missing input stops it
     assert bool(calls) == tuned
+
+
+def test_degrade_gives_each_file_its_own_noise_unless_seeded(tmp_path, clean_png):
+    """Without --seed the noise follows the input's file name: two images degraded one by one do not
+    share one noise field; --seed fixes it."""
+    import shutil
+    other = tmp_path / "other.png"
+    shutil.copy(clean_png, other)
+    outs = {}
+    for src, extra in ((clean_png, []), (other, []), (clean_png, ["--seed", "5"]), (other, ["--seed", "5"])):
+        out = tmp_path / f"{src.stem}{len(outs)}.npy"
+        assert main(["degrade", str(src), "-o", str(out), "--sigma", "0.1", *extra]) == 0
+        outs[len(outs)] = np.load(out)
+    assert not np.array_equal(outs[0], outs[1]) and np.array_equal(outs[2], outs[3])
+    assert main(["degrade", str(clean_png), "-o", str(tmp_path / "again.npy"), "--sigma", "0.1"]) == 0
+    assert np.array_equal(np.load(tmp_path / "again.npy"), outs[0])  # reproducible

@@ -13,6 +13,7 @@ import math
 import os
 import sys
 import time
+import zlib
 from dataclasses import fields
 from pathlib import Path
 
@@ -208,7 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("-o", "--output", required=True, help=".npy/.tif keep unclipped float values")
     d.add_argument("--task", choices=TASKS, default="denoise")
     d.add_argument("--sigma", type=argtypes.positive_float, default=0.1)
-    d.add_argument("--seed", type=argtypes.seed, default=0)
+    d.add_argument("--seed", type=argtypes.seed, default=None,
+                   help="noise (and mask) seed (default: one from the input's file name, so that the images of a "
+                        "folder degraded one by one get different noise)")
     kd = d.add_mutually_exclusive_group()
     kd.add_argument("--kernel")
     kd.add_argument("--blur-sigma", type=argtypes.positive_float, default=None)
@@ -565,6 +568,8 @@ def cmd_degrade(args) -> None:
 
     check_task_options(args)
     out = image_output(args.output, [args.input, args.kernel])
+    if args.seed is None:
+        args.seed = zlib.crc32(Path(args.input).name.encode()) % 2 ** 31
     if args.task == "inpaint":
         if args.mask_out is None:
             raise ValueError("--task inpaint needs --mask-out FILE to save the mask")
