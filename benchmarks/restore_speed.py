@@ -41,7 +41,7 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=2)
     ap.add_argument("--data", default=None)
     ap.add_argument("--model", default="gray")
-    ap.add_argument("--short", action="store_true", help="only the default solver, the lar architecture and BM3D")
+    ap.add_argument("--short", action="store_true", help="only the default restore, 20 L-BFGS iterations, the lar architecture and BM3D")
     args = ap.parse_args()
     model = alr.load(args.model)
     torch.manual_seed(0)

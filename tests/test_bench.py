@@ -290,6 +290,9 @@ def test_the_noisy_input_is_measured_as_it_is(tmp_path):
     ("inpaint", ["--methods", "bm3d"], "--methods: unknown method 'bm3d' for inpaint"),
     ("sr", ["--protocol", "paper"], "--protocol paper: sr runs the standard protocol only"),
     ("table2", ["--methods", "nlm"], "unknown method 'nlm' for table2"),
+    ("table2", ["--methods", "alr-clipped", "--protocol", "standard"], "it runs under --protocol paper"),
+    ("calibrate", ["--protocol", "paper"], "--protocol is an option of table2, deblur, inpaint and sr"),
+    ("table1", ["--methods", "alr"], "--methods is an option of table2, deblur, inpaint and sr"),
 ])
 def test_a_table_refuses_what_it_cannot_run(tmp_path, capsys, name, extra, message):
     """A method or protocol a table cannot run is refused before any work, not silently dropped."""

@@ -180,13 +180,15 @@ def test_w2_critic_scores_half_the_square_of_its_potential(tmp_path):
 
 
 def test_shaping_far_below_its_reference_stays_finite():
-    """Far below score_ref (kappa (c - r) > 80) psi goes on along its tangent: finite and
-    increasing in float32, where exp would overflow to -inf values and NaN gradients."""
-    r = torch.tensor([-100.0, -20.0, -10.0, -1.0, 0.0], requires_grad=True)
+    """Far below score_ref (kappa (c - r) > 30) psi goes on along its tangent: finite and increasing
+    in float32, also summed over the patches of a large image, where exp would overflow to -inf
+    values and NaN gradients."""
+    r = torch.tensor([-100.0, -20.0, -10.0, 1.0, 2.0], requires_grad=True)
     psi = shape_scores(r, 10.0, 3.6)
     (d,) = torch.autograd.grad(psi.sum(), r)
     assert torch.isfinite(psi).all() and torch.isfinite(d).all() and (psi[1:] > psi[:-1]).all()
     assert torch.equal(psi[3:], 3.6 - torch.expm1(-10.0 * (r[3:] - 3.6)) / 10.0)  # unchanged where exp is finite
+    assert torch.isfinite(shape_scores(torch.full((1, 1, 1024, 1024), -20.0), 10.0, 3.6).sum())
 
 
 def test_regularizer_takes_float64_images():

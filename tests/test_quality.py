@@ -524,3 +524,15 @@ def test_table2_takes_noise_levels_as_fractions_of_255(tmp_path, capsys):
     capsys.readouterr()
     assert main(["bench", "table2", "--quick", "--sigmas", "15/0", "-o", str(tmp_path / "bad")]) == 2
     assert "--sigmas must be comma-separated numbers or fractions" in capsys.readouterr().err
+
+
+def test_a_calibration_in_which_every_lambda_diverges_fails():
+    """Calibration writes no lambda it could not score: every solve diverging is an error naming the
+    task and noise level, not lam0 written into the table."""
+    from alr.calibration import calibrate_lambda
+    critic = PatchCritic(depth=2, width=4)
+    critic.meta = {"solver": {"method": "lbfgs", "options": {}, "iters": {"denoise": 3}}}
+    with torch.no_grad():
+        next(critic.parameters()).fill_(math.nan)
+    with pytest.raises(alr.AlrError, match="calibrating denoise at sigma 0.1: every lambda tried diverged"):
+        calibrate_lambda(critic, "denoise", torch.rand(2, 1, 16, 16), [0.1], [0.01], quick=True)

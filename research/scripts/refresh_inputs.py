@@ -35,13 +35,16 @@ def main() -> None:
         out = Path("runs/inputs") / Path(target).stem
         subprocess.run([alr, "bench", "table2", "--protocol", "standard", "--methods", "", *opts, "-o", str(out)],
                        check=True, stdout=subprocess.DEVNULL)
-        fresh = {key(r): r for r in csv.DictReader(open(out / "per_image.csv")) if r["method"] == "input"}
-        rows = list(csv.DictReader(open(target)))
+        with open(out / "per_image.csv") as f:
+            fresh = {key(r): r for r in csv.DictReader(f) if r["method"] == "input"}
+        with open(target) as f:
+            reader = csv.DictReader(f)
+            columns, rows = reader.fieldnames, list(reader)
         old = [r for r in rows if r["method"] == "input"]
         assert old and {key(r) for r in old} == set(fresh), f"{target}: the fresh run holds other inputs"
         rows = [fresh[key(r)] if r["method"] == "input" else r for r in rows]
         with open(target, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w = csv.DictWriter(f, fieldnames=columns)
             w.writeheader()
             w.writerows(rows)
         for sigma in sorted({k[1] for k in fresh}):

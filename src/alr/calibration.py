@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from .critic import pad_boundary
 from .data import add_noise
+from .errors import AlrError
 from .fidelity import ClippedGaussian
 from .metrics import psnr
 from .physics import Blur, Denoising, Downsampling, Inpainting, gaussian_kernel, random_mask
@@ -142,7 +143,10 @@ def calibrate_lambda(model, task: str, x: torch.Tensor, sigmas: list[float], sta
                 rows += [dict(task=task, sigma=sigma, iters=it, concavity=kappa, lam=k, psnr=v, best=False)
                          for k, v in sorted(evals.items())]
                 found.append((evals[lv], lv, it, kappa))
-        _, lv, it, kappa = max(found, key=lambda t: t[0])
+        score, lv, it, kappa = max(found, key=lambda t: t[0])
+        if not math.isfinite(score):
+            raise AlrError(f"calibrating {task} at sigma {sigma:g}: every lambda tried diverged (from {lam0:g}); "
+                           "the critic or its solver settings are broken")
         next(r for r in rows if (r["sigma"], r["iters"], r["concavity"], r["lam"]) == (sigma, it, kappa, lv))["best"] = True
         best.append(float(f"{lv:.3g}"))
         best_iters.append(it)

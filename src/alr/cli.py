@@ -211,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--sigma", type=argtypes.positive_float, default=0.1)
     d.add_argument("--seed", type=argtypes.seed, default=None,
                    help="noise (and mask) seed (default: one from the input's file name, so that the images of a "
-                        "folder degraded one by one get different noise)")
+                        "folder degraded one by one get different noise; files of one name share it)")
     kd = d.add_mutually_exclusive_group()
     kd.add_argument("--kernel")
     kd.add_argument("--blur-sigma", type=argtypes.positive_float, default=None)
@@ -631,7 +631,7 @@ def _threads() -> None:
     """Apply ``ALR_THREADS`` (the CPU threads torch may use), if set."""
     text = os.environ.get("ALR_THREADS")
     if text:
-        n = int(text) if text.strip().isdigit() else 0
+        n = int(text) if text.strip().isdecimal() else 0
         if not 1 <= n <= 2 ** 16:
             raise ValueError(f"ALR_THREADS must be a whole number in [1, 65536], got {text!r}")
         torch.set_num_threads(n)

@@ -282,8 +282,15 @@ def minimize(y: torch.Tensor, physics: LinearOperator | None, model: PatchCritic
 def _check_steps(lr0: float, lr1: float, step: float | list[float] | None) -> None:
     """Refuse (:class:`AlrError`, naming the option) a learning rate or step that is not finite and > 0."""
     steps = [] if step is None else list(step) if isinstance(step, (list, tuple)) else [step]
+
+    def ok(v) -> bool:
+        try:
+            return not isinstance(v, bool) and math.isfinite(float(v)) and float(v) > 0
+        except (TypeError, ValueError, RuntimeError):  # not a number, or a tensor of several
+            return False
+
     for name, values in (("lr0", [lr0]), ("lr1", [lr1]), ("step", steps)):
-        if not all(isinstance(v, numbers.Real) and math.isfinite(v) and v > 0 for v in values):
+        if not all(ok(v) for v in values):
             raise AlrError(f"{name} must be a finite number > 0, got {values[0] if len(values) == 1 else values!r}")
 
 
@@ -294,23 +301,32 @@ def _held(model: torch.nn.Module, physics, dev: torch.device):
     when the solve ends: a critic being trained, or a user's operator, is not changed by a restore."""
     params = list(model.parameters())
     modes = [m.training for m in model.modules()]
-    grads = [p.requires_grad for p in params]
-    home = params[0].device
-    contiguous = all(p.is_contiguous() for p in params if p.dim() == 4)
-    op_home = next((t.device for t in physics.buffers()), None) if isinstance(physics, torch.nn.Module) else None
+    kept = [(p.requires_grad, p.device, _layout(p)) for p in params]
+    op = [*physics.parameters(), *physics.buffers()] if isinstance(physics, torch.nn.Module) else []
+    op_homes = {t.device for t in op}
     model.to(dev, memory_format=torch.channels_last).eval().requires_grad_(False)
-    if op_home is not None:
+    if op:
         physics.to(dev)
     try:
         yield
     finally:
-        for m, mode in zip(model.modules(), modes):
-            m.training = mode
-        for p, g in zip(params, grads):
-            p.requires_grad_(g)
-        model.to(home, memory_format=torch.contiguous_format if contiguous else torch.preserve_format)
-        if op_home is not None:
-            physics.to(op_home)
+        for m, mode in zip(model.modules(), modes):  # parents first: each module ends in its own mode
+            m.train(mode)
+        for p, (grad, home, layout) in zip(params, kept):
+            p.requires_grad_(grad)
+            if p.device != home or _layout(p) != layout:
+                p.data = p.data.to(home, memory_format=layout)
+                if p.grad is not None:
+                    p.grad = p.grad.to(home, memory_format=layout)
+        if len(op_homes) == 1:
+            physics.to(op_homes.pop())
+
+
+def _layout(p: torch.Tensor) -> torch.memory_format:
+    """How a parameter is laid out: channels_last for a 4-D one stored so (and not also contiguous)."""
+    if p.dim() == 4 and not p.is_contiguous() and p.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
 
 
 def _relative_change(x_new: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -363,12 +379,14 @@ def _gd(prob: Problem, x, iters, hist, bar, tol, step, **_) -> torch.Tensor:
     e = prob.energy(x)
     for k in range(iters):
         _tick(hist, e, bar, x)
+        ok = True
         if step is None:  # Armijo backtracking on each image's energy
-            x_new, e_new, tau = _backtrack(prob, x, e, tau, n)
+            x_new, e_new, tau, found = _backtrack(prob, x, e, tau, n)
+            ok = bool(found.all())  # an image that found no descent stayed put: not converged
         else:
             x_new = x - steps[k] * e.grad
             e_new = prob.energy(x_new)
-        if _small_change(x_new, x, tol):
+        if ok and _small_change(x_new, x, tol):
             hist.converged = True
             return x_new
         x, e = x_new, e_new
@@ -388,17 +406,18 @@ def _largest_step(physics) -> float:
 
 
 def _backtrack(prob: Problem, x, e: Energy, tau, n):
-    """Armijo: shrink tau until E(x - tau g) <= E(x) - tau/(2n) ||g||^2, per image; an image whose
-    step is not accepted after 30 halvings stays at ``x`` (never uphill)."""
+    """Armijo: shrink tau until E(x - tau g) <= E(x) - tau/(2n) ||g||^2, per image. Returns the new
+    point, its energy, the steps and where a step was accepted; an image whose step is not accepted
+    after 30 halvings stays at ``x`` (never the last trial)."""
     g2 = e.grad.flatten(1).pow(2).sum(1) / n
     for _ in range(30):
         x_new = x - _per_image(tau) * e.grad
         e_new = prob.energy(x_new)
         ok = e_new.value <= e.value - 0.5 * tau * g2 + 1e-12 * e.value.abs()
         if ok.all():
-            return x_new, e_new, tau
+            return x_new, e_new, tau, ok
         tau = torch.where(ok, tau, tau * 0.5)
-    return torch.where(_per_image(ok), x_new, x), e_new.where(ok, e), tau
+    return torch.where(_per_image(ok), x_new, x), e_new.where(ok, e), tau, ok
 
 
 def _agd(prob: Problem, x, iters, hist, bar, tol, step, **_) -> torch.Tensor:
@@ -410,18 +429,19 @@ def _agd(prob: Problem, x, iters, hist, bar, tol, step, **_) -> torch.Tensor:
     e_z = prob.energy(z)
     for _k in range(iters):
         _tick(hist, e_z, bar, z)
-        x_new, e_new, tau = _backtrack(prob, z, e_z, tau, n)
+        x_new, e_new, tau, ok = _backtrack(prob, z, e_z, tau, n)
+        x_new = torch.where(_per_image(ok), x_new, x)  # no descent from z: back to the last iterate, restarted
         # restart momentum where the step goes uphill
-        restart = ((e_z.grad * (x_new - x)).flatten(1).sum(1) > 0)
+        restart = ((e_z.grad * (x_new - x)).flatten(1).sum(1) > 0) | ~ok
         t_new = 0.5 * (1 + torch.sqrt(1 + 4 * t * t))
         beta = torch.where(restart, torch.zeros_like(t), (t - 1) / t_new)
         t_new = torch.where(restart, torch.ones_like(t), t_new)
         z = x_new + _per_image(beta) * (x_new - x)
-        if _small_change(x_new, x, tol):
+        if bool(ok.all()) and _small_change(x_new, x, tol):
             hist.converged = True
             return x_new
         x, t = x_new, t_new
-        e_z = prob.energy(z) if bool((beta != 0).any()) else e_new
+        e_z = prob.energy(z) if bool((beta != 0).any()) or not bool(ok.all()) else e_new
         tau = tau * 1.2
     return x
 
@@ -468,6 +488,7 @@ def _nmapg(prob: Problem, x, iters, hist, bar, tol, step, **_) -> torch.Tensor:
     t_old, t, q = 0.0, 1.0, 1.0
     c = prob.energy(x, need_grad=False).value * n
     active = torch.ones(b, dtype=torch.bool, device=x.device)
+    stalled = torch.zeros_like(active)  # images whose line searches found no descent: stopped, not converged
     y_old = g_old = None
     for _k in range(iters):
         y = x + (t_old / t) * (z - x) + ((t_old - 1) / t) * (x - x_old)
@@ -485,6 +506,7 @@ def _nmapg(prob: Problem, x, iters, hist, bar, tol, step, **_) -> torch.Tensor:
             x_new, f_x = torch.where(_per_image(take_v), v, z_new), torch.where(take_v, f_v, f_z)
             stay = fallback & ~ok_v & (f_x > e_x.value * n)  # neither step descends: never uphill
             x_new, f_x = torch.where(_per_image(stay), x, x_new), torch.where(stay, e_x.value * n, f_x)
+            stalled = stalled | stay
         x_new = torch.where(_per_image(active), x_new, x)
         z = torch.where(_per_image(active), z_new, z)
         if tol > 0:
@@ -495,7 +517,7 @@ def _nmapg(prob: Problem, x, iters, hist, bar, tol, step, **_) -> torch.Tensor:
         q = eta * q + 1
         t_old, t = t, 0.5 * (1 + (1 + 4 * t * t) ** 0.5)
         if not active.any():
-            hist.converged = True
+            hist.converged = not bool(stalled.any())
             break
     return x
 
@@ -777,8 +799,8 @@ def restore(y: torch.Tensor, model: "str | PatchCritic | None" = None,
     check_measurement(y, physics)
     sigma = _one_sigma(sigma, y.shape[0])
 
-    def one(i: int, s, space: str) -> torch.Tensor:  # image i alone, at noise level s in colour space `space`
-        return restore(y[i:i + 1], model, s, task, _rows(physics, i, y.shape[0]), lam, clipped=clipped, method=method,
+    def one(i: int, s, space: str, critic=model) -> torch.Tensor:  # image i alone, at level s, in `space`
+        return restore(y[i:i + 1], critic, s, task, _rows(physics, i, y.shape[0]), lam, clipped=clipped, method=method,
                        iters=iters, concavity=concavity, boundary=boundary, symmetric=symmetric,
                        per_channel=per_channel, color_space=space, max_memory=max_memory, device=device,
                        progress=progress)
@@ -789,7 +811,7 @@ def restore(y: torch.Tensor, model: "str | PatchCritic | None" = None,
     picks = [pick_model(y[i:i + 1], model, task or task_of(physics), sigma, clipped, per_channel, color_space, loaded)
              for i in range(y.shape[0])]
     if len({(id(c), s) for c, s in picks}) > 1:  # images on both sides of the colour band: image by image
-        return torch.cat([one(i, sigma, s) for i, (_, s) in enumerate(picks)])
+        return torch.cat([one(i, sigma, s, c) for i, (c, s) in enumerate(picks)])
     critic, color_space = picks[0]
     check_color_space(color_space, critic, y, task or task_of(physics), clipped)
     if color_space == "opponent":

@@ -147,6 +147,8 @@ def _images(folder: Path, channels: int, quick: bool, max_images: int | None = N
 def _methods(args) -> list[str]:
     """Methods of ``--methods`` (comma-separated; default :data:`DEFAULT_METHODS`), each one the
     table can run (:data:`TASK_METHODS`)."""
+    if args.name not in TASK_METHODS and args.methods is not None:
+        raise ValueError(f"--methods is an option of table2, deblur, inpaint and sr, not of {args.name}")
     allowed = TASK_METHODS.get(args.name, TABLE2_METHODS)
     if args.methods is None:
         return [m for m in DEFAULT_METHODS if m in allowed]
@@ -158,9 +160,12 @@ def _methods(args) -> list[str]:
 
 
 def _protocols(args) -> list[str]:
-    """The protocols of ``--protocol``: table2 both by default; the other tables the standard one only."""
+    """The protocols of ``--protocol``: table2 both by default; deblur, inpaint and sr the standard one
+    only; the other experiments have none."""
     if args.name == "table2":
         return ["paper", "standard"] if args.protocol in (None, "both") else [args.protocol]
+    if args.name not in TASK_METHODS and args.protocol is not None:
+        raise ValueError(f"--protocol is an option of table2, deblur, inpaint and sr, not of {args.name}")
     if args.protocol not in (None, "standard"):
         raise ValueError(f"--protocol {args.protocol}: {args.name} runs the standard protocol only (noise not clipped)")
     return ["standard"]
@@ -410,6 +415,8 @@ def cmd_table2(args, out: Path) -> str:
     methods = _methods(args)
     if "alr-opponent" in methods and not args.color:
         raise ValueError("--methods alr-opponent denoises colour images: add --color")
+    if "alr-clipped" in methods and protocols == ["standard"]:
+        raise ValueError("--methods alr-clipped models clipped inputs: it runs under --protocol paper (or both)")
     return run_restoration_table(args, out, "denoise", folder, sigmas, lambda x: Denoising(), methods, protocols,
                                  f"Denoising on {folder.name} (paper Table 2)")
 
