@@ -133,10 +133,10 @@ def test_real_degraded_folder_source(sample_dir, tmp_path):
 
 
 def test_model_used_for_restoration_can_be_trained_further(sample_dir):
-    """alr.restore freezes the critic's parameters; fine-tuning it afterwards must still update them."""
+    """A critic frozen for restoring (as the solver hands it back: as it came) still trains."""
     from alr.solver import minimize as restore
 
-    critic = PatchCritic(width=8)
+    critic = PatchCritic(width=8).requires_grad_(False)
     restore(torch.rand(1, 1, 24, 24), None, critic, 0.01, method="gd", iters=2)
     assert not any(p.requires_grad for p in critic.parameters())
     weights = [p for p in critic.parameters() if p.dim() > 1]  # (the last bias has no WGAN gradient)
