@@ -482,7 +482,7 @@ CASES = [
     # -- images the critic cannot see whole: named, before any work
     Case("image-smaller-than-a-patch", restore("t.npy"), "t.npy: image (5, 30) is smaller",
          npy("t.npy", np.full((5, 30), 0.5, np.float32))),
-    Case("sr-filter-beyond-the-image", restore("t.npy", "--task", "sr", "--factor", "8"), "t.npy: blur kernel",
+    Case("sr-filter-beyond-the-image", restore("t.npy", "--task", "sr", "--factor", "8"), "t.npy: super-resolution by 8 of a 2x3 measurement",
          npy("t.npy", np.full((2, 3), 0.5, np.float32))),
     Case("model-nan-weights", with_model("a.png"), "bad.safetensors: its weights hold NaN",
          model_file("bad.safetensors", state={k: v * float("nan") for k, v in

@@ -156,6 +156,10 @@ def _methods(args) -> list[str]:
     unknown = [m for m in methods if m not in allowed]
     if unknown:
         raise ValueError(f"--methods: unknown method {unknown[0]!r} for {args.name}; choose from {', '.join(allowed)}")
+    if "alr-opponent" in methods and not args.color:
+        raise ValueError("--methods alr-opponent denoises colour images: add --color")
+    if "alr-clipped" in methods and args.protocol == "standard":
+        raise ValueError("--methods alr-clipped models clipped inputs: it runs under --protocol paper (or both)")
     return methods
 
 
@@ -413,10 +417,6 @@ def cmd_table2(args, out: Path) -> str:
     sigmas = _sigmas(args, [0.1, 0.2, 0.4])
     protocols = _protocols(args)
     methods = _methods(args)
-    if "alr-opponent" in methods and not args.color:
-        raise ValueError("--methods alr-opponent denoises colour images: add --color")
-    if "alr-clipped" in methods and protocols == ["standard"]:
-        raise ValueError("--methods alr-clipped models clipped inputs: it runs under --protocol paper (or both)")
     return run_restoration_table(args, out, "denoise", folder, sigmas, lambda x: Denoising(), methods, protocols,
                                  f"Denoising on {folder.name} (paper Table 2)")
 
