@@ -3,6 +3,9 @@ the one-sided penalty, checkpoint selection, bilevel fine-tuning, solvers that r
 import csv
 import json
 import math
+import os
+import re
+import signal
 
 import pytest
 import torch
@@ -204,6 +207,63 @@ def test_the_best_checks_are_judged_again_on_larger_crops_when_the_run_ends(samp
     chosen = load_model(out).meta["training"]["selected"]
     assert (chosen["step"], chosen["val_psnr"], chosen["final"]["psnr"], chosen["final"]["lambda"]) == (12, 2.0, 6.0, 0.01)
     assert [c["step"] for c in chosen["final"]["candidates"]] == [8, 12, 4]
+
+
+def _end_ready(sample_dir, tmp_path):
+    """A run of 8 steps (checks at 4 and 8) stopped after step 7 with its checkpoint: (pairs, config, out)."""
+    pairs = make_patch_pairs(sample_dir, 7, 1, degradation=Degradation(0.1, 0.1), paired=True)
+    cfg = TrainConfig(steps=8, batch_size=8, lr0=1e-3, val_every=4, ckpt_every=1, device="cpu",
+                      penalty="one-sided", mu=0.1, log_every=2)
+    out = tmp_path / "a.safetensors"
+    with pytest.raises(KeyboardInterrupt):
+        train_critic(PatchCritic(depth=3, width=8), interrupted(pairs.sample, 7), cfg, out=out, progress=False,
+                     validator=Scripted([3.0]))
+    return pairs, cfg, out
+
+
+def test_the_end_of_a_run_keeps_to_its_deadline_and_resume_does_only_the_end(sample_dir, tmp_path):
+    """--stop-after bounds the end of a run too: past its deadline after the last step, the run pauses
+    before judging its best checks (the checkpoint holds every step, the model file says what it
+    lacks); --resume then trains nothing and only judges them."""
+    from alr.pretrained import unfinished
+    from alr.train import FINAL_CHOICE
+    pairs, cfg, out = _end_ready(sample_dir, tmp_path)
+    late, unused = TrainConfig(**{**cfg.__dict__, "stop_after": 1e-9}), Scripted([])
+    train_critic(PatchCritic(depth=3, width=8), pairs.sample, late, out=out, resume=True, progress=False,
+                 validator=Scripted([2.0]), final_validator=unused)  # step 8 and its check, then the deadline
+    meta = load_model(out).meta
+    assert not unused.seen and meta["training"]["paused"] and meta["training"]["steps"] == 8
+    assert meta["pending"] == [FINAL_CHOICE] and "training steps" not in unfinished(load_model(out))
+    assert torch.load(f"{out}.ckpt", weights_only=False)["step"] == 8
+    checks, final = Scripted([]), Scripted([5.0, 6.0])  # judges step 4's check (3.0), then step 8's (2.0)
+    train_critic(PatchCritic(depth=3, width=8), pairs.sample, cfg, out=out, resume=True, progress=False,
+                 validator=checks, final_validator=final)
+    meta = load_model(out).meta
+    assert not checks.seen and len(final.seen) == 2 and "paused" not in meta["training"] and "pending" not in meta
+    assert (meta["training"]["selected"]["step"], meta["training"]["selected"]["final"]["psnr"]) == (8, 6.0)
+
+
+def test_a_stop_signal_while_the_best_checks_are_judged_ends_resumably(sample_dir, tmp_path):
+    """SIGTERM during the judgement of the best checks: the judgement in progress ends, the run
+    stops with a message saying --resume ends it, no model is chosen; the resume judges them all."""
+    from alr.errors import Interrupted
+    pairs, cfg, out = _end_ready(sample_dir, tmp_path)
+
+    class Signalling(Scripted):
+        def __call__(self, critic):
+            os.kill(os.getpid(), signal.SIGTERM)
+            return super().__call__(critic)
+
+    stopped = Signalling([5.0, 6.0])
+    with pytest.raises(Interrupted, match=re.escape(f"stopped after step 8 of 8; {out}.ckpt holds it: run the "
+                                                    "same command with --resume to end the run")):
+        train_critic(PatchCritic(depth=3, width=8), pairs.sample, cfg, out=out, resume=True, progress=False,
+                     validator=Scripted([2.0]), final_validator=stopped)
+    assert len(stopped.seen) == 1 and torch.load(f"{out}.ckpt", weights_only=False)["step"] == 8
+    final = Scripted([5.0, 6.0])
+    train_critic(PatchCritic(depth=3, width=8), pairs.sample, cfg, out=out, resume=True, progress=False,
+                 validator=Scripted([]), final_validator=final)
+    assert len(final.seen) == 2 and load_model(out).meta["training"]["selected"]["step"] == 8
 
 
 def test_a_run_resumed_before_its_first_check_starts_the_lambda_search_afresh(sample_dir, tmp_path):

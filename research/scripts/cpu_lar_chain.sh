@@ -13,7 +13,9 @@
 # The state is device-independent: a GPU lease can go on from it with
 # RESUME_DIR=research/models/lar_chain bash research/scripts/gpu_lar.sh (carry nothing extra).
 # Once the 45,000 steps are done, alr train selects the best checkpoint, fits the input scale and
-# calibrates lambda; the result is runs/lar_chain/lar.safetensors.
+# calibrates lambda (about 25 minutes); the clock time bounds that too: past it, the run pauses between
+# those stages and the next call does them again from the kept checkpoint. The finished model is
+# copied to research/models/lar_chain/lar.safetensors.
 set -euo pipefail
 {  # read whole before it runs: a git pull or an edit during the hours it runs cannot change it
 : "${ALR_DATA:?set ALR_DATA to the data folder}"
@@ -32,7 +34,12 @@ status=0  # a stop signal to alr (pkill -TERM -f "alr train") ends the step and 
 "$ALR" train --recipe lar --clean "$ALR_DATA/cbsd432" --channels 1 --sigma 0.1 --steps 45000 --val-every 1125 \
   --stop-after "$seconds" $RESUME --device cpu -o $W/lar.safetensors 2>&1 | tee -ia $W/train.log || status=$?
 cp $W/lar.safetensors.ckpt $W/lar.csv $KEEP/
-"$(dirname "$ALR")/python" research/scripts/plot_lar_chain.py || true  # research/figures/lar_chain.png
+PY="$(dirname "$ALR")/python"
+if [ -f $W/lar.safetensors ] && "$PY" -c "import sys, alr; from alr.pretrained import unfinished
+sys.exit(unfinished(alr.load(sys.argv[1])) is not None)" $W/lar.safetensors; then
+  cp $W/lar.safetensors $KEEP/ && echo "the finished model (checked, fitted, calibrated) is $KEEP/lar.safetensors"
+fi
+"$PY" research/scripts/plot_lar_chain.py || true  # research/figures/lar_chain.png
 echo "kept in $KEEP: step $(tail -1 $KEEP/lar.csv | cut -d, -f1) of 45000; commit it"
 exit $status
 }

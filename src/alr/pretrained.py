@@ -186,7 +186,8 @@ def unfinished(model: PatchCritic) -> str | None:
     --stop-after, or a run stopped before its scale fit or calibration), or None."""
     meta = model.meta or {}
     lacks = list(meta.get("pending") or [])
-    if (meta.get("training") or {}).get("paused"):
+    training = meta.get("training") or {}
+    if training.get("paused") and training.get("steps_left", 1):
         lacks.insert(0, "training steps")
     if not lacks:
         return None

@@ -453,12 +453,17 @@ def train_critic(critic: nn.Module, sampler: Sampler, config: TrainConfig,
             bar.update(min(elapsed, config.max_seconds) - bar.n if timed else 1)
             if timeout or paused or interrupted:
                 break
+        critic.cpu().eval()
+        best = top[0] if top else None
+        if final_validator is not None and len(top) > 1 and not (paused or interrupted):
+            def halt() -> tuple[bool, bool]:  # between the judgements: the clock of --stop-after, a stop signal
+                flags = stopping(config, log, done, signals)[1:]
+                return _from_rank0(device, *flags) if world > 1 else flags
+
+            best, paused, interrupted = _final_choice(top, critic, final_validator, rank, world, device, progress,
+                                                      halt)
     if interrupted:
         raise interrupted_at(done, config.steps, checkpoint)
-    critic.cpu().eval()
-    best = top[0] if top else None
-    if final_validator is not None and len(top) > 1 and not paused:
-        best = _final_choice(top, critic, final_validator, rank, world, device, progress)
     if best is not None:
         critic.load_state_dict(best["state"])
     if hasattr(critic, "meta"):
@@ -466,9 +471,12 @@ def train_critic(critic: nn.Module, sampler: Sampler, config: TrainConfig,
             {k: v for k, v in asdict(config).items() if k not in ("device", "extra", "max_seconds", "stop_after")})
         critic.meta["training"].update(config.extra)
         critic.meta["training"]["steps"] = done
-        critic.meta["training"].pop("paused", None)
-        if paused:
-            critic.meta["training"]["paused"] = True
+        for key in ("paused", "steps_left"):
+            critic.meta["training"].pop(key, None)
+        if paused:  # --resume goes on: with the steps left, or with only the end of the run
+            critic.meta["training"].update(paused=True, steps_left=config.steps - done)
+            if final_validator is not None and len(top) > 1:
+                critic.meta["pending"] = [FINAL_CHOICE] + [p for p in critic.meta.get("pending", []) if p != FINAL_CHOICE]
         critic.meta["training"]["world_size"] = world
         if best is not None:
             critic.meta["training"]["selected"] = {
@@ -578,17 +586,18 @@ class StopSignals:
 
 def stopping(config, log: RunLog, done: int, signals: StopSignals) -> tuple[bool, bool, bool]:
     """``(timeout, paused, interrupted)`` of a training loop after ``done`` steps: the run's
-    ``config.max_seconds`` are spent; or else ``config.stop_after`` seconds of this process have
-    passed with steps left (the checkpoint then lets ``--resume`` go on); or else a stop signal
-    came (:class:`StopSignals`)."""
-    timeout = bool(config.max_seconds) and log.seconds() > config.max_seconds
-    paused = not timeout and bool(config.stop_after) and log.run_seconds() > config.stop_after and done < config.steps
-    return timeout, paused, not (timeout or paused) and signals.caught and done < config.steps
+    ``config.max_seconds`` are spent with steps left; or else ``config.stop_after`` seconds of this
+    process have passed (the checkpoint then lets ``--resume`` go on, also after the last step,
+    when only the end of the run is left); or else a stop signal came (:class:`StopSignals`)."""
+    timeout = bool(config.max_seconds) and log.seconds() > config.max_seconds and done < config.steps
+    paused = not timeout and bool(config.stop_after) and log.run_seconds() > config.stop_after
+    return timeout, paused, not (timeout or paused) and signals.caught
 
 
 def interrupted_at(done: int, steps: int, checkpoint) -> Interrupted:
     """The error that ends a run stopped by a signal after ``done`` of ``steps`` steps."""
-    where = (f"{checkpoint} holds it: run the same command with --resume to go on" if checkpoint is not None
+    where = (f"{checkpoint} holds it: run the same command with --resume to "
+             + ("go on" if done < steps else "end the run") if checkpoint is not None
              else "no checkpoint was asked for")
     return Interrupted(f"stopped after step {done} of {steps}; {where}")
 
@@ -630,13 +639,24 @@ def _ranked(checks: list[dict]) -> list[dict]:
     return sorted(checks, key=lambda c: -c["val_psnr"])[:TOP_CHECKS]
 
 
+#: What a model file paused before the judgement of its best checks lacks (``meta["pending"]``).
+FINAL_CHOICE = "choice among the best checks"
+
+
 def _final_choice(top: list[dict], critic: nn.Module, final, rank: int, world: int, device,
-                  progress: bool) -> dict:
+                  progress: bool, halt) -> tuple[dict, bool, bool]:
     """Each of the ``top`` checks judged by the ``final`` validator (its lambda search starting at the
-    check's); the best of them, with ``final_psnr`` and ``final_lambda`` recorded in each."""
+    check's); ``(the best of them, False, False)``, with ``final_psnr`` and ``final_lambda`` recorded
+    in each. Before each judgement ``halt()`` says ``(paused, interrupted)``: when either is set the
+    choice stops there and returns ``(top[0], paused, interrupted)``."""
     for c in tqdm(top, desc="judge the best checks", disable=not progress or rank != 0, leave=False):
+        paused, interrupted = halt()
+        if paused or interrupted:
+            for judged in top:
+                judged.pop("final_psnr", None)
+            return top[0], paused, interrupted
         c["final_psnr"], c["final_lambda"] = _judge(c, critic, final, rank, world, device)
-    return max(top, key=lambda c: c["final_psnr"])
+    return max(top, key=lambda c: c["final_psnr"]), False, False
 
 
 def _judge(check: dict, critic: nn.Module, validator, rank: int, world: int, device) -> tuple[float, float]:
@@ -749,7 +769,7 @@ def train_folder(options: TrainOptions, out: str | os.PathLike, log_csv: str | o
     from .modelfile import portable_path
     from .pretrained import DEFAULT_SOLVER
 
-    o = options
+    o, t0 = options, time.perf_counter()
     rank, _ = init_distributed()
     recipe = RECIPES[o.recipe]
     critic = _training_critic(o, recipe["arch"], resume)
@@ -785,6 +805,15 @@ def train_folder(options: TrainOptions, out: str | os.PathLike, log_csv: str | o
         if not pending:
             critic.meta.pop("pending")
 
+    def late() -> bool:  # --stop-after passed before a stage of the end: pause, --resume does the end again
+        if not o.stop_after or time.perf_counter() - t0 <= o.stop_after:
+            return False
+        critic.meta["training"].update(paused=True, steps_left=0)
+        save_model(critic, out)
+        return True
+
+    if o.fit_scale and late():
+        return critic
     if o.fit_scale:
         try:
             _fit_scale_checked(critic, pairs.clean, validator, final, val_sigma, o.device, progress)
@@ -793,6 +822,8 @@ def train_folder(options: TrainOptions, out: str | os.PathLike, log_csv: str | o
                               "command with --resume fits and calibrates it") from None
         finished("scale fit")
         save_model(critic, out)
+    if calibrate and late():
+        return critic
     if calibrate:
         finished("calibration")
         calibrate_trained(critic, o.clean, deg, out, device=o.device, progress=progress, max_images=o.max_images)
@@ -818,7 +849,7 @@ def _fit_scale_checked(critic: PatchCritic, images, validator, final, sigma: flo
     fit_scale(critic, images, sigma, lam, device=device, progress=progress)
     validator.lam, validator.searched = lam, True
     after, lam_after = _validate(critic, validator)
-    kept = after >= before
+    kept = math.isfinite(after) and (not math.isfinite(before) or round(after, 4) >= round(before, 4))  # as recorded
     if not kept:
         critic.log_weight, critic.log_scale = unfitted
     critic.meta["scale_fit"].update(val_psnr_before=_recorded(before), val_psnr_after=_recorded(after),
