@@ -4,7 +4,9 @@ from pathlib import Path
 import pytest
 import torch
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# two threads (CI's cores), or OMP_NUM_THREADS when it is set (a test run beside other work)
+_threads = os.environ.get("OMP_NUM_THREADS", "")
+torch.set_num_threads(max(1, int(_threads)) if _threads.isdecimal() else min(2, os.cpu_count() or 1))
 
 
 @pytest.fixture(scope="session")

@@ -127,7 +127,7 @@ def test_errors_are_one_line_and_leave_nothing(tmp_path, clean_png, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     said = ["no such file or folder: " + str(tmp_path / "missing.png"), "is a colour image and the model is grayscale",
             "is larger than the image", "cannot read image " + str(tmp_path / "m.png"), "unsupported output format",
-            "needs --sigma"]  # each refusal for its own reason, not any error that ends in status 2
+            "needs sigma (--sigma"]  # each refusal for its own reason, not any error that ends in status 2
     assert len(err) == 6 and all(line.startswith("alr: error:") and w in line for line, w in zip(err, said)), err
     assert not out.exists() and not list(tmp_path.glob(".*tmp*"))
     with pytest.raises(SystemExit):

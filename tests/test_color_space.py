@@ -61,6 +61,16 @@ def test_opponent_estimates_each_images_noise(astronaut):
         assert torch.allclose(x[i:i + 1], alone, atol=1e-5)
 
 
+def test_an_image_the_opponent_path_skips_comes_back_as_every_restore_returns_one():
+    """Too little noise to restore (the estimate says skip): the image is returned float32 and in
+    [0, 1] whatever dtype and range it came with, as the RGB path returns it."""
+    y = torch.linspace(0, 1, 48, dtype=torch.float64).repeat(3, 48, 1)[None]
+    y[0, 0, 5, 5] = 1.5
+    x = alr.restore(y, model="gray", color_space="opponent")
+    assert x.dtype == torch.float32 and torch.equal(x, y.float().clamp(0, 1))
+    assert torch.equal(x, alr.restore(y, model="color", color_space="rgb"))
+
+
 @pytest.mark.parametrize("kwargs,message", [
     ({"model": "color"}, "gray model"),
     ({"model": "gray", "task": "deblur", "sigma": 0.01, "physics": alr.physics.Blur(torch.ones(3, 3) / 9)}, "denoising"),

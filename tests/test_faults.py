@@ -818,3 +818,13 @@ def test_measurements_of_other_operators_need_only_be_finite():
     assert x.shape == y.shape
     with pytest.raises(alr.AlrError, match="divide it by 255"):
         alr.restore(y, alr.PatchCritic(width=8), lam=0.01, iters=2)  # denoising: y is an image
+
+
+def test_the_size_limit_is_per_image_not_per_batch(monkeypatch):
+    """alr.images.MAX_VALUES bounds one image: a batch of images each under it passes, one image over
+    it is refused, naming it."""
+    from alr.images import check_values
+    monkeypatch.setattr(alr.images, "MAX_VALUES", 100)
+    check_values(torch.rand(3, 1, 10, 10), "batch")
+    with pytest.raises(alr.images.ImageError, match=r"big: 300 values in one image is more than alr takes \(100\)"):
+        check_values(torch.rand(1, 3, 10, 10), "big")

@@ -1,3 +1,6 @@
+import math
+import re
+
 import pytest
 import torch
 
@@ -345,3 +348,33 @@ def test_a_line_search_that_finds_no_descent_stays_put(method):
     energy = Problem(y, Denoising(), alr.critic.Regularizer(critic), torch.zeros(2), Uphill()).energy
     assert torch.equal(x, x0) and (energy(x, need_grad=False).value <= energy(x0, need_grad=False).value).all()
     assert not hist.converged  # it stayed put for want of a descent, which is not convergence
+
+
+#: alr.restore's refusals: name -> (keyword arguments, what its message says: the keyword beside the CLI's option).
+API_REFUSALS = {
+    "sigma": ({"task": "deblur", "physics": Blur(gaussian_kernel(1.0))}, "sigma (--sigma"),
+    "clipped": ({"sigma": 0.0, "clipped": True}, "clipped (--clipped) needs a noise level sigma > 0"),
+    "concavity": ({"sigma": 0.1, "model": "gray", "concavity": 0.5, "task": "deblur", "lam": 0.01,
+                   "physics": Blur(gaussian_kernel(1.0))}, "no score reference for concavity 0.5 (--concavity)"),
+    "per_channel": ({"sigma": 0.1, "model": "gray", "rgb": True}, "per_channel=True, --per-channel"),
+}
+
+
+@pytest.mark.parametrize("case", API_REFUSALS)
+def test_restore_refusals_name_the_keyword_a_python_caller_passes(case):
+    kwargs, said = API_REFUSALS[case]
+    kwargs = dict(kwargs)
+    y = torch.rand(1, 3 if kwargs.pop("rgb", False) else 1, 32, 32)
+    with pytest.raises(alr.errors.AlrError, match=re.escape(said)):
+        alr.restore(y, **kwargs)
+
+
+def test_psnr_is_a_score_not_a_loss():
+    """alr.metrics.psnr of a tensor that requires grad builds no graph; clamp=False measures an
+    unclipped noisy input as it is."""
+    x = torch.full((1, 1, 8, 8), 0.5, requires_grad=True)
+    ref = torch.full((1, 1, 8, 8), 0.4)
+    p = psnr(x, ref)
+    assert not p.requires_grad and float(p) == pytest.approx(20.0)
+    assert float(psnr(x + 0.7, ref)) == pytest.approx(10 * math.log10(1 / 0.6 ** 2), abs=1e-4)  # 1.2 read as 1
+    assert float(psnr(x + 0.7, ref, clamp=False)) == pytest.approx(10 * math.log10(1 / 0.8 ** 2), abs=1e-4)

@@ -354,7 +354,11 @@ class Regularizer:
         self.score_ref, self.symmetric = score_ref, symmetric
         self.net = torch.compile(model) if compile else model
         self.s = model.receptive_field
-        self.dtype = next(model.parameters()).dtype
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The critic's dtype now (it follows ``model.double()``): images are cast to it."""
+        return next(self.model.parameters()).dtype
 
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
         c = self.model.in_channels

@@ -38,8 +38,6 @@ import torch
 class Gaussian:
     """``F(u, y) = 1/(2n) ||u - y||^2`` per image; gradient ``u - y``."""
 
-    name = "gaussian"
-
     def __call__(self, u: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         res = u - y
         return 0.5 * res.flatten(1).pow(2).sum(1) / res[0].numel(), res
@@ -57,8 +55,6 @@ class ClippedGaussian:
     sigma : noise standard deviation (> 0) before clipping: a number, or one per image of the batch.
     low, high : the clipping bounds; pixels with ``y <= low`` or ``y >= high`` are censored.
     """
-
-    name = "clipped"
 
     def __init__(self, sigma: float | torch.Tensor, low: float = 0.0, high: float = 1.0) -> None:
         sigma = torch.as_tensor(sigma, dtype=torch.float32).flatten()

@@ -69,8 +69,9 @@ def check_values(x: torch.Tensor, name: str, bounded: bool = True) -> torch.Tens
     noise (:data:`FLOAT_SLACK`); :class:`ImageError` naming ``name`` otherwise."""
     if x.numel() == 0:
         raise ImageError(f"{name}: the image has no pixels (shape {tuple(x.shape)})")
-    if x.numel() > MAX_VALUES:
-        raise ImageError(f"{name}: {x.numel():,} values is more than alr takes ({MAX_VALUES:,})")
+    each = x[0].numel() if x.dim() == 4 else x.numel()  # the limit is per image, not per batch
+    if each > MAX_VALUES:
+        raise ImageError(f"{name}: {each:,} values in one image is more than alr takes ({MAX_VALUES:,})")
     if not bool(torch.isfinite(x).all()):
         raise ImageError(f"{name}: the image contains NaN or infinite values")
     lo, hi = float(x.min()), float(x.max())

@@ -18,6 +18,7 @@ def psnr(x: torch.Tensor, ref: torch.Tensor, clamp: bool = True) -> torch.Tensor
     [0, 1] first (``clamp=False``: as it is, e.g. a noisy input whose noise was not clipped)."""
     if x.shape != ref.shape:
         raise ValueError(f"shape mismatch {tuple(x.shape)} vs {tuple(ref.shape)}")
+    x, ref = x.detach(), ref.detach()  # a score, not a loss: no graph
     mse = ((x.clamp(0, 1) if clamp else x).double() - ref.double()).pow(2).flatten(1).mean(1)
     return (10 * torch.log10(1.0 / mse.clamp_min(1e-20))).float()
 
@@ -59,5 +60,5 @@ class LPIPS:
             raise RuntimeError(f"LPIPS unavailable: {self.reason}")
         to3 = (lambda t: t.expand(-1, 3, -1, -1)) if x.shape[1] == 1 else (lambda t: t)
         with torch.no_grad():
-            d = self.model(to3(x.clamp(0, 1)) * 2 - 1, to3(ref) * 2 - 1)
+            d = self.model.to(x.device)(to3(x.clamp(0, 1)) * 2 - 1, to3(ref.to(x.device)) * 2 - 1)
         return d.flatten().cpu()

@@ -174,6 +174,19 @@ def solver_options(model, task: str = "denoise", sigma: float | None = None, cli
     return opts
 
 
+def shaping(model, task: str, sigma: float | None = None, concavity: float | None = None,
+            clipped: bool = False) -> tuple[float, float]:
+    """``(concavity, score_ref)`` of the shaped R of ``task`` at ``sigma``: the table's concavity there
+    (0 without one, or without ``sigma``) unless ``concavity`` is given, and the table's score
+    reference. A concavity > 0 needs that reference: :class:`AlrError` otherwise."""
+    ref = (_table(model, task, clipped) or {}).get("score_ref")
+    kappa = solver_options(model, task, sigma, clipped).get("concavity", 0.0) if concavity is None else concavity
+    if kappa > 0 and ref is None:
+        raise AlrError(f"this model's {task} table has no score reference for concavity {kappa:g} (--concavity); "
+                       "calibrate one with alr bench calibrate --concavity ... (or pass concavity 0)")
+    return float(kappa), float(ref or 0.0)
+
+
 # L-BFGS iterations per task: denoising converges in 20; the other operators spread
 # information further (inpainting fills holes) and gain 0.3-1.6 dB from 20 to 60
 # iterations on bsd400 images, little beyond (research/notebook.md, "Performance")

@@ -36,7 +36,7 @@ from .critic import PatchCritic, check_image_size
 from .device import memory_budget
 from .errors import AlrError
 from .images import check_image
-from .pretrained import calibrated_range, check_number, extrapolates_low, lam_for, solver_options
+from .pretrained import calibrated_range, check_number, extrapolates_low, lam_for, shaping, solver_options
 
 TASKS = ("denoise", "deblur", "inpaint", "sr")
 #: Without a lambda table, estimated noise levels below this (2.5 / 255) count as a clean image.
@@ -117,8 +117,8 @@ def match_channels(model: PatchCritic, y: torch.Tensor, per_channel: bool, name:
         return y.expand(-1, 3, -1, -1)
     if model.in_channels == 1 and y.shape[1] == 3 and not per_channel:
         raise AlrError(f"{name} is a colour image and the model is grayscale: use a colour model "
-                       "(--model color), denoise its luminance and chroma (--color-space opponent) or apply "
-                       "the gray one to each channel (--per-channel)")
+                       "(model=\"color\", --model color), denoise its luminance and chroma (color_space=\"opponent\", "
+                       "--color-space opponent) or apply the gray one to each channel (per_channel=True, --per-channel)")
     if y.shape[1] not in (1, 3) or (model.in_channels == 3 and y.shape[1] != 3):
         raise AlrError(f"{name} has {y.shape[1]} channels; the model takes {model.in_channels}")
     return y
@@ -231,26 +231,26 @@ def resolve(model: PatchCritic, y: torch.Tensor, task: str = "denoise", sigma: f
     estimated = False
     if sigma is None:
         if task != "denoise" and (lam is None or clipped):
-            raise AlrError(f"task {task} needs --sigma (the noise level)" + ("" if clipped else " or --lam"))
+            raise AlrError(f"task {task} needs sigma (--sigma, the noise level)" + ("" if clipped else " or lam (--lam)"))
         if task == "denoise":
             check_image_size(y, model.receptive_field)  # a smaller image has no noise level to estimate
             sigma = estimate_sigma(y[:1])
             estimated = True
             if not math.isfinite(sigma):
-                raise AlrError(f"{name}: the noise level cannot be estimated from this image; give --sigma")
+                raise AlrError(f"{name}: the noise level cannot be estimated from this image; give sigma (--sigma)")
             notes.append(f"{name}: estimated noise sigma = {sigma:.4f}")
     if clipped and estimated and sigma < NO_NOISE_SIGMA:
-        raise AlrError(f"{name}: --clipped needs a plausible noise level, and the one estimated from this image "
-                       f"({sigma:.2g}) is not: saturated pixels hide the noise; give it with --sigma")
+        raise AlrError(f"{name}: clipped (--clipped) needs a plausible noise level, and the one estimated from this image "
+                       f"({sigma:.2g}) is not: saturated pixels hide the noise; give it as sigma (--sigma)")
     if clipped and not sigma:
-        raise AlrError("--clipped needs a noise level > 0 (--sigma)")
+        raise AlrError("clipped (--clipped) needs a noise level sigma > 0 (--sigma)")
     span = calibrated_range(model, task, clipped)
     low = span[0] if span else NO_NOISE_SIGMA
     skip = estimated and lam is None and sigma < low
     if skip:
         notes.append(f"{name}: little or no noise (estimated sigma {sigma:.4f} < {low:g}, the lowest level the model "
                      "is calibrated for; fine texture can look like that much noise): returned unchanged; give "
-                     "--sigma to restore it anyway")
+                     "sigma (--sigma) to restore it anyway")
     if lam is None:
         try:
             lam = lam_for(model, task, sigma, clipped) if not skip else 0.0
@@ -269,21 +269,17 @@ def resolve(model: PatchCritic, y: torch.Tensor, task: str = "denoise", sigma: f
     sat = _saturated(y)
     if sat > SATURATION_NOTE and not clipped:
         notes.append(f"{name}: {sat:.0%} of the pixels are exactly 0 or 1; if the noise was clipped "
-                     "(saturation), --clipped models it and restores them better")
+                     "(saturation), clipped (--clipped) models it and restores them better")
     if per_channel and model.in_channels == 1 and y.shape[1] == 3 and color_space == "rgb":
         notes.append(f"{name}: a gray model on each colour channel ignores how the channels vary together and "
-                     "restores worse than --model color or --color-space opponent")
+                     "restores worse than the color model or the opponent colour space (--color-space opponent)")
     opts = solver_options(model, task, sigma, clipped)
     if method is not None and method != opts["method"]:  # keep what defines the energy, drop the rest
-        opts = {"method": method, **{k: opts[k] for k in ("boundary", "concavity", "score_ref") if k in opts}}
-    if concavity is not None:
-        if concavity > 0 and "score_ref" not in opts:
-            raise AlrError("this model's table has no score reference for --concavity; calibrate one with "
-                           "alr bench calibrate --concavity ... (or pass --concavity 0)")
-        opts["concavity"] = concavity
+        opts = {"method": method, **{k: opts[k] for k in ("boundary",) if k in opts}}
+    kappa, score_ref = shaping(model, task, sigma, concavity, clipped)
     return Settings(task=task, sigma=sigma, lam=float(lam), method=opts["method"],
                     iters=iters or opts.get("iters"), boundary=boundary or opts.get("boundary", "reflect"),
-                    concavity=float(opts.get("concavity", 0.0)), score_ref=float(opts.get("score_ref", 0.0)),
+                    concavity=kappa, score_ref=score_ref,
                     symmetric=symmetric, per_channel=per_channel, color_space=color_space, clipped=clipped,
                     max_memory=max_memory if max_memory is not None else memory_budget(device),
                     tol=float(opts.get("tol", 0.0)), skip=skip, notes=notes,

@@ -799,19 +799,18 @@ def restore(y: torch.Tensor, model: "str | PatchCritic | None" = None,
     check_measurement(y, physics)
     sigma = _one_sigma(sigma, y.shape[0])
 
-    def one(i: int, s, space: str, critic=model) -> torch.Tensor:  # image i alone, at level s, in `space`
+    def one(i: int, s, space: str, critic: PatchCritic) -> torch.Tensor:  # image i alone, at level s, in `space`
         return restore(y[i:i + 1], critic, s, task, _rows(physics, i, y.shape[0]), lam, clipped=clipped, method=method,
                        iters=iters, concavity=concavity, boundary=boundary, symmetric=symmetric,
                        per_channel=per_channel, color_space=space, max_memory=max_memory, device=device,
                        progress=progress)
 
-    if isinstance(sigma, list):  # noise levels that differ: image by image, each with its own settings
-        return torch.cat([one(i, s, color_space) for i, s in enumerate(sigma)])
-    loaded: dict = {}
-    picks = [pick_model(y[i:i + 1], model, task or task_of(physics), sigma, clipped, per_channel, color_space, loaded)
-             for i in range(y.shape[0])]
-    if len({(id(c), s) for c, s in picks}) > 1:  # images on both sides of the colour band: image by image
-        return torch.cat([one(i, sigma, s, c) for i, (c, s) in enumerate(picks)])
+    loaded: dict = {}  # each model named loaded once
+    levels = sigma if isinstance(sigma, list) else [sigma] * y.shape[0]
+    picks = [pick_model(y[i:i + 1], model, task or task_of(physics), s, clipped, per_channel, color_space, loaded)
+             for i, s in enumerate(levels)]
+    if isinstance(sigma, list) or len({(id(c), s) for c, s in picks}) > 1:  # image by image: noise levels that
+        return torch.cat([one(i, levels[i], s, c) for i, (c, s) in enumerate(picks)])  # differ, or both colour sides
     critic, color_space = picks[0]
     check_color_space(color_space, critic, y, task or task_of(physics), clipped)
     if color_space == "opponent":
@@ -896,7 +895,8 @@ def restore_opponent(y: torch.Tensor, model: "str | PatchCritic" = "gray", sigma
     if sigma is None:  # one estimate per image (each may differ), from the RGB channels
         found = [resolve(critic, y[i:i + 1], "denoise", None, lam, per_channel=True, color_space="opponent")
                  for i in range(y.shape[0])]
-        return torch.cat([y[i:i + 1] if s.skip else restore_opponent(y[i:i + 1], critic, s.sigma, lam, chroma_lambda,
+        dev = resolve_device(options.get("device"))  # a skipped image comes back as solve returns one
+        return torch.cat([y[i:i + 1].to(dev, torch.float32).clamp(0, 1) if s.skip else restore_opponent(y[i:i + 1], critic, s.sigma, lam, chroma_lambda,
                                                                       **options) for i, s in enumerate(found)])
     z = to_opponent(y)
     table = solver_options(critic, "denoise", sigma)  # its iterations are for its method only (as resolve's)

@@ -53,7 +53,8 @@ def test_module_examples():
 
 
 # ----------------------------------------------------------------------------- the critic as a prior
-@pytest.mark.parametrize("physics,l2_sigma", [(None, 1.0), (Blur(gaussian_kernel(1.0)), 0.1)])
+@pytest.mark.parametrize("l2_sigma", [1.0, 0.1])
+@pytest.mark.parametrize("physics", [None, Blur(gaussian_kernel(1.0))], ids=["denoise", "deblur"])
 def test_prior_gd_is_alr_gd(camera, gray, physics, l2_sigma):
     """DeepInverse's GD on L2(s) + lambda R with lambda = n lam / s^2 and stepsize gamma s^2 makes the
     iterates of alr's gd (step gamma) on 1/(2n)||Ax - y||^2 + lam R: the scaling and the prior are exact.
@@ -124,6 +125,68 @@ def test_prior_shapes_around_the_tables_reference_and_takes_any_float(camera, gr
         with torch.no_grad():
             assert ad.CriticPrior(gray).grad(x.to(dtype)).dtype == dtype
         assert ad.CriticPrior(gray)(x.to(dtype)).dtype == dtype
+
+
+def test_prior_grad_leaves_the_input_alone(camera, gray):
+    """grad with gradients enabled (DeepInverse's autograd path) does not set requires_grad on the caller's x."""
+    x = crop(camera, 32)
+    g = ad.CriticPrior(gray, sigma=0.1).grad(x)
+    assert not x.requires_grad and g.shape == x.shape
+
+
+def test_prior_follows_the_critics_dtype(camera):
+    """After prior.double() a float64 image meets float64 weights: R and its gradient in float64."""
+    prior = ad.CriticPrior("gray", sigma=0.1).double()
+    x = crop(camera, 32).double()
+    assert prior(x).dtype == torch.float64
+    with torch.no_grad():
+        assert prior.grad(x).dtype == torch.float64
+
+
+def test_prox_minimises_its_objective(camera, gray):
+    """prox_{gamma R}(x) = argmin_z 1/2||z - x||^2 + gamma R(z) (alr's L-BFGS): below the objective at x and
+    at DeepInverse's default prox (fixed-step inner descent, which at this gamma rises above x: measured
+    62.3 at x, 71.2 DeepInverse's, 50.1 ours); no graph, so an x that needs one is refused."""
+    x = crop(camera, 32)
+    y = x + 0.1 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+    prior = ad.CriticPrior(gray, sigma=0.1)
+    gamma = ad.deepinv_lambda(prior.lam, x[0].numel())
+
+    @torch.no_grad()
+    def h(z: torch.Tensor) -> float:
+        return float(0.5 * ((z - y) ** 2).sum() + gamma * prior(z).sum())
+
+    with torch.no_grad():
+        z = prior.prox(y, None, gamma=gamma)
+        default = dinv.optim.Potential.prox(prior, y, gamma=gamma)
+    print(f"prox objective: at x {h(y):.2f}, DeepInverse's default prox {h(default):.2f}, CriticPrior.prox {h(z):.2f}")
+    assert z.shape == y.shape and h(z) < h(y) - 5 and h(z) < h(default)
+    with pytest.raises(alr.AlrError, match="no graph"):
+        prior.prox(y.requires_grad_(), gamma=gamma)
+
+
+@pytest.mark.parametrize("algo", ["PGD", "HQS"])
+def test_deepinv_proximal_algorithms_with_the_prior(camera, gray, algo):
+    """optim_builder's PGD / HQS (prox of the prior at gamma = lambda * stepsize) restore a noisy crop.
+    Measured: input 20.40 dB, PGD 26.87, HQS 26.45 (2 iterations, 20 L-BFGS iterations per prox)."""
+    x = crop(camera, 32)
+    physics = dinv.physics.Denoising(noise(0.1))
+    y = physics(x)
+    prior = ad.CriticPrior(gray, sigma=0.1, prox_iters=20)
+    solver = dinv.optim.optim_builder(algo, prior=prior, data_fidelity=dinv.optim.L2(), max_iter=2,
+                                      params_algo={"stepsize": 1.0, "lambda": ad.deepinv_lambda(prior.lam, x[0].numel())})
+    with torch.no_grad():
+        out = solver(y, physics)
+    print(f"{algo} with CriticPrior: input {float(psnr(y, x)):.2f} dB, output {float(psnr(out.clamp(0, 1), x)):.2f}")
+    assert torch.isfinite(out).all() and float(psnr(out.clamp(0, 1), x) - psnr(y, x)) > 4
+
+
+def test_noise_sigma_reads_gaussian_noise_only():
+    """Denoising() holds DeepInverse's default GaussianNoise(0.1): noise_sigma reads 0.1, not None (estimate);
+    another noise model gives None."""
+    assert ad.noise_sigma(dinv.physics.Denoising()) == pytest.approx(0.1)
+    assert ad.noise_sigma(dinv.physics.Denoising(dinv.physics.PoissonNoise(0.1))) is None
+    assert ad.noise_sigma(ad.to_deepinv(Denoising())) is None  # ZeroNoise
 
 
 def test_upsampling_has_no_table():
@@ -254,6 +317,8 @@ def test_physics_degradation_shapes():
     down = dinv.physics.Downsampling(img_size=(1, 16, 16), factor=2, filter="gaussian")
     with pytest.raises(ValueError, match="to_image"):
         ad.PhysicsDegradation(down)(torch.rand(4, 1, 16, 16), torch.Generator())
+    with pytest.raises(ValueError, match=r"^PhysicsDegradation: .*margin=.*to_image=[^\n]*$"):
+        ad.PhysicsDegradation(blur)(x, torch.Generator())  # valid padding trims 3 pixels a side
     assert ad.PhysicsDegradation(down, to_image=down.A_adjoint)(torch.rand(4, 1, 16, 16), torch.Generator()).shape == (4, 1, 16, 16)
 
 

@@ -16,7 +16,8 @@ Multiplying E by ``n / s^2`` changes nothing to its minimisers, so with ``g = R`
     lambda = n * lam / s^2                                  (deepinv_lambda)
 
 The gradient steps differ by the same factor: DeepInverse's ``stepsize`` ``gamma`` on ``f + lambda g``
-is the step ``gamma`` of ``alr.solver.minimize(..., method="gd", step=gamma)`` when ``s = 1``.
+is the step ``gamma`` of ``alr.solver.minimize(..., method="gd", step=gamma)`` when ``s = 1``. Likewise
+``prox_{gamma R}`` (:meth:`CriticPrior.prox`) minimises ``alr``'s denoising energy with ``lam = gamma / n``.
 
 Example
 -------
@@ -39,7 +40,8 @@ import torch
 from ..critic import PatchCritic, Regularizer
 from ..errors import AlrError
 from ..physics import LinearOperator, as_operator
-from ..pretrained import lam_for, load, solver_options
+from ..pretrained import lam_for, load, shaping, solver_options
+from ..solver import minimize
 from ..solver import restore as _alr_restore
 from ..solver import task_of as _alr_task_of
 
@@ -61,7 +63,8 @@ class CriticPrior(deepinv.optim.Prior):
     image; ``grad(x)`` comes from autograd: under ``torch.no_grad()`` (how DeepInverse runs an
     algorithm for inference) it is :meth:`alr.Regularizer.value_and_grad`, exact and tiled under
     ``max_memory``; with gradients enabled (unrolled training) it is DeepInverse's autograd
-    gradient with its graph. ``prox`` is DeepInverse's default (inner gradient descent).
+    gradient with its graph. ``prox`` is solved by ``alr``'s L-BFGS (:meth:`prox`), so PGD, HQS,
+    ADMM... take the prior whatever their step.
 
     Parameters
     ----------
@@ -74,38 +77,57 @@ class CriticPrior(deepinv.optim.Prior):
     boundary, concavity, symmetric, per_channel, max_memory : as in :class:`alr.Regularizer`
         (None: the table's or the default). A ``concavity`` > 0 shapes around the table's
         ``score_ref``, whatever ``sigma``; a model without one is refused (:class:`alr.AlrError`).
+    prox_iters : L-BFGS iterations of :meth:`prox` (DeepInverse's algorithms pass it no options).
 
-    ``fn`` and ``grad`` take any floating dtype (solved in the critic's, returned in the input's).
+    ``fn``, ``grad`` and ``prox`` take any floating dtype (``fn`` and ``grad`` computed in the critic's
+    dtype, ``prox`` in float32; returned in the input's).
     """
 
     def __init__(self, model: "str | PatchCritic" = "gray", sigma: float | None = None, task: str = "denoise",
                  lam: float | None = None, *, boundary: str | None = None, concavity: float | None = None,
-                 symmetric: bool = False, per_channel: bool = False, max_memory: float | None = None) -> None:
+                 symmetric: bool = False, per_channel: bool = False, max_memory: float | None = None,
+                 prox_iters: int = 50) -> None:
         super().__init__()
-        self.explicit_prior = True
+        self.explicit_prior, self.prox_iters = True, prox_iters
         self.critic = model if isinstance(model, PatchCritic) else load(model)  # a submodule: .to() moves it
         opts = solver_options(self.critic, task, sigma)
         self.lam = lam if lam is not None or sigma is None else lam_for(self.critic, task, sigma)
-        tables = (self.critic.meta or {}).get("lambda") or {}
-        score_ref = opts.get("score_ref", (tables.get(task) or {}).get("score_ref"))
-        if concavity is not None and concavity > 0 and score_ref is None:
-            raise AlrError(f"this model's {task} table has no score reference for concavity {concavity:g}; "
-                           "calibrate one with alr bench calibrate --concavity ... (or pass concavity=0)")
+        kappa, score_ref = shaping(self.critic, task, sigma, concavity)
         self.reg = Regularizer(self.critic, per_channel=per_channel, max_memory=max_memory,
-                               boundary=boundary or opts.get("boundary", "reflect"),
-                               concavity=opts.get("concavity", 0.0) if concavity is None else concavity,
-                               score_ref=float(score_ref or 0.0), symmetric=symmetric)
-        self._dtype = next(self.critic.parameters()).dtype
+                               boundary=boundary or opts.get("boundary", "reflect"), concavity=kappa,
+                               score_ref=score_ref, symmetric=symmetric)
+
+    def _critic_dtype(self) -> torch.dtype:
+        """The critic's dtype now (``prior.double()`` converts it)."""
+        return next(self.critic.parameters()).dtype
 
     def fn(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         """R(x), shape (B,)."""
-        return self.reg(x.to(self._dtype)).to(x.dtype)
+        return self.reg(x.to(self._critic_dtype())).to(x.dtype)
 
     def grad(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-        """grad_x R(x), shape of ``x``."""
+        """grad_x R(x), shape of ``x``; ``x.requires_grad`` is left as it was."""
         if torch.is_grad_enabled():
-            return super().grad(x)
-        return self.reg.value_and_grad(x.to(self._dtype))[1].to(x.dtype)
+            return super().grad(x if x.requires_grad else x.detach(), *args, **kwargs)
+        return self.reg.value_and_grad(x.to(self._critic_dtype()))[1].to(x.dtype)
+
+    def prox(self, x: torch.Tensor, *args, gamma: float | torch.Tensor = 1.0, **kwargs) -> torch.Tensor:
+        """``prox_{gamma R}(x) = argmin_z 1/2 ||z - x||^2 + gamma R(z)`` per image (``gamma`` a scalar or one
+        per image), DeepInverse's signature: ``alr``'s denoising energy ``1/(2n) ||z - x||^2 + (gamma / n) R(z)``
+        (n = C*H*W) minimised from ``z = x`` by :func:`alr.solver.minimize` (``prox_iters`` L-BFGS iterations)
+        with this prior's boundary, shaping and symmetry; not clipped. R is not convex: a local minimiser.
+        DeepInverse's inner-loop options (``stepsize_inter``...) are ignored. The result keeps no graph: an
+        ``x`` that requires grad under autograd is refused (:class:`alr.AlrError`; unroll GD, whose
+        :meth:`grad` keeps its graph).
+        """
+        if torch.is_grad_enabled() and x.requires_grad:
+            raise AlrError("CriticPrior.prox keeps no graph (alr's solver): to train through the prior, unroll GD")
+        reg = self.reg
+        z, _ = minimize(x, None, self.critic, torch.as_tensor(gamma).detach().flatten() / x[0].numel(),
+                        method="lbfgs", iters=self.prox_iters, clip=False, per_channel=reg.per_channel,
+                        max_memory=reg.max_memory, boundary=reg.boundary, score_ref=reg.score_ref,
+                        concavity=0.0 if reg.kappa is None else reg.kappa, symmetric=reg.symmetric)
+        return z.to(x.device, x.dtype)
 
 
 class AlrPhysics(deepinv.physics.LinearPhysics):
@@ -165,7 +187,14 @@ def task_of(physics) -> str | None:
 
 def noise_sigma(physics) -> float | list[float] | None:
     """The standard deviation of a physics' ``GaussianNoise``: one value, or one per image when
-    they differ (a batched ``sigma``); None for another noise model."""
+    they differ (a batched ``sigma``); None for another noise model (then estimated by :func:`restore`).
+    DeepInverse's ``Denoising()`` without a noise model holds ``GaussianNoise(sigma=0.1)``: 0.1, not None.
+
+    >>> noise_sigma(deepinv.physics.Denoising())
+    0.1000...
+    >>> noise_sigma(deepinv.physics.Denoising(deepinv.physics.PoissonNoise())) is None
+    True
+    """
     noise = getattr(physics, "noise_model", None)
     if not isinstance(noise, deepinv.physics.GaussianNoise):
         return None
@@ -178,8 +207,9 @@ def restore(y: torch.Tensor, physics, model: "str | PatchCritic | None" = None, 
     """:func:`alr.restore` of measurements ``y = physics(x)`` of a DeepInverse physics, its table
     (:func:`task_of`) and noise level (:func:`noise_sigma`) read from the physics unless given.
 
-    For an operator ``alr`` has no table for, give ``lam=`` (``alr``'s per-pixel weight).
-    Other keyword arguments: those of :func:`alr.restore`.
+    For an operator ``alr`` has no table for, give ``lam=`` (``alr``'s per-pixel weight). A
+    ``Denoising()`` built without a noise model reads sigma 0.1 (DeepInverse's default noise): give
+    ``sigma=`` when that is not its noise. Other keyword arguments: those of :func:`alr.restore`.
     """
     sigma = noise_sigma(physics) if sigma is None else sigma
     return _alr_restore(y, model, sigma=sigma, task=task or task_of(physics), physics=from_deepinv(physics),
@@ -221,8 +251,9 @@ class PhysicsDegradation:
             y = self.physics(patches)
             q = y if self.to_image is None else self.to_image(y)
         if q.shape[:2] != patches.shape[:2] or min(q.shape[-2:]) < patches.shape[-1] - 2 * self.margin:
-            raise ValueError(f"the physics turns patches {tuple(patches.shape)} into {tuple(q.shape)}: give "
-                             "to_image= (e.g. physics.A_dagger) to bring its measurements back to images")
+            raise ValueError(f"PhysicsDegradation: the physics turns patches {tuple(patches.shape)} into "
+                             f"{tuple(q.shape)}: give margin= (what it trims on each side, e.g. a valid blur's "
+                             "kernel radius) or to_image= (e.g. physics.A_dagger, measurements of another shape)")
         s = patches.shape[-1] - 2 * self.margin
         top, left = (q.shape[-2] - s) // 2, (q.shape[-1] - s) // 2
         return q[..., top:top + s, left:left + s]
