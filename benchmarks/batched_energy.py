@@ -5,32 +5,23 @@ a batch evaluated together vs one after another, and of a whole L-BFGS restorati
 
 This decides how ``alr.restore`` runs the L-BFGS of a batch (``alr.solver.SEQUENTIAL_DEVICES``):
 in lockstep, one batched critic call per round of evaluations, where a batched call is cheaper per
-image (GPUs), else one image after another (the CPU). Both orders are timed side by side, alternating,
-on the same random images; the restoration rows force each mode.
+image (GPUs), else one image after another (the CPU). Both orders are timed side by side on the same
+random images: after a warm-up of each (the restorations for one iteration), ``--repeats`` rounds
+that alternate which goes first; each row reports the best of the rounds. The restoration rows
+force each mode.
 """
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
-from _common import print_table, write_json
+from _common import best_times, print_table, write_json
 
 import alr
 import alr.solver
 from alr.physics import Denoising
 from alr.critic import Regularizer
 from alr.solver import Problem
-
-
-def _timed(f, device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    f()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - t0
 
 
 def main() -> None:
@@ -43,31 +34,34 @@ def main() -> None:
     args = ap.parse_args()
     dev = torch.device(args.device)
     model = alr.load("gray").to(dev).requires_grad_(False)
-    rows = []
-    for size in (int(s) for s in args.sizes.split(",")):
-        b = args.batch
-        y = torch.rand(b, 1, size, size, generator=torch.Generator().manual_seed(0)).to(dev)
-        prob = Problem(y, Denoising(), Regularizer(model), torch.full((b,), 0.01, device=dev))
-        prob.energy(y)  # warm-up
-        together, alone = [], []
-        for _ in range(args.repeats):
-            together.append(_timed(lambda: prob.energy(y), dev))
-            alone.append(_timed(lambda: [prob.select([i]).energy(y[i:i + 1]) for i in range(b)], dev))
-        t, a = min(together) / b, min(alone) / b
-        rows.append({"size": size, "batch": b, "what": "energy + gradient", "ms_per_image_together": 1e3 * t,
-                     "ms_per_image_one_by_one": 1e3 * a, "together_speedup": a / t})
-        modes, default = {}, alr.solver.SEQUENTIAL_DEVICES
-        try:
-            for mode, seq in (("together", ()), ("one_by_one", (dev.type,))):
-                alr.solver.SEQUENTIAL_DEVICES = seq
-                modes[mode] = _timed(lambda: alr.solver.minimize(y, None, model, 0.01, method="lbfgs", iters=args.iters,
-                                                         device=dev), dev) / b
-        finally:
-            alr.solver.SEQUENTIAL_DEVICES = default
-        rows.append({"size": size, "batch": b, "what": f"restore (L-BFGS {args.iters})",
-                     "ms_per_image_together": 1e3 * modes["together"],
-                     "ms_per_image_one_by_one": 1e3 * modes["one_by_one"],
-                     "together_speedup": modes["one_by_one"] / modes["together"]})
+
+    def restore_in(sequential: tuple[str, ...], y: torch.Tensor, iters: int) -> None:
+        """The L-BFGS restoration of the batch ``y``, its images in lockstep or (``sequential``) one by one."""
+        alr.solver.SEQUENTIAL_DEVICES = sequential
+        alr.solver.minimize(y, None, model, 0.01, method="lbfgs", iters=iters, device=dev)
+
+    rows, default = [], alr.solver.SEQUENTIAL_DEVICES
+    try:
+        for size in (int(s) for s in args.sizes.split(",")):
+            b = args.batch
+            y = torch.rand(b, 1, size, size, generator=torch.Generator().manual_seed(0)).to(dev)
+            prob = Problem(y, Denoising(), Regularizer(model), torch.full((b,), 0.01, device=dev))
+            energy = {"together": lambda: prob.energy(y),
+                      "one_by_one": lambda: [prob.select([i]).energy(y[i:i + 1]) for i in range(b)]}
+            for run in energy.values():  # warm-up
+                run()
+            t = best_times(energy, args.repeats, dev)
+            modes = {"together": (), "one_by_one": (dev.type,)}
+            for seq in modes.values():  # warm-up: one iteration in each mode
+                restore_in(seq, y, 1)
+            r = best_times({k: lambda seq=seq: restore_in(seq, y, args.iters) for k, seq in modes.items()},
+                           args.repeats, dev)
+            for what, m in (("energy + gradient", t), (f"restore (L-BFGS {args.iters})", r)):
+                rows.append({"size": size, "batch": b, "what": what, "ms_per_image_together": 1e3 * m["together"] / b,
+                             "ms_per_image_one_by_one": 1e3 * m["one_by_one"] / b,
+                             "together_speedup": m["one_by_one"] / m["together"]})
+    finally:
+        alr.solver.SEQUENTIAL_DEVICES = default
     print_table("batched_energy: the images of a batch evaluated together vs one by one", rows)
     write_json("batched_energy", rows, {"threads": torch.get_num_threads()})
 

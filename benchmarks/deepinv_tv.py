@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from _common import print_table, write_json
+from _common import dataset, mean_of, print_table, write_json
 
 import deepinv as dinv
 import torch
@@ -25,7 +25,7 @@ from alr.bench.baselines import tv_restore
 from alr.bench.experiments import TV_ITERS, tv_lambda
 from alr.calibration import center_crop
 from alr.data import add_noise
-from alr.images import data_root, list_images, read_image
+from alr.images import read_image
 from alr.integrations.deepinv import to_deepinv
 from alr.metrics import psnr
 from alr.physics import Blur, Denoising, gaussian_kernel
@@ -53,8 +53,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     torch.manual_seed(args.seed)
-    root = data_root(args.data)
-    files = [f for s in ("set12", "bsd68") for f in list_images(root / s)[:args.images]]
+    files = [f for s in ("set12", "bsd68") for f in dataset(s, args.data, args.images)]
     cases = [("denoise", 0.05, Denoising()), ("denoise", 0.1, Denoising()), ("denoise", 0.2, Denoising()),
              ("deblur", 0.01, Blur(gaussian_kernel(1.6)))]
     rows = []
@@ -82,8 +81,7 @@ def main() -> None:
     for task, sigma, _ in cases:
         sel = [r for r in rows if r["task"] == task and r["sigma"] == sigma]
         rows.append({"task": task, "sigma": sigma, "image": "mean",
-                     **{k: sum(r[k] for r in sel) / len(sel) for k in ("alr_tv_psnr", "deepinv_tv_psnr", "diff_db",
-                                                                         "max_abs_pixel_diff")}})
+                     **mean_of(sel, ("alr_tv_psnr", "deepinv_tv_psnr", "diff_db", "max_abs_pixel_diff"))})
     print_table("TV: alr.bench.baselines.tv_restore vs DeepInverse (same inputs, same lam_tv)", rows)
     write_json("deepinv_tv", rows, {"crop": args.crop, "images": args.images, "deepinv": dinv.__version__})
 

@@ -15,7 +15,7 @@ import argparse
 import time
 
 import torch
-from _common import print_table, write_json
+from _common import print_table, sync, write_json
 
 from alr.critic import PatchCritic
 from alr.device import keep_freed_memory
@@ -34,14 +34,12 @@ def seconds_per_step(arch: str, batch: int, chunks: int, steps: int, dev: torch.
     p, q, t = torch.rand(batch, 1, s, s, device=dev), torch.rand(batch, 1, s, s, device=dev), torch.rand(batch, device=dev)
     for i in range(steps + 2):
         if i == 2:  # two warm-up steps
-            if dev.type == "cuda":
-                torch.cuda.synchronize()
+            sync(dev)
             t0 = time.perf_counter()
         opt.zero_grad()
         accumulate_gradients(critic, p, q, t, config, chunks)
         opt.step()
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
+    sync(dev)
     return (time.perf_counter() - t0) / steps
 
 
