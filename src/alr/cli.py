@@ -357,8 +357,8 @@ def _solve(jobs: list[_Job], args, say) -> None:
             f"{s0.max_memory / 2 ** 20:.0f} MiB of activations (--max-memory)")
     t0 = time.perf_counter()
     if s0.color_space == "opponent":  # each channel of the opponent space is its own gray problem
-        from .solver import restore_opponent
-        x = torch.cat([j.y if j.settings.skip else restore_opponent(
+        from .solver import restore_opponent, unchanged
+        x = torch.cat([unchanged(j.y, "cpu") if j.settings.skip else restore_opponent(
             j.y, j0.model, j.settings.sigma, args.lam, method=args.method, iters=args.iters, concavity=args.concavity,
             boundary=args.boundary, symmetric=args.symmetric, max_memory=s0.max_memory, device=args.device,
             progress=not args.quiet).cpu() for j in jobs])

@@ -716,6 +716,12 @@ def task_of(physics) -> str | None:
     return "denoise" if physics is None else kinds.get(type(physics))
 
 
+def unchanged(y: torch.Tensor, device: str | torch.device | None = None) -> torch.Tensor:
+    """An image a restore leaves alone (too little noise to restore) as every restore returns one:
+    float32, in [0, 1], on ``device`` (None: where it is)."""
+    return y.to(resolve_device(device) if device else y.device, torch.float32).clamp(0, 1)
+
+
 def solve(y: torch.Tensor, physics, model: PatchCritic, settings: list, device: str | torch.device | None = None,
           progress: bool = False, callback: Callable[[int, torch.Tensor], None] | None = None
           ) -> tuple[torch.Tensor, History]:
@@ -729,8 +735,8 @@ def solve(y: torch.Tensor, physics, model: PatchCritic, settings: list, device: 
         raise ValueError("the images of one solve need the same solver settings")
     keep = [i for i, s in enumerate(settings) if not s.skip]
     dev = resolve_device(device) if device else y.device
-    if not keep:  # float32 in [0, 1], as every solve returns
-        return y.to(dev, torch.float32).clamp(0, 1), History()
+    if not keep:
+        return unchanged(y, dev), History()
     ys = y if len(keep) == len(settings) else y[keep]
     op = as_operator(physics)
     op = op if len(keep) == len(settings) else op.select(keep, len(settings))
@@ -895,9 +901,10 @@ def restore_opponent(y: torch.Tensor, model: "str | PatchCritic" = "gray", sigma
     if sigma is None:  # one estimate per image (each may differ), from the RGB channels
         found = [resolve(critic, y[i:i + 1], "denoise", None, lam, per_channel=True, color_space="opponent")
                  for i in range(y.shape[0])]
-        dev = resolve_device(options.get("device"))  # a skipped image comes back as solve returns one
-        return torch.cat([y[i:i + 1].to(dev, torch.float32).clamp(0, 1) if s.skip else restore_opponent(y[i:i + 1], critic, s.sigma, lam, chroma_lambda,
-                                                                      **options) for i, s in enumerate(found)])
+        dev = resolve_device(options.get("device"))
+        return torch.cat([unchanged(y[i:i + 1], dev) if s.skip
+                          else restore_opponent(y[i:i + 1], critic, s.sigma, lam, chroma_lambda, **options)
+                          for i, s in enumerate(found)])
     z = to_opponent(y)
     table = solver_options(critic, "denoise", sigma)  # its iterations are for its method only (as resolve's)
     if options.get("iters") is None and options.get("method") in (None, table["method"]):
