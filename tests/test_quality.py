@@ -254,11 +254,17 @@ def test_a_stop_signal_while_the_best_checks_are_judged_ends_resumably(sample_di
             os.kill(os.getpid(), signal.SIGTERM)
             return super().__call__(critic)
 
+    timed = TrainConfig(**{**cfg.__dict__, "steps": 10, "max_seconds": 1e-9})  # its budget ends it at step 8:
+    stopped = Signalling([5.0, 6.0])                                         # a signal still stops the judging
+    with pytest.raises(Interrupted, match=re.escape(f"stopped after step 8 of 10; {out}.ckpt holds it")):
+        train_critic(PatchCritic(depth=3, width=8), pairs.sample, timed, out=out, resume=True, progress=False,
+                     validator=Scripted([2.0]), final_validator=stopped)
+    assert len(stopped.seen) == 1
     stopped = Signalling([5.0, 6.0])
     with pytest.raises(Interrupted, match=re.escape(f"stopped after step 8 of 8; {out}.ckpt holds it: run the "
                                                     "same command with --resume to end the run")):
         train_critic(PatchCritic(depth=3, width=8), pairs.sample, cfg, out=out, resume=True, progress=False,
-                     validator=Scripted([2.0]), final_validator=stopped)
+                     validator=Scripted([]), final_validator=stopped)
     assert len(stopped.seen) == 1 and torch.load(f"{out}.ckpt", weights_only=False)["step"] == 8
     final = Scripted([5.0, 6.0])
     train_critic(PatchCritic(depth=3, width=8), pairs.sample, cfg, out=out, resume=True, progress=False,

@@ -27,7 +27,10 @@ mkdir -p $KEEP $W
 RESUME=""
 if [ -f $KEEP/lar.safetensors.ckpt ]; then
   cp $KEEP/lar.safetensors.ckpt $KEEP/lar.csv $W/ && RESUME=--resume
-  echo "resuming after step $(tail -1 $W/lar.csv | cut -d, -f1)"
+  last=$(tail -1 $W/lar.csv | cut -d, -f1)
+  echo "resuming after step $last"
+  # the end of the run (about 25 min, not checkpointed) is redone whole if the clock time cuts it
+  [ "$last" -lt 44000 ] || [ "$seconds" -ge 2400 ] || { echo "the end of the run needs about 40 minutes: give a later time"; exit 2; }
 fi
 ALR=$(command -v alr || echo .venv/bin/alr)
 status=0  # a stop signal to alr (pkill -TERM -f "alr train") ends the step and writes the checkpoint: keep it too

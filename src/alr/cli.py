@@ -459,7 +459,7 @@ def cmd_train(args) -> None:
                   + (f"; the best of {len(final['candidates'])} checks judged again on {final['images']}: "
                      f"{_db(final['psnr'])}" if final else ""))
         if done.get("paused"):
-            print(_paused(out))
+            print(_paused(out, done.get("steps_left", 1)))
         fit = critic.meta.get("scale_fit", {}) if options.fit_scale and not done.get("paused") else {}
         if fit.get("kept"):
             print(f"fitted the input scale e^s = {math.exp(critic.log_scale):.4g} and weight e^a = "
@@ -510,9 +510,10 @@ def _db(psnr: float | None) -> str:
     return "n/a (the solve diverged)" if psnr is None else f"{psnr:.2f} dB"
 
 
-def _paused(out: Path) -> str:
-    """What a run paused by --stop-after says."""
-    return (f"paused by --stop-after with steps left ({out} holds the best critic so far, not calibrated): "
+def _paused(out: Path, steps_left: int = 1) -> str:
+    """What a run paused by --stop-after says: with steps left, or with only the end of the run left."""
+    what = "with steps left" if steps_left else "with every step done, before the end of the run"
+    return (f"paused by --stop-after {what} ({out} holds the best critic so far, not calibrated): "
             f"the same command with --resume goes on from {out}.ckpt")
 
 

@@ -117,8 +117,9 @@ def match_channels(model: PatchCritic, y: torch.Tensor, per_channel: bool, name:
         return y.expand(-1, 3, -1, -1)
     if model.in_channels == 1 and y.shape[1] == 3 and not per_channel:
         raise AlrError(f"{name} is a colour image and the model is grayscale: use a colour model "
-                       "(model=\"color\", --model color), denoise its luminance and chroma (color_space=\"opponent\", "
-                       "--color-space opponent) or apply the gray one to each channel (per_channel=True, --per-channel)")
+                       "(model=\"color\", --model color), denoise its luminance and chroma "
+                       "(color_space=\"opponent\", --color-space opponent) or apply the gray one to each channel "
+                       "(per_channel=True, --per-channel)")
     if y.shape[1] not in (1, 3) or (model.in_channels == 3 and y.shape[1] != 3):
         raise AlrError(f"{name} has {y.shape[1]} channels; the model takes {model.in_channels}")
     return y
@@ -231,7 +232,8 @@ def resolve(model: PatchCritic, y: torch.Tensor, task: str = "denoise", sigma: f
     estimated = False
     if sigma is None:
         if task != "denoise" and (lam is None or clipped):
-            raise AlrError(f"task {task} needs sigma (--sigma, the noise level)" + ("" if clipped else " or lam (--lam)"))
+            raise AlrError(f"task {task} needs sigma (--sigma, the noise level)"
+                           + ("" if clipped else " or lam (--lam)"))
         if task == "denoise":
             check_image_size(y, model.receptive_field)  # a smaller image has no noise level to estimate
             sigma = estimate_sigma(y[:1])
@@ -240,8 +242,8 @@ def resolve(model: PatchCritic, y: torch.Tensor, task: str = "denoise", sigma: f
                 raise AlrError(f"{name}: the noise level cannot be estimated from this image; give sigma (--sigma)")
             notes.append(f"{name}: estimated noise sigma = {sigma:.4f}")
     if clipped and estimated and sigma < NO_NOISE_SIGMA:
-        raise AlrError(f"{name}: clipped (--clipped) needs a plausible noise level, and the one estimated from this image "
-                       f"({sigma:.2g}) is not: saturated pixels hide the noise; give it as sigma (--sigma)")
+        raise AlrError(f"{name}: clipped (--clipped) needs a plausible noise level, and the one estimated from "
+                       f"this image ({sigma:.2g}) is not: saturated pixels hide the noise; give it as sigma (--sigma)")
     if clipped and not sigma:
         raise AlrError("clipped (--clipped) needs a noise level sigma > 0 (--sigma)")
     span = calibrated_range(model, task, clipped)

@@ -74,7 +74,7 @@ import os
 import signal
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -457,7 +457,7 @@ def train_critic(critic: nn.Module, sampler: Sampler, config: TrainConfig,
         best = top[0] if top else None
         if final_validator is not None and len(top) > 1 and not (paused or interrupted):
             def halt() -> tuple[bool, bool]:  # between the judgements: the clock of --stop-after, a stop signal
-                flags = stopping(config, log, done, signals)[1:]
+                flags = stopping(replace(config, max_seconds=None), log, done, signals)[1:]
                 return _from_rank0(device, *flags) if world > 1 else flags
 
             best, paused, interrupted = _final_choice(top, critic, final_validator, rank, world, device, progress,
@@ -476,7 +476,8 @@ def train_critic(critic: nn.Module, sampler: Sampler, config: TrainConfig,
         if paused:  # --resume goes on: with the steps left, or with only the end of the run
             critic.meta["training"].update(paused=True, steps_left=config.steps - done)
             if final_validator is not None and len(top) > 1:
-                critic.meta["pending"] = [FINAL_CHOICE] + [p for p in critic.meta.get("pending", []) if p != FINAL_CHOICE]
+                later = [p for p in critic.meta.get("pending", []) if p != FINAL_CHOICE]
+                critic.meta["pending"] = [FINAL_CHOICE, *later]
         critic.meta["training"]["world_size"] = world
         if best is not None:
             critic.meta["training"]["selected"] = {
@@ -654,6 +655,7 @@ def _final_choice(top: list[dict], critic: nn.Module, final, rank: int, world: i
         if paused or interrupted:
             for judged in top:
                 judged.pop("final_psnr", None)
+                judged.pop("final_lambda", None)
             return top[0], paused, interrupted
         c["final_psnr"], c["final_lambda"] = _judge(c, critic, final, rank, world, device)
     return max(top, key=lambda c: c["final_psnr"]), False, False

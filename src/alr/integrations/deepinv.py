@@ -97,19 +97,15 @@ class CriticPrior(deepinv.optim.Prior):
                                boundary=boundary or opts.get("boundary", "reflect"), concavity=kappa,
                                score_ref=score_ref, symmetric=symmetric)
 
-    def _critic_dtype(self) -> torch.dtype:
-        """The critic's dtype now (``prior.double()`` converts it)."""
-        return next(self.critic.parameters()).dtype
-
     def fn(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         """R(x), shape (B,)."""
-        return self.reg(x.to(self._critic_dtype())).to(x.dtype)
+        return self.reg(x.to(self.reg.dtype)).to(x.dtype)
 
     def grad(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         """grad_x R(x), shape of ``x``; ``x.requires_grad`` is left as it was."""
         if torch.is_grad_enabled():
             return super().grad(x if x.requires_grad else x.detach(), *args, **kwargs)
-        return self.reg.value_and_grad(x.to(self._critic_dtype()))[1].to(x.dtype)
+        return self.reg.value_and_grad(x.to(self.reg.dtype))[1].to(x.dtype)
 
     def prox(self, x: torch.Tensor, *args, gamma: float | torch.Tensor = 1.0, **kwargs) -> torch.Tensor:
         """``prox_{gamma R}(x) = argmin_z 1/2 ||z - x||^2 + gamma R(z)`` per image (``gamma`` a scalar or one
