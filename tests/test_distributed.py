@@ -1,5 +1,6 @@
 """Data-parallel training: 2 CPU processes (gloo) match one process and stay identical."""
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from alr.critic import PatchCritic
+from alr.errors import Interrupted
 from alr.data import Degradation, ImageStack, PatchPairs
 from alr.train import TrainConfig, train_critic
 
@@ -73,3 +75,48 @@ def test_ranks_stop_when_rank0_says(tmp_path):
     r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
     assert all(torch.equal(r0[k], r1[k]) for k in r0)
     assert [(tmp_path / f"steps{r}").read_text() for r in (0, 1)] == ["1", "1"]
+
+
+class _Scores:
+    """Rank 0's validator: the given scores in turn (``signal_first``: SIGTERM to itself at its
+    first call). Other ranks get scores by broadcast and must never call theirs."""
+
+    def __init__(self, rank: int, scores: list[float], signal_first: bool = False) -> None:
+        self.rank, self.scores, self.signal_first, self.lam, self.searched = rank, iter(scores), signal_first, 0.01, False
+
+    def __call__(self, critic):
+        assert self.rank == 0, "only rank 0 validates"
+        if self.signal_first:
+            self.signal_first = False
+            os.kill(os.getpid(), signal.SIGTERM)
+        return next(self.scores), self.lam
+
+
+def _judging_worker(rank: int, world: int, store: str, out: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    cfg = TrainConfig(steps=8, batch_size=16, lr0=1e-3, device="cpu", val_every=4)
+    model = f"{out}/m.safetensors"
+    try:  # checks at steps 4 (3.0) and 8 (2.0); rank 0 is stopped by a signal during the first judgement
+        train_critic(PatchCritic(depth=4, width=8), _pairs().sample, cfg, out=model, progress=False,
+                     validator=_Scores(rank, [3.0, 2.0]), final_validator=_Scores(rank, [5.0], signal_first=True))
+    except Interrupted as e:
+        Path(f"{out}/stopped{rank}").write_text(str(e))
+    critic = train_critic(PatchCritic(depth=4, width=8), _pairs().sample, cfg, out=model, resume=True,
+                          progress=False, validator=_Scores(rank, []), final_validator=_Scores(rank, [5.0, 6.0]))
+    torch.save(critic.state_dict(), f"{out}/rank{rank}.pt")
+    Path(f"{out}/selected{rank}").write_text(str(critic.meta["training"]["selected"]["step"]))
+    dist.destroy_process_group()
+
+
+def test_ranks_judge_the_best_checks_together(tmp_path):
+    """Under torchrun the end of a run (the best checks judged again) follows rank 0: a stop signal
+    there stops every rank before the next judgement, and the resumed judging keeps the same check
+    on every rank."""
+    mp.spawn(_judging_worker, args=(2, str(tmp_path / "store"), str(tmp_path)), nprocs=2, join=True)
+    said = [(tmp_path / f"stopped{r}").read_text() for r in (0, 1)]
+    assert all(s.startswith("stopped after step 8 of 8") for s in said)
+    assert [(tmp_path / f"selected{r}").read_text() for r in (0, 1)] == ["8", "8"]
+    r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    assert all(torch.equal(r0[k], r1[k]) for k in r0)

@@ -553,6 +553,36 @@ def test_finetune_stop_after_pauses_and_resume_finishes_as_one_run(finetune_data
     assert all(torch.equal(v, whole.state_dict()[k]) for k, v in done.state_dict().items())
 
 
+@pytest.mark.parametrize("command, record, flags", [
+    ("train", "training", ["--width", "8", "--depth", "3", "--batch-size", "8"]),
+    ("finetune", "finetune", ["--init", "INIT", "--lam", "0.05", "--val-images", "0", "--batch-size", "2",
+                              "--crop", "24", "--iters", "10"]),
+])
+def test_a_deadline_at_the_last_step_pauses_before_the_calibration(finetune_data, tmp_path, capsys, command,
+                                                                    record, flags):
+    """--stop-after passing during the last step: every step is done, the run pauses before its
+    calibration (the model says it lacks only that), and --resume calibrates without training."""
+    from alr.pretrained import unfinished
+    init = tmp_path / "init.safetensors"
+    critic = PatchCritic(depth=2, width=4, activation="silu")
+    critic.meta = {"lambda": {"denoise": {"sigma": [0.1], "lam": [0.05]}}}
+    save_model(critic, init)
+    out = tmp_path / "m.safetensors"
+    args = [command, "--clean", str(finetune_data), "--sigma", "0.1", "--steps", "1", "-q", "-o", str(out),
+            *[str(init) if f == "INIT" else f for f in flags]]
+    assert main(args + ["--stop-after", "1e-9"]) == 0
+    assert "paused by --stop-after with every step done, before the end of the run" in capsys.readouterr().out
+    meta = load_model(out).meta
+    assert (meta[record]["paused"], meta[record]["steps_left"], meta[record]["steps"]) == (True, 0, 1)
+    assert meta["pending"] == ["calibration"] and "lambda" not in meta
+    assert unfinished(load_model(out)) == (f"an unfinished training run (lacks: calibration): the same alr {command} "
+                                           "command with --resume ends it")
+    assert main(args + ["--resume"]) == 0
+    meta = load_model(out).meta
+    assert "paused" not in meta[record] and meta[record]["steps"] == 1 and "denoise" in meta["lambda"]
+    assert "pending" not in meta and unfinished(load_model(out)) is None
+
+
 def test_finetune_command(finetune_data, tmp_path, capsys):
     src = tmp_path / "init.safetensors"
     torch.manual_seed(0)

@@ -276,6 +276,9 @@ def test_stop_after_pauses_and_resume_finishes_as_one_run(sample_dir, tmp_path):
     done = train_critic(PatchCritic(depth=3, width=8), pairs.sample, cfg, out=out, resume=True, progress=False)
     assert "paused" not in done.meta["training"] and done.meta["training"]["steps"] == 4
     assert all(torch.equal(v, whole.state_dict()[k]) for k, v in done.state_dict().items())
+    last = train_critic(PatchCritic(depth=3, width=8), pairs.sample,  # the deadline at the last step, nothing
+                        TrainConfig(**{**cfg.__dict__, "steps": 1, "stop_after": 1e-9}), progress=False)  # left
+    assert "paused" not in last.meta["training"] and last.meta["training"]["steps"] == 1
 
 
 def test_train_folder_is_alr_train_in_one_call(sample_dir, tmp_path):

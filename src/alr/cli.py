@@ -502,7 +502,7 @@ def cmd_finetune(args) -> None:
     print(f"fine-tuned {done['steps']} steps in {time.perf_counter() - t0:.0f} s at lambda {done['lam']:.3g}: {out} "
           f"(log {log})" + (f"; kept step {sel['step']}, {_db(sel['val_psnr'])} on the validation crops" if sel else ""))
     if done.get("paused"):
-        print(_paused(out))
+        print(_paused(out, done.get("steps_left", 1)))
 
 
 def _db(psnr: float | None) -> str:

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from dataclasses import asdict, dataclass
 
 import torch
@@ -47,8 +48,8 @@ from .device import resolve_device
 from .metrics import psnr
 from .modelfile import save_model
 from .solver import minimize
-from .train import (RunLog, StopSignals, _recorded, _validate, decayed_lr, interrupted_at, load_checkpoint, save_checkpoint,
-                    snapshot, stopping)
+from .train import (RunLog, StopSignals, _recorded, _validate, decayed_lr, interrupted_at, load_checkpoint,
+                    pause_before_end, save_checkpoint, snapshot, stopping)
 
 LOG_FIELDS = ["step", "loss", "psnr", "log_weight", "log_scale", "lr", "seconds", "val_psnr"]
 #: Fields of :class:`FinetuneConfig` a resumed fine-tuning may change (the others, and lambda, must stay).
@@ -138,12 +139,13 @@ def jfb_output(critic: PatchCritic, x_star: torch.Tensor, y: torch.Tensor, lam: 
 def finetune(critic: PatchCritic, images: ImageStack, config: FinetuneConfig, lam: float, validator=None,
              out: str | os.PathLike | None = None, log_csv: str | os.PathLike | None = None,
              checkpoint: str | os.PathLike | None = None, resume: bool = False,
-             progress: bool = True) -> PatchCritic:
+             progress: bool = True, started: float | None = None) -> PatchCritic:
     """Fine-tune ``critic`` in place on crops of ``images`` at the fixed ``lam`` (module docstring).
 
     ``validator(critic) -> (psnr, lambda)`` judges it every ``config.val_every`` steps and at the end,
     the best state is kept. ``out`` receives the model file, ``log_csv`` one row per ``log_every``
-    steps, ``checkpoint`` (default ``out + '.ckpt'``) the resumable state. Returns the critic on
+    steps, ``checkpoint`` (default ``out + '.ckpt'``) the resumable state; ``config.stop_after``
+    counts from ``started`` (a ``time.perf_counter()`` time; default: now). Returns the critic on
     the CPU, its scale and weight as floats.
     """
     device = resolve_device(config.device)
@@ -172,7 +174,7 @@ def finetune(critic: PatchCritic, images: ImageStack, config: FinetuneConfig, la
     bar = tqdm(total=config.steps, initial=start, disable=not progress, desc="fine-tune critic", unit="step",
                dynamic_ncols=True)
     paused = interrupted = False
-    with RunLog(log_csv, start if resume else 0, LOG_FIELDS, clock) as log, bar, StopSignals() as signals:
+    with RunLog(log_csv, start if resume else 0, LOG_FIELDS, clock, started) as log, bar, StopSignals() as signals:
         if validate and not resume:  # the starting critic competes: fine-tuning never returns a worse one
             score = _validate(critic, validator)[0]
             best = {"step": 0, "val_psnr": score, "scale": [float(v.detach()) for v in scale],
@@ -217,6 +219,7 @@ def finetune(critic: PatchCritic, images: ImageStack, config: FinetuneConfig, la
                 break
     if interrupted:
         raise interrupted_at(done, config.steps, checkpoint)
+    paused = paused and done < config.steps  # after the last step the caller's end keeps to the deadline
     critic.cpu().eval()
     final = [float(v.detach()) for v in scale]
     if best is not None:
@@ -225,8 +228,9 @@ def finetune(critic: PatchCritic, images: ImageStack, config: FinetuneConfig, la
     critic.log_weight, critic.log_scale = float(final[0]), float(final[1])
     critic.requires_grad_(True)
     record = {k: v for k, v in asdict(config).items() if k not in ("device", "max_seconds", "stop_after")}
-    record.update(steps=done, lam=lam, **({"paused": True} if paused else {}), **({"selected": {"step": best["step"], "val_psnr": _recorded(best["val_psnr"]),
-                                                         **validator.describe()}} if best else {}))
+    record.update(steps=done, lam=lam, **({"paused": True, "steps_left": config.steps - done} if paused else {}))
+    if best is not None:
+        record["selected"] = {"step": best["step"], "val_psnr": _recorded(best["val_psnr"]), **validator.describe()}
     critic.meta["finetune" if config.weights else "scale_fit"] = record
     if out is not None:
         save_model(critic, out)
@@ -275,6 +279,7 @@ def finetune_folder(init: str, clean_dir: str | os.PathLike, config: FinetuneCon
     from .pretrained import lam_for, load
     from .train import continue_from
 
+    t0 = time.perf_counter()
     critic = load(init)
     try:
         table = lam_for(critic, "denoise", config.sigma)
@@ -300,8 +305,12 @@ def finetune_folder(init: str, clean_dir: str | os.PathLike, config: FinetuneCon
     critic.meta["data"] = {"clean": portable_path(clean_dir), "clean_images": len(train_files),
                            "degradation": f"gaussian noise sigma={config.sigma:g} (paired crops)"}
     stack = ImageStack.from_folder(clean_dir, critic.in_channels, train_files)
-    finetune(critic, stack, config, lam, validator, out, log_csv, resume=resume, progress=progress)
-    if calibrate and not critic.meta["finetune"].get("paused"):
+    if calibrate:  # what the model file lacks until the end: alr info and alr restore say so
+        critic.meta["pending"] = ["calibration"]
+    finetune(critic, stack, config, lam, validator, out, log_csv, resume=resume, progress=progress, started=t0)
+    if calibrate and not critic.meta["finetune"].get("paused") \
+            and not pause_before_end(critic, "finetune", out, config.stop_after, t0):
+        critic.meta.pop("pending")
         calibrate_trained(critic, clean_dir, Degradation(config.sigma, config.sigma), out, device=config.device,
                           progress=progress, max_images=max_images)
     return critic

@@ -199,12 +199,13 @@ def unfinished(model: PatchCritic) -> str | None:
     --stop-after, or a run stopped before its scale fit or calibration), or None."""
     meta = model.meta or {}
     lacks = list(meta.get("pending") or [])
-    training = meta.get("training") or {}
-    if training.get("paused") and training.get("steps_left", 1):
+    command, run = ("finetune", meta["finetune"]) if "finetune" in meta else ("train", meta.get("training") or {})
+    if run.get("paused") and run.get("steps_left", 1):
         lacks.insert(0, "training steps")
     if not lacks:
         return None
-    return f"an unfinished training run (lacks: {', '.join(lacks)}): the same alr train command with --resume ends it"
+    return (f"an unfinished training run (lacks: {', '.join(lacks)}): the same alr {command} command with --resume "
+            "ends it")
 
 
 def describe(model: PatchCritic, name: str = "model") -> str:

@@ -252,12 +252,12 @@ def continue_from(model: nn.Module, source: str) -> nn.Module:
     """Prepare a trained ``model`` (loaded from ``source``) for further training.
 
     Its lambda tables no longer hold once the weights change, so they are dropped;
-    the header records the model, the data and the training it continued from
+    the header records the model, the data, the training and fine-tuning it continued from
     (``meta["continued_from"]``, nested when a model is continued twice).
     """
     meta = dict(getattr(model, "meta", None) or {})
     prev = {"model": Path(source).stem, "training": meta.pop("training", {})}  # a name, never a machine path
-    for key in ("data", "recipe"):
+    for key in ("data", "recipe", "finetune", "scale_fit", "pending"):
         if key in meta:
             prev[key] = meta.pop(key)
     if "continued_from" in meta:
@@ -349,7 +349,8 @@ def train_critic(critic: nn.Module, sampler: Sampler, config: TrainConfig,
                  out: str | os.PathLike | None = None, log_csv: str | os.PathLike | None = None,
                  checkpoint: str | os.PathLike | None = None, resume: bool = False,
                  progress: bool = True, validator: Callable[[nn.Module], tuple[float, float]] | None = None,
-                 final_validator: Callable[[nn.Module], tuple[float, float]] | None = None) -> nn.Module:
+                 final_validator: Callable[[nn.Module], tuple[float, float]] | None = None,
+                 started: float | None = None) -> nn.Module:
     """Train ``critic`` in place with WGAN-GP on batches from ``sampler(n, generator)``.
 
     ``out`` receives the final model file (safetensors), ``log_csv`` one row
@@ -358,6 +359,7 @@ def train_critic(critic: nn.Module, sampler: Sampler, config: TrainConfig,
     ``config.val_every`` steps and the best one is kept (module docstring); with a
     ``final_validator`` (larger crops: a finer judge, too slow for every check) the
     :data:`TOP_CHECKS` best checks are judged again when the run ends and its best is kept.
+    ``config.stop_after`` counts from ``started`` (a ``time.perf_counter()`` time; default: now).
     Returns the trained critic on the CPU, in eval mode.
     """
     rank, world = _dist_info()
@@ -401,7 +403,7 @@ def train_critic(critic: nn.Module, sampler: Sampler, config: TrainConfig,
                dynamic_ncols=True,
                bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}{postfix}]" if timed else None)
     paused = interrupted = False
-    with RunLog(log_csv if rank == 0 else None, start if resume else 0, LOG_FIELDS, clock) as log, bar, \
+    with RunLog(log_csv if rank == 0 else None, start if resume else 0, LOG_FIELDS, clock, started) as log, bar, \
             StopSignals() as signals:
         for step in range(start, config.steps):
             lr = config.lr(step, log.seconds())
@@ -455,7 +457,9 @@ def train_critic(critic: nn.Module, sampler: Sampler, config: TrainConfig,
                 break
         critic.cpu().eval()
         best = top[0] if top else None
-        if final_validator is not None and len(top) > 1 and not (paused or interrupted):
+        judge = final_validator is not None and len(top) > 1
+        paused = paused and (done < config.steps or judge)  # the caller's end keeps to the deadline itself
+        if judge and not (paused or interrupted):
             def halt() -> tuple[bool, bool]:  # between the judgements: the clock of --stop-after, a stop signal
                 flags = stopping(replace(config, max_seconds=None), log, done, signals)[1:]
                 return _from_rank0(device, *flags) if world > 1 else flags
@@ -475,7 +479,7 @@ def train_critic(critic: nn.Module, sampler: Sampler, config: TrainConfig,
             critic.meta["training"].pop(key, None)
         if paused:  # --resume goes on: with the steps left, or with only the end of the run
             critic.meta["training"].update(paused=True, steps_left=config.steps - done)
-            if final_validator is not None and len(top) > 1:
+            if judge:
                 later = [p for p in critic.meta.get("pending", []) if p != FINAL_CHOICE]
                 critic.meta["pending"] = [FINAL_CHOICE, *later]
         critic.meta["training"]["world_size"] = world
@@ -496,12 +500,16 @@ def train_critic(critic: nn.Module, sampler: Sampler, config: TrainConfig,
 
 class RunLog:
     """A training loop's CSV log with columns ``fields``, written a row at a time with the run's
-    seconds: ``seconds`` (those of the runs it resumes) plus those since it was opened. On resume
+    seconds: ``seconds`` (those of the runs it resumes) plus those since it was opened. Its
+    ``run_seconds`` count from ``started`` (when this process's command began; default: the
+    opening), the clock of ``--stop-after``. On resume
     (``start > 0``) it keeps the rows up to the checkpoint's step and drops the later ones. ``path``
     None: nothing is written; the clock still runs."""
 
-    def __init__(self, path: str | os.PathLike | None, start: int, fields: list[str], seconds: float = 0.0) -> None:
+    def __init__(self, path: str | os.PathLike | None, start: int, fields: list[str], seconds: float = 0.0,
+                 started: float | None = None) -> None:
         self.t0, self.before = time.perf_counter(), seconds
+        self.started = self.t0 if started is None else started
         self.file = self.writer = None
         if path is None:
             return
@@ -531,11 +539,11 @@ class RunLog:
 
     def seconds(self) -> float:
         """Seconds of the whole run: those before the resume and those since the log was opened."""
-        return self.before + self.run_seconds()
+        return self.before + time.perf_counter() - self.t0
 
     def run_seconds(self) -> float:
-        """Seconds since the log was opened (this process's part of the run)."""
-        return time.perf_counter() - self.t0
+        """Seconds of this process's part of the run, since ``started``."""
+        return time.perf_counter() - self.started
 
     def write(self, step: int, row: dict) -> None:
         """Write one row for ``step`` (nothing for an empty row)."""
@@ -593,6 +601,17 @@ def stopping(config, log: RunLog, done: int, signals: StopSignals) -> tuple[bool
     timeout = bool(config.max_seconds) and log.seconds() > config.max_seconds and done < config.steps
     paused = not timeout and bool(config.stop_after) and log.run_seconds() > config.stop_after
     return timeout, paused, not (timeout or paused) and signals.caught
+
+
+def pause_before_end(critic: nn.Module, record: str, out, stop_after: float | None, started: float) -> bool:
+    """Before a stage of the end of a run (scale fit, calibration): when ``stop_after`` seconds
+    since ``started`` have passed, mark ``critic.meta[record]`` paused with no steps left, write the
+    model to ``out`` and return True (``--resume`` then does the end again); otherwise False."""
+    if not stop_after or time.perf_counter() - started <= stop_after:
+        return False
+    critic.meta[record].update(paused=True, steps_left=0)
+    save_model(critic, out)
+    return True
 
 
 def interrupted_at(done: int, steps: int, checkpoint) -> Interrupted:
@@ -798,7 +817,7 @@ def train_folder(options: TrainOptions, out: str | os.PathLike, log_csv: str | o
     if pending:  # what the model file lacks until the end: alr info and alr restore say so
         critic.meta["pending"] = pending
     train_critic(critic, pairs.sample, cfg, out=out, log_csv=log_csv, resume=resume, progress=progress,
-                 validator=validator, final_validator=final)
+                 validator=validator, final_validator=final, started=t0)
     if rank != 0 or critic.meta["training"].get("paused"):
         return critic
 
@@ -807,12 +826,8 @@ def train_folder(options: TrainOptions, out: str | os.PathLike, log_csv: str | o
         if not pending:
             critic.meta.pop("pending")
 
-    def late() -> bool:  # --stop-after passed before a stage of the end: pause, --resume does the end again
-        if not o.stop_after or time.perf_counter() - t0 <= o.stop_after:
-            return False
-        critic.meta["training"].update(paused=True, steps_left=0)
-        save_model(critic, out)
-        return True
+    def late() -> bool:
+        return pause_before_end(critic, "training", out, o.stop_after, t0)
 
     if o.fit_scale and late():
         return critic
