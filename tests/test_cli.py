@@ -291,27 +291,28 @@ def test_train_cli_and_resume(tmp_path, sample_dir, capsys):
     out = tmp_path / "m.safetensors"
     args = ["train", "--clean", str(sample_dir), "--sigma-range", "0", "0.3", "--steps", "10", "--batch-size", "8",
             "--width", "8", "--ckpt-every", "5", "-q", "-o", str(out)]
-    assert main(args) == 0 and out.exists() and (tmp_path / "m.csv").exists()
+    assert main(args + ["--no-calibrate"]) == 0 and out.exists() and (tmp_path / "m.csv").exists()
     args[args.index("--steps") + 1] = "20"
-    assert main(args + ["--resume"]) == 0
-    assert "augment" not in alr.load(out).meta["data"]
+    assert main(args + ["--resume"]) == 0  # ends calibrated over the noise range
+    assert "augment" not in alr.load(out).meta["data"] and len(alr.load(out).meta["lambda"]["denoise"]["sigma"]) > 1
+    args = args[:-2] + ["--no-calibrate"]  # the variants below (their own -o) record their recipe; no calibration
     aug = tmp_path / "a.safetensors"
-    assert main(args[:-1] + [str(aug), "--augment"]) == 0
+    assert main(args + ["-o", str(aug), "--augment"]) == 0
     assert alr.load(aug).meta["data"]["augment"] == "random flips / quarter turns"  # recorded in the model
     theirs = tmp_path / "t.safetensors"  # the authors' released recipe: Adam's default betas, mu = 5
-    assert main(args[:-1] + [str(theirs), "--betas", "0.9", "0.999", "--mu", "5"]) == 0
+    assert main(args + ["-o", str(theirs), "--betas", "0.9", "0.999", "--mu", "5"]) == 0
     assert alr.load(theirs).meta["training"]["betas"] == [0.9, 0.999]
     assert alr.load(theirs).meta["training"]["mu"] == 5.0
     bad = tmp_path / "b.safetensors"
     capsys.readouterr()
-    assert main(args[:-1] + [str(bad), "--betas", "0.9", "1.5"]) == 2 and not bad.exists()
+    assert main(args + ["-o", str(bad), "--betas", "0.9", "1.5"]) == 2 and not bad.exists()
     assert "Adam betas must be two numbers in [0, 1)" in capsys.readouterr().err
     sloped = tmp_path / "s.safetensors"  # the slope penalty: paired patches, its weight and column recorded
-    assert main(args[:-1] + [str(sloped), "--slope", "10"]) == 0
+    assert main(args + ["-o", str(sloped), "--slope", "10"]) == 0
     assert alr.load(sloped).meta["training"]["slope"] == 10.0 and alr.load(sloped).meta["data"]["paired"]
     assert float(list(csv.DictReader(open(tmp_path / "s.csv")))[-1]["slope_penalty"]) >= 0
     with pytest.raises(SystemExit):  # argparse: a usage error
-        main(args[:-1] + [str(bad), "--slope", "-1"])
+        main(args + ["-o", str(bad), "--slope", "-1"])
     assert not bad.exists()
     capsys.readouterr()
     assert main(["train", "--clean", str(sample_dir), "--degraded", str(sample_dir), "--slope", "1",
