@@ -557,7 +557,7 @@ def test_finetune_stop_after_pauses_and_resume_finishes_as_one_run(finetune_data
     ("train", "training", ["--width", "8", "--depth", "3", "--batch-size", "8"]),
     ("finetune", "finetune", ["--init", "INIT", "--lam", "0.05", "--val-images", "0", "--batch-size", "2",
                               "--crop", "24", "--iters", "10"]),
-])
+], ids=["train", "finetune"])
 def test_a_deadline_at_the_last_step_pauses_before_the_calibration(finetune_data, tmp_path, capsys, command,
                                                                     record, flags):
     """--stop-after passing during the last step: every step is done, the run pauses before its

@@ -5,7 +5,8 @@
 * every ``alr ...`` command line of the README, docs/ and the model cards (code blocks, and
   inline ``alr ...`` examples in table rows) parses with the command's own parser
   (:func:`alr.cli.build_parser`, or :func:`alr.bench.experiments.bench_parser` for ``alr bench``);
-* relative links between the pages point at files that exist;
+* relative links between the pages point at files that exist, and every test a page names
+  (``test_file.py::test_name`` or a bare ``test_name``) is defined;
 * the README stays short, with restoring an image in its first screen;
 * the README's results table is the mean of the per-image rows kept in docs/results/.
 """
@@ -133,6 +134,20 @@ def test_links_point_at_files():
             if not file.exists() and str(file.relative_to(ROOT)) not in PENDING:
                 missing.append(f"{page.relative_to(ROOT)} -> {target}")
     assert not missing, missing
+
+
+def test_the_tests_a_page_names_exist():
+    """docs/reliability.md and the results pages cite tests as evidence: a renamed test must not
+    leave a promise pointing at nothing."""
+    defined = {(f.name, name) for f in (ROOT / "tests").rglob("test_*.py")
+               for name in re.findall(r"^def (test_\w+)", f.read_text(), re.M)}
+    cited, missing = 0, []
+    for page in PAGES:
+        for file, name in re.findall(r"`(?:(test_\w+\.py)::)?(test_\w+)(?:\[[^\]`]*\])?`", page.read_text()):
+            cited += 1
+            if not any(name == n and file in ("", f) for f, n in defined):
+                missing.append(f"{page.relative_to(ROOT)}: {file + '::' if file else ''}{name}")
+    assert cited > 30 and not missing, missing
 
 
 def test_readme_is_short_and_starts_with_restoring():
