@@ -500,9 +500,9 @@ def train_critic(critic: nn.Module, sampler: Sampler, config: TrainConfig,
 
 class RunLog:
     """A training loop's CSV log with columns ``fields``, written a row at a time with the run's
-    seconds: ``seconds`` (those of the runs it resumes) plus those since it was opened. Its
-    ``run_seconds`` count from ``started`` (when this process's command began; default: the
-    opening), the clock of ``--stop-after``. On resume
+    seconds: ``seconds`` (those of the runs it resumes) plus those since it was opened.
+    ``started`` is when this process's command began (default: the opening), the origin of
+    ``--stop-after`` (:func:`past_deadline`). On resume
     (``start > 0``) it keeps the rows up to the checkpoint's step and drops the later ones. ``path``
     None: nothing is written; the clock still runs."""
 
@@ -540,10 +540,6 @@ class RunLog:
     def seconds(self) -> float:
         """Seconds of the whole run: those before the resume and those since the log was opened."""
         return self.before + time.perf_counter() - self.t0
-
-    def run_seconds(self) -> float:
-        """Seconds of this process's part of the run, since ``started``."""
-        return time.perf_counter() - self.started
 
     def write(self, step: int, row: dict) -> None:
         """Write one row for ``step`` (nothing for an empty row)."""
@@ -599,15 +595,21 @@ def stopping(config, log: RunLog, done: int, signals: StopSignals) -> tuple[bool
     process have passed (the checkpoint then lets ``--resume`` go on, also after the last step,
     when only the end of the run is left); or else a stop signal came (:class:`StopSignals`)."""
     timeout = bool(config.max_seconds) and log.seconds() > config.max_seconds and done < config.steps
-    paused = not timeout and bool(config.stop_after) and log.run_seconds() > config.stop_after
+    paused = not timeout and past_deadline(config.stop_after, log.started)
     return timeout, paused, not (timeout or paused) and signals.caught
+
+
+def past_deadline(stop_after: float | None, started: float) -> bool:
+    """``--stop-after``: ``stop_after`` seconds (None: never) have passed since ``started``, a
+    ``time.perf_counter()`` time."""
+    return bool(stop_after) and time.perf_counter() - started > stop_after
 
 
 def pause_before_end(critic: nn.Module, record: str, out, stop_after: float | None, started: float) -> bool:
     """Before a stage of the end of a run (scale fit, calibration): when ``stop_after`` seconds
     since ``started`` have passed, mark ``critic.meta[record]`` paused with no steps left, write the
     model to ``out`` and return True (``--resume`` then does the end again); otherwise False."""
-    if not stop_after or time.perf_counter() - started <= stop_after:
+    if not past_deadline(stop_after, started):
         return False
     critic.meta[record].update(paused=True, steps_left=0)
     save_model(critic, out)
